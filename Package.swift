@@ -1,0 +1,99 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "peer",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "peerd", targets: ["peerd"]),
+        .executable(name: "peerctl", targets: ["peerctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // Pure: no I/O, no NIO.
+        .target(name: "PeerCore", swiftSettings: strict),
+        .target(name: "Deployment", dependencies: ["PeerCore"], swiftSettings: strict),
+        // Crash-safe files (atomic replace, modes from creation).
+        .target(name: "PeerFiles", swiftSettings: strict),
+
+        // Real adapters.
+        .target(
+            name: "Docker",
+            dependencies: [
+                "Deployment",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Nginx",
+            dependencies: [
+                "Deployment", "PeerFiles",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Wiring: config, state, swap runner, control API.
+        .target(
+            name: "PeerDaemon",
+            dependencies: [
+                "PeerCore", "Deployment", "PeerFiles", "Docker", "Nginx",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "peerd",
+            dependencies: [
+                "PeerDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "peerctl",
+            dependencies: [
+                "PeerDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Test kit (not a product).
+        .target(
+            name: "PeerTestKit",
+            dependencies: [
+                "PeerCore", "Deployment", "PeerDaemon",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            path: "Tests/PeerTestKit",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["PeerDaemon", "Docker", "Nginx", "PeerTestKit"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,97 @@
+import Deployment
+import Foundation
+
+/// The JSON that peerd and peerctl exchange over the control socket.
+public enum ControlAPI {
+    public static let version = "0.1.0"
+
+    public struct DeployRequest: Codable, Sendable {
+        public var image: String
+        public init(image: String) { self.image = image }
+    }
+
+    /// One line of a deploy's NDJSON stream: `accepted`, then `progress` lines, then one `result`.
+    public struct Event: Codable, Sendable, Hashable {
+        public enum Kind: String, Codable, Sendable { case accepted, progress, result }
+        public var type: Kind
+        public var id: String?
+        public var image: String?
+        public var progress: ProgressLine?
+        public var record: DeployRecord?
+
+        public static func accepted(id: String, image: String) -> Event { Event(type: .accepted, id: id, image: image) }
+        public static func progress(_ line: ProgressLine) -> Event { Event(type: .progress, progress: line) }
+        public static func result(_ record: DeployRecord) -> Event { Event(type: .result, id: record.id, record: record) }
+    }
+
+    public struct ProgressLine: Codable, Sendable, Hashable {
+        public var step: String
+        public var status: String
+        public var elapsedMs: Int64
+        public var totalMs: Int64
+        public var detail: String
+
+        public init(_ progress: Swap.Progress) {
+            step = progress.step.rawValue
+            status = progress.status.rawValue
+            elapsedMs = progress.elapsed.milliseconds
+            totalMs = progress.total.milliseconds
+            detail = progress.detail
+        }
+    }
+
+    /// `{"error": "…"}` with a 4xx/5xx status.
+    public struct ErrorBody: Codable, Sendable {
+        public var error: String
+        public init(error: String) { self.error = error }
+    }
+
+    public struct NodeStatus: Codable, Sendable {
+        public var node: String
+        public var address: String
+        public var app: String
+        public var serving: AppInstance?
+        public var servingSince: Date?
+        public var previousImage: String?
+        public var deploying: NodeState.InProgress?
+        public var lastDeploy: DeployRecord?
+        public var starting: String?
+        public var nginx: Nginx
+        public var docker: Docker
+        public var peerd: Peerd
+
+        public struct Nginx: Codable, Sendable {
+            public var site: String
+            public var listen: String
+            public var running: Bool
+            public var routedGeneration: Int?
+        }
+        public struct Docker: Codable, Sendable {
+            public var socket: String
+            public var reachable: Bool
+            public var apiVersion: String?
+            public var error: String?
+        }
+        public struct Peerd: Codable, Sendable {
+            public var version: String
+            public var pid: Int32
+            public var rssBytes: Int
+            public var startedAt: Date
+        }
+    }
+
+    public static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        e.dateEncodingStrategy = .iso8601
+        e.keyEncodingStrategy = .convertToSnakeCase
+        return e
+    }()
+
+    public static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }()
+}

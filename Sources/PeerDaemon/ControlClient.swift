@@ -1,0 +1,87 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+
+/// `peerctl`'s side of the control API.
+public struct ControlClient: Sendable {
+    public let socketPath: String
+    let http: HTTPClient
+
+    public init(socketPath: String, http: HTTPClient) {
+        self.socketPath = socketPath
+        self.http = http
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public func status() async throws -> ControlAPI.NodeStatus {
+        try await get("/v1/status")
+    }
+
+    public func history() async throws -> [DeployRecord] {
+        try await get("/v1/deploys")
+    }
+
+    /// Starts a deploy (image given) or a rollback (nil) and calls `onEvent` for each event as it arrives.
+    public func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
+        var request = try self.request(image == nil ? "/v1/rollback" : "/v1/deploy")
+        request.method = .POST
+        if let image {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(ControlAPI.DeployRequest(image: image))))
+        }
+        let response = try await execute(request, timeout: .hours(2))
+        guard response.status == .ok else {
+            throw Failure(description: try await errorText(response))
+        }
+        var pending: [UInt8] = []
+        for try await chunk in response.body {
+            pending += chunk.readableBytesView
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = pending[..<newline]
+                pending.removeSubrange(...newline)
+                if let event = try? ControlAPI.decoder.decode(ControlAPI.Event.self, from: Data(line)) {
+                    onEvent(event)
+                }
+            }
+        }
+    }
+
+    private func get<T: Decodable>(_ path: String) async throws -> T {
+        let response = try await execute(try request(path), timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 16 << 20)
+        guard response.status == .ok else {
+            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)))
+        }
+        return try ControlAPI.decoder.decode(T.self, from: Data(buffer: body))
+    }
+
+    private func request(_ path: String) throws -> HTTPClientRequest {
+        guard let url = URL(httpURLWithSocketPath: socketPath, uri: path) else {
+            throw Failure(description: "\(socketPath) is not a usable socket path")
+        }
+        return HTTPClientRequest(url: url.absoluteString)
+    }
+
+    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
+        do {
+            return try await http.execute(request, timeout: timeout)
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: socketPath) ? "\(error)" : "no such socket"
+            throw Failure(
+                description: "cannot reach peerd at \(socketPath) (\(reason)); is it running? (systemctl status peerd; as root; or pass --config / --socket)")
+        }
+    }
+
+    private func errorText(_ response: HTTPClientResponse) async throws -> String {
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return Self.errorMessage(Data(buffer: body), status: Int(response.status.code))
+    }
+
+    static func errorMessage(_ data: Data, status: Int) -> String {
+        if let error = try? ControlAPI.decoder.decode(ControlAPI.ErrorBody.self, from: data) { return error.error }
+        return "peerd answered \(status): \(String(decoding: data, as: UTF8.self))"
+    }
+}

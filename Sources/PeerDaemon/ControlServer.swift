@@ -1,0 +1,102 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PeerFiles
+
+/// The control API on a root-only unix socket: what `peerctl` talks to.
+///
+///     GET  /v1/status     this node's status (JSON)
+///     GET  /v1/deploys    deploy history, oldest first (JSON)
+///     POST /v1/deploy     {"image": "…"} → NDJSON stream: accepted, progress…, result
+///     POST /v1/rollback   → the same stream, swapping back to the previous image
+enum ControlServer {
+    static func application(engine: NodeEngine, socketPath: String, logger: Logger) throws -> some ApplicationProtocol {
+        try prepareSocket(socketPath)
+        let router = Router()
+        router.get("/v1/status") { _, _ in
+            try json(await engine.status())
+        }
+        router.get("/v1/deploys") { _, _ in
+            try json(await engine.history())
+        }
+        router.post("/v1/deploy") { request, _ in
+            let body = try await request.body.collect(upTo: 64 * 1024)
+            guard let deploy = try? ControlAPI.decoder.decode(ControlAPI.DeployRequest.self, from: Data(buffer: body)) else {
+                return try json(ControlAPI.ErrorBody(error: "expected a JSON body {\"image\": \"…\"}"), status: .badRequest)
+            }
+            return try await submit(engine, .deploy, image: deploy.image)
+        }
+        router.post("/v1/rollback") { _, _ in
+            try await submit(engine, .rollback, image: nil)
+        }
+        var appLogger = logger
+        appLogger[metadataKey: "peer.component"] = "control"
+        return Application(
+            router: router,
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "peerd"),
+            onServerRunning: { _ in
+                // Root-only: whoever can talk to this socket can deploy.
+                chmod(socketPath, 0o600)
+            },
+            logger: appLogger)
+    }
+
+    private static func submit(_ engine: NodeEngine, _ kind: DeployRecord.Kind, image: String?) async throws -> Response {
+        let events: AsyncStream<ControlAPI.Event>
+        do {
+            events = try await engine.submit(kind, image: image).events
+        } catch let busy as NodeEngine.Busy {
+            return try json(ControlAPI.ErrorBody(error: busy.description), status: .conflict)
+        } catch let refused as NodeEngine.Refused {
+            return try json(ControlAPI.ErrorBody(error: refused.description), status: .badRequest)
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "application/x-ndjson"],
+            body: ResponseBody { writer in
+                // The deploy runs in the engine, not here: a client that goes away only stops reading progress.
+                for await event in events {
+                    var line = try ControlAPI.encoder.encode(event)
+                    line.append(UInt8(ascii: "\n"))
+                    try await writer.write(ByteBuffer(bytes: line))
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    private static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try ControlAPI.encoder.encode(value)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// Creates the socket's folder (0700) and refuses to take over the socket of a peerd that still runs.
+    static func prepareSocket(_ path: String) throws {
+        let folder = (path as NSString).deletingLastPathComponent
+        if !folder.isEmpty, !FileManager.default.fileExists(atPath: folder) {
+            try AtomicFile.makeDirectory(folder, mode: 0o700)
+        }
+        if FileManager.default.fileExists(atPath: path), socketAnswers(path) {
+            throw StartupError(description: "another peerd already listens on \(path); stop it first (systemctl stop peerd)")
+        }
+    }
+
+    static func socketAnswers(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8.prefix(MemoryLayout.size(ofValue: address.sun_path) - 1))
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return result == 0
+    }
+}
+
+public struct StartupError: Error, CustomStringConvertible {
+    public var description: String
+}

@@ -1,0 +1,210 @@
+import AsyncHTTPClient
+import Deployment
+import Docker
+import Foundation
+import Logging
+import Nginx
+import PeerCore
+import ServiceLifecycle
+
+/// The node's deploy engine: adopts what runs at start, then runs deploys and rollbacks one at a time.
+///
+/// It owns the node state; each swap is driven by the pure ``Swap`` machine through ``runSwap``.
+public actor NodeEngine: Service {
+    public nonisolated let config: PeerConfig
+    let runtime: any ContainerRuntime
+    let proxy: any FrontProxy
+    let health: HealthProbe
+    let store: StateStore
+    let clock: any PeerClock
+    let logger: Logger
+    let startedAt = Date()
+
+    var state = NodeState()
+    /// Set while adoption has not succeeded; deploys are refused with this reason.
+    private(set) var startingReason: String? = "peerd is starting"
+    private var active: NodeState.InProgress?
+    private let jobs: AsyncStream<Job>
+    private let jobsInput: AsyncStream<Job>.Continuation
+
+    struct Job: Sendable {
+        var id: String
+        var kind: DeployRecord.Kind
+        var image: String
+        var events: AsyncStream<ControlAPI.Event>.Continuation?
+    }
+
+    /// Refusal of a second deploy while one runs.
+    public struct Busy: Error, CustomStringConvertible {
+        public var running: NodeState.InProgress
+        public var description: String {
+            "deploy \(running.id) of \(running.image) is running (started \(running.startedAt.formatted(.iso8601))); wait for it to finish"
+        }
+    }
+
+    public struct Refused: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(
+        config: PeerConfig, runtime: any ContainerRuntime, proxy: any FrontProxy, http: HTTPClient,
+        clock: any PeerClock = SystemClock(), logger: Logger
+    ) {
+        self.config = config
+        self.runtime = runtime
+        self.proxy = proxy
+        self.health = HealthProbe(http: http, runtime: runtime, path: config.app.health.path, requestTimeout: config.app.health.requestTimeout)
+        self.store = StateStore(directory: config.stateDirectory)
+        self.clock = clock
+        self.logger = logger
+        (jobs, jobsInput) = AsyncStream.makeStream(of: Job.self)
+    }
+
+    /// peer's labels for this node's app: every container of peer's here carries all of them.
+    var scopeLabels: [String: String] {
+        [PeerLabels.managed: "true", PeerLabels.node: config.node.name, PeerLabels.app: config.app.name]
+    }
+
+    // MARK: - Service
+
+    public func run() async throws {
+        state = try store.load()
+        await adoptUntilDone()
+        for await job in jobs.cancelOnGracefulShutdown() {
+            await execute(job)
+        }
+    }
+
+    /// Adopts what runs, retrying while dockerd cannot be reached (deploys are refused meanwhile).
+    private func adoptUntilDone() async {
+        var delay = Duration.milliseconds(500)
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await adopt()
+                startingReason = nil
+                return
+            } catch {
+                startingReason = "peerd cannot adopt running containers yet: \(error)"
+                logger.error("adoption failed; retrying", metadata: ["error": "\(error)", "retry.in": "\(delay)"])
+                try? await clock.sleep(for: delay)
+                delay = min(delay * 2, .seconds(10))
+            }
+        }
+    }
+
+    func adopt() async throws {
+        let containers = try await runtime.managedContainers(labels: scopeLabels)
+        let routed = await proxy.routed()
+        let plan = AdoptionPlan.plan(
+            containers: containers, routed: routed, recordedCurrent: state.current, nextGeneration: state.nextGeneration)
+        for note in plan.notes { logger.info("\(note)", metadata: ["peer.node": "\(config.node.name)"]) }
+        if plan.reroute {
+            try await proxy.route(to: plan.serving)
+        }
+        for container in plan.remove {
+            do {
+                try await runtime.stopAndRemove(container.id, grace: config.app.stopGrace)
+            } catch {
+                logger.warning("could not remove leftover container", metadata: ["container.name": "\(container.name)", "error": "\(error)"])
+            }
+        }
+        if let interrupted = state.inProgress {
+            let adopted = plan.serving?.generation == interrupted.generation
+            state.history.append(
+                DeployRecord(
+                    id: interrupted.id, kind: .deploy, image: interrupted.image, previousImage: state.current?.image,
+                    generation: interrupted.generation, result: adopted ? .succeeded : .interrupted,
+                    reason: adopted
+                        ? nil : "peerd stopped during the swap; the half-started container was removed and the previous version kept serving",
+                    evidence: nil, warnings: adopted ? ["peerd restarted after the switch; the new instance was adopted"] : [],
+                    startedAt: interrupted.startedAt, servingAfterMs: nil,
+                    durationMs: Int64(Date().timeIntervalSince(interrupted.startedAt) * 1000), steps: []))
+            if adopted, state.current?.generation != interrupted.generation {
+                state.previousImage = state.current?.image
+            }
+            state.inProgress = nil
+        }
+        let desired = state.current?.image ?? config.app.image
+        state.current = plan.serving
+        state.nextGeneration = plan.nextGeneration
+        try store.save(state)
+        if plan.serving == nil, let desired {
+            logger.info("nothing of peer's runs; deploying the desired image", metadata: ["deploy.image": "\(desired)"])
+            startingReason = nil
+            await execute(Job(id: Self.newID(), kind: .restore, image: desired, events: nil))
+        }
+    }
+
+    // MARK: - Requests
+
+    /// Queues a deploy (or a rollback) and returns its event stream. Refuses while another runs.
+    public func submit(_ kind: DeployRecord.Kind, image requested: String?) throws -> (id: String, events: AsyncStream<ControlAPI.Event>) {
+        if let startingReason { throw Refused(description: startingReason) }
+        if let active { throw Busy(running: active) }
+        let image: String
+        switch (kind, requested) {
+        case (_, let requested?):
+            do { _ = try ImageReference(parsing: requested) } catch { throw Refused(description: error.description) }
+            image = requested
+        case (.rollback, nil):
+            guard let previous = state.previousImage else {
+                throw Refused(description: "nothing to roll back to: this node has no previous image recorded yet")
+            }
+            image = previous
+        default:
+            throw Refused(description: "no image given")
+        }
+        let id = Self.newID()
+        active = NodeState.InProgress(id: id, image: image, generation: state.nextGeneration, startedAt: Date())
+        let (events, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self, bufferingPolicy: .unbounded)
+        continuation.yield(.accepted(id: id, image: image))
+        jobsInput.yield(Job(id: id, kind: kind, image: image, events: continuation))
+        return (id, events)
+    }
+
+    public func history() -> [DeployRecord] { state.history }
+
+    public func status() async -> ControlAPI.NodeStatus {
+        let servingSince = state.history.last { $0.result == .succeeded && $0.generation == state.current?.generation }?.startedAt
+        var docker = ControlAPI.NodeStatus.Docker(socket: config.dockerSocket, reachable: false)
+        if let client = runtime as? DockerClient {
+            do {
+                docker.apiVersion = "\(try await client.apiVersion())"
+                docker.reachable = true
+            } catch {
+                docker.error = "\(error)"
+            }
+        }
+        let routed = await proxy.routed()
+        let nginxRunning = await (proxy as? NginxProxy)?.isRunning() ?? true
+        return ControlAPI.NodeStatus(
+            node: config.node.name, address: config.node.address, app: config.app.name, serving: state.current,
+            servingSince: servingSince, previousImage: state.previousImage, deploying: active,
+            lastDeploy: state.history.last, starting: startingReason,
+            nginx: .init(site: config.nginx.site, listen: config.nginx.listen, running: nginxRunning, routedGeneration: routed?.generation),
+            docker: docker,
+            peerd: .init(version: ControlAPI.version, pid: getpid(), rssBytes: Self.residentBytes(), startedAt: startedAt))
+    }
+
+    // MARK: - Execution
+
+    private func execute(_ job: Job) async {
+        let record = await deploy(job)
+        job.events?.yield(.result(record))
+        job.events?.finish()
+        active = nil
+    }
+
+    static func newID() -> String {
+        let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz")
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<8).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
+    }
+
+    static func residentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+        let kb = line?.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        return kb * 1024
+    }
+}

@@ -1,0 +1,353 @@
+import Deployment
+import Foundation
+import PeerCore
+import Yams
+
+extension PeerConfig {
+    /// Reads and validates a config file. Throws a ``ConfigError`` naming the file, the key and the fix.
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigError) -> PeerConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let exists = FileManager.default.fileExists(atPath: path)
+            throw ConfigError(
+                file: path, key: "", line: nil, problem: exists ? "cannot be read" : "does not exist",
+                fix: exists ? "check its permissions (peerd runs as root)" : "create it (see deploy/peer.example.yml) or pass --config PATH")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), path: path, environment: environment)
+    }
+
+    public static func parse(_ text: String, path: String, environment: [String: String] = [:]) throws(ConfigError) -> PeerConfig {
+        let root: Yams.Node
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                throw ConfigError(file: path, key: "", line: nil, problem: "is empty", fix: "start from deploy/peer.example.yml")
+            }
+            root = node
+        } catch let error as ConfigError {
+            throw error
+        } catch let error as YamlError {
+            throw ConfigError(file: path, key: "", line: Self.line(of: error), problem: "is not valid YAML (\(Self.describe(error)))", fix: "")
+        } catch {
+            throw ConfigError(file: path, key: "", line: nil, problem: "is not valid YAML (\(error))", fix: "")
+        }
+        let top = try Section(file: path, key: "", node: root)
+        try top.allowOnly(["node", "app", "registries", "nginx", "docker", "state_dir", "control"])
+
+        let nodeSection = try top.section("node", required: true)!
+        try nodeSection.allowOnly(["name", "address"])
+        let nodeName = try nodeSection.string("name", required: true)!
+        try nodeSection.check("name", nodeName, Self.isName(nodeName), "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit", fix: "e.g. web-1")
+        let address = try nodeSection.string("address", required: true)!
+        try nodeSection.check("address", address, Self.isIPAddress(address), "is not an IPv4 or IPv6 address", fix: "the public address of this VPS, e.g. 203.0.113.10")
+
+        let appSection = try top.section("app", required: true)!
+        try appSection.allowOnly([
+            "name", "image", "port", "health", "env", "env_file", "volumes", "restart", "labels", "stop_grace", "drain_timeout",
+        ])
+        let appName = try appSection.string("name") ?? "app"
+        try appSection.check("name", appName, Self.isName(appName), "must be lowercase letters, digits or '-'", fix: "e.g. shop")
+        let image = try appSection.string("image")
+        if let image {
+            do { _ = try ImageReference(parsing: image) } catch {
+                throw appSection.error("image", problem: error.reason, fix: "e.g. ghcr.io/acme/shop:1.4.2")
+            }
+        }
+        let port = try appSection.int("port", required: true, range: 1...65535)!
+        let healthSection = try appSection.section("health")
+        try healthSection?.allowOnly(["path", "timeout", "interval", "request_timeout"])
+        let healthPath = try healthSection?.string("path") ?? "/health"
+        try healthSection?.check("path", healthPath, healthPath.hasPrefix("/") && !healthPath.contains(where: \.isWhitespace), "must start with / and hold no spaces", fix: "e.g. /health")
+        let health = Health(
+            path: healthPath,
+            timeout: try healthSection?.duration("timeout", min: .milliseconds(100)) ?? .seconds(60),
+            interval: try healthSection?.duration("interval", min: .milliseconds(10), max: .seconds(10)) ?? .milliseconds(100),
+            requestTimeout: try healthSection?.duration("request_timeout", min: .milliseconds(10)) ?? .seconds(2))
+        let env = try appSection.stringMap("env")
+        for key in env.keys where !Self.isEnvName(key) {
+            throw appSection.error("env.\(key)", problem: "is not a valid environment variable name", fix: "use letters, digits and _")
+        }
+        let envFile = try appSection.string("env_file")
+        if let envFile {
+            do { _ = try EnvFile.read(envFile) } catch {
+                throw appSection.error("env_file", problem: "\(error)", fix: "create the file or remove the key")
+            }
+        }
+        let volumes = try appSection.stringList("volumes")
+        for volume in volumes where volume.split(separator: ":").count < 2 {
+            throw appSection.error("volumes", problem: "\"\(volume)\" is not SOURCE:TARGET[:ro]", fix: "e.g. /srv/shop/data:/data")
+        }
+        let restart = try appSection.string("restart") ?? "unless-stopped"
+        try appSection.check("restart", restart, ["no", "always", "unless-stopped", "on-failure"].contains(restart), "must be one of no, always, unless-stopped, on-failure", fix: "unless-stopped keeps the app up across reboots")
+        let labels = try appSection.stringMap("labels")
+        if let reserved = labels.keys.first(where: { $0.hasPrefix("dev.peer.") }) {
+            throw appSection.error("labels.\(reserved)", problem: "the dev.peer. prefix is reserved for peer's own labels", fix: "choose another label key")
+        }
+        let app = App(
+            name: appName, image: image, port: port, health: health, env: env, envFile: envFile, volumes: volumes,
+            restart: restart, labels: labels,
+            stopGrace: try appSection.duration("stop_grace") ?? .seconds(10),
+            drainTimeout: try appSection.duration("drain_timeout", min: .milliseconds(100)) ?? .seconds(30))
+
+        var registries: [Registry] = []
+        for (index, entry) in try top.sectionList("registries").enumerated() {
+            try entry.allowOnly(["server", "username", "password", "password_env", "password_file"])
+            let server = try entry.string("server", required: true)!
+            let username = try entry.string("username", required: true)!
+            let secrets = try [
+                entry.string("password").map(Registry.Secret.inline), entry.string("password_env").map(Registry.Secret.environment),
+                entry.string("password_file").map(Registry.Secret.file),
+            ].compactMap { $0 }
+            guard secrets.count == 1, let secret = secrets.first else {
+                throw entry.error("", problem: "needs exactly one of password, password_env, password_file", fix: "password_file: /etc/peer/registry-token (mode 0600) keeps the secret out of this file")
+            }
+            switch secret {
+            case .inline:
+                if let mode = Self.mode(of: path), mode & 0o077 != 0 {
+                    throw entry.error("password", problem: "is a secret in a file others can read (mode \(String(mode, radix: 8)))", fix: "chmod 600 \(path), or use password_file / password_env")
+                }
+            case .environment(let name):
+                if environment[name] == nil {
+                    throw entry.error("password_env", problem: "names $\(name), which is not set", fix: "set it in peerd's environment (systemd: EnvironmentFile=)")
+                }
+            case .file(let file):
+                if !FileManager.default.isReadableFile(atPath: file) {
+                    throw entry.error("password_file", problem: "\(file) cannot be read", fix: "create it with mode 0600")
+                }
+            }
+            _ = index
+            registries.append(Registry(server: server, username: username, password: secret))
+        }
+
+        let nginxSection = try top.section("nginx", required: true)!
+        try nginxSection.allowOnly(["site", "listen", "server_name", "binary", "prefix", "config", "pid_file", "custom_include"])
+        let listen = try nginxSection.string("listen") ?? "80"
+        try nginxSection.check("listen", listen, Self.isListen(listen), "must be PORT, ADDRESS:PORT or [IPv6]:PORT", fix: "e.g. 80 or 127.0.0.2:8080")
+        let serverName = try nginxSection.string("server_name", required: true)!
+        try nginxSection.check("server_name", serverName, !serverName.contains(";") && !serverName.contains("{") && !serverName.isEmpty, "must be host names separated by spaces", fix: "e.g. shop.example.com")
+        let nginx = Nginx(
+            site: try nginxSection.string("site") ?? "/etc/nginx/conf.d/peer-\(appName).conf",
+            listen: listen, serverName: serverName,
+            binary: try nginxSection.string("binary") ?? "nginx",
+            prefix: try nginxSection.string("prefix"), config: try nginxSection.string("config"),
+            pidFile: try nginxSection.string("pid_file") ?? "/run/nginx.pid",
+            customInclude: try nginxSection.string("custom_include"))
+
+        let dockerSection = try top.section("docker")
+        try dockerSection?.allowOnly(["socket"])
+        let controlSection = try top.section("control")
+        try controlSection?.allowOnly(["socket"])
+
+        return PeerConfig(
+            path: path, node: Node(name: nodeName, address: address), app: app, registries: registries, nginx: nginx,
+            dockerSocket: try dockerSection?.string("socket") ?? "/var/run/docker.sock",
+            stateDirectory: try top.string("state_dir") ?? "/var/lib/peer",
+            controlSocket: try controlSection?.string("socket") ?? "/run/peer/peerd.sock")
+    }
+
+    // MARK: - Value rules
+
+    static func isName(_ s: String) -> Bool {
+        guard (1...63).contains(s.count), let first = s.first, first.isASCII, first.isLetter || first.isNumber else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+    }
+
+    static func isEnvName(_ s: String) -> Bool {
+        guard let first = s.first, first == "_" || (first.isASCII && first.isLetter) else { return false }
+        return s.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+    }
+
+    public static func isIPAddress(_ s: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
+    }
+
+    static func isListen(_ s: String) -> Bool {
+        let (host, port) = (s.lastIndex(of: ":").map { (String(s[..<$0]), String(s[s.index(after: $0)...])) }) ?? (nil, s)
+        guard let number = Int(port), (1...65535).contains(number) else { return false }
+        guard let host else { return true }
+        if host == "*" { return true }
+        if host.hasPrefix("[") && host.hasSuffix("]") { return isIPAddress(String(host.dropFirst().dropLast())) }
+        return isIPAddress(host)
+    }
+
+    static func mode(of path: String) -> Int? {
+        (try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? nil
+    }
+
+    static func line(of error: YamlError) -> Int? {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): mark.line
+        default: nil
+        }
+    }
+
+    static func describe(_ error: YamlError) -> String {
+        switch error {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): problem
+        default: "\(error)"
+        }
+    }
+}
+
+/// A typed view of one YAML mapping that remembers its key path, for errors that say where.
+struct Section {
+    let file: String
+    let key: String
+    let node: Yams.Node
+    let mapping: Yams.Node.Mapping
+
+    init(file: String, key: String, node: Yams.Node) throws(ConfigError) {
+        self.file = file
+        self.key = key
+        self.node = node
+        guard let mapping = node.mapping else {
+            throw ConfigError(
+                file: file, key: key, line: node.mark.map { $0.line }, problem: "must be a mapping of keys to values",
+                fix: key.isEmpty ? "see deploy/peer.example.yml" : "indent the keys of \(key) under it")
+        }
+        self.mapping = mapping
+    }
+
+    func path(_ child: String) -> String { key.isEmpty ? child : child.isEmpty ? key : "\(key).\(child)" }
+
+    func error(_ child: String, problem: String, fix: String) -> ConfigError {
+        ConfigError(file: file, key: path(child), line: value(child)?.mark.map { $0.line } ?? node.mark.map { $0.line }, problem: problem, fix: fix)
+    }
+
+    func check(_ child: String, _ value: String, _ ok: Bool, _ problem: String, fix: String) throws(ConfigError) {
+        if !ok { throw error(child, problem: "\"\(value)\" \(problem)", fix: fix) }
+    }
+
+    func value(_ child: String) -> Yams.Node? {
+        guard !child.isEmpty else { return nil }
+        return mapping[Yams.Node(child)]
+    }
+
+    func allowOnly(_ keys: [String]) throws(ConfigError) {
+        for (k, _) in mapping {
+            guard let name = k.string else { continue }
+            if !keys.contains(name) {
+                let suggestion = keys.min { Self.distance($0, name) < Self.distance($1, name) }
+                let near = suggestion.map { Self.distance($0, name) <= 3 ? " (did you mean \($0)?)" : "" } ?? ""
+                throw ConfigError(
+                    file: file, key: path(name), line: k.mark.map { $0.line }, problem: "is not a known key\(near)",
+                    fix: "known keys here: \(keys.joined(separator: ", ")); see docs/configuration.md")
+            }
+        }
+    }
+
+    func section(_ child: String, required: Bool = false) throws(ConfigError) -> Section? {
+        guard let value = value(child), value != Yams.Node("~"), !(value.scalar?.string == "null") else {
+            if required { throw error(child, problem: "is missing", fix: "add a \(child): section (see docs/configuration.md)") }
+            return nil
+        }
+        return try Section(file: file, key: path(child), node: value)
+    }
+
+    func sectionList(_ child: String) throws(ConfigError) -> [Section] {
+        guard let value = value(child) else { return [] }
+        guard let sequence = value.sequence else { throw error(child, problem: "must be a list", fix: "start each entry with '- '") }
+        var result: [Section] = []
+        for (index, item) in sequence.enumerated() {
+            result.append(try Section(file: file, key: "\(path(child))[\(index)]", node: item))
+        }
+        return result
+    }
+
+    func string(_ child: String, required: Bool = false) throws(ConfigError) -> String? {
+        guard let value = value(child) else {
+            if required { throw error(child, problem: "is missing", fix: "set \(path(child)) (see docs/configuration.md)") }
+            return nil
+        }
+        guard let scalar = value.scalar else { throw error(child, problem: "must be a single value", fix: "write \(child): VALUE") }
+        if scalar.string.isEmpty && required { throw error(child, problem: "is empty", fix: "set a value") }
+        return scalar.string
+    }
+
+    func int(_ child: String, required: Bool = false, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+        guard let text = try string(child, required: required) else { return nil }
+        guard let number = Int(text), range.contains(number) else {
+            throw error(child, problem: "\"\(text)\" is not a whole number from \(range.lowerBound) to \(range.upperBound)", fix: "e.g. \(child): 8080")
+        }
+        return number
+    }
+
+    func duration(_ child: String, min: Duration = .zero, max: Duration? = nil) throws(ConfigError) -> Duration? {
+        guard let text = try string(child) else { return nil }
+        guard let duration = Duration(configString: text) else {
+            throw error(child, problem: "\"\(text)\" is not a duration", fix: "write a number with a unit: 250ms, 30s, 5m")
+        }
+        if duration < min || (max.map { duration > $0 } ?? false) {
+            let bounds = max.map { "from \(min.compactDescription) to \($0.compactDescription)" } ?? "at least \(min.compactDescription)"
+            throw error(child, problem: "\(text) is out of range", fix: "use a duration \(bounds)")
+        }
+        return duration
+    }
+
+    func stringList(_ child: String) throws(ConfigError) -> [String] {
+        guard let value = value(child) else { return [] }
+        guard let sequence = value.sequence else { throw error(child, problem: "must be a list", fix: "write one '- item' per line") }
+        var result: [String] = []
+        for item in sequence {
+            guard let s = item.scalar?.string else { throw error(child, problem: "must hold plain values", fix: "quote each item") }
+            result.append(s)
+        }
+        return result
+    }
+
+    func stringMap(_ child: String) throws(ConfigError) -> [String: String] {
+        guard let value = value(child) else { return [:] }
+        guard let mapping = value.mapping else { throw error(child, problem: "must be a mapping", fix: "write KEY: value lines under \(child)") }
+        var result: [String: String] = [:]
+        for (k, v) in mapping {
+            guard let key = k.string, let s = v.scalar?.string else {
+                throw error(child, problem: "must map names to plain values", fix: "quote values that contain ':' or '#'")
+            }
+            result[key] = s
+        }
+        return result
+    }
+
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let old = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = old
+            }
+        }
+        return row[b.count]
+    }
+}
+
+/// `KEY=value` lines (comments with #, blank lines ignored), as Docker's --env-file reads them.
+public enum EnvFile {
+    public struct Invalid: Error, CustomStringConvertible {
+        public var path: String
+        public var line: Int
+        public var reason: String
+        public var description: String { line == 0 ? "\(path): \(reason)" : "\(path):\(line): \(reason)" }
+    }
+
+    public static func read(_ path: String) throws(Invalid) -> [String] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw Invalid(path: path, line: 0, reason: FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist")
+        }
+        var result: [String] = []
+        for (index, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let eq = line.firstIndex(of: "="), eq != line.startIndex else {
+                throw Invalid(path: path, line: index + 1, reason: "expected KEY=value")
+            }
+            let key = line[..<eq].trimmingCharacters(in: .whitespaces)
+            guard PeerConfig.isEnvName(key) else { throw Invalid(path: path, line: index + 1, reason: "\"\(key)\" is not a valid variable name") }
+            result.append("\(key)=\(line[line.index(after: eq)...])")
+        }
+        return result
+    }
+}

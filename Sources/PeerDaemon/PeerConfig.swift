@@ -1,0 +1,101 @@
+import Deployment
+import Foundation
+import PeerCore
+
+/// One node's configuration, loaded from `/etc/peer/peer.yml` (or `--config`). Every key is documented in
+/// docs/configuration.md; ``PeerConfig/load(path:environment:)`` explains any mistake by file, key and fix.
+public struct PeerConfig: Sendable, Hashable {
+    public static let defaultPath = "/etc/peer/peer.yml"
+
+    public struct Node: Sendable, Hashable {
+        /// Unique in the cluster; used in container names and labels.
+        public var name: String
+        /// The address this node's DNS record points at (public IPv4 or IPv6).
+        public var address: String
+    }
+
+    public struct Health: Sendable, Hashable {
+        public var path: String
+        /// How long a new container may take to pass its health check.
+        public var timeout: Duration
+        public var interval: Duration
+        /// Timeout of one health request.
+        public var requestTimeout: Duration
+    }
+
+    public struct App: Sendable, Hashable {
+        public var name: String
+        /// Deployed at first start when nothing of peer's runs yet (optional).
+        public var image: String?
+        /// The port the app listens on inside the container.
+        public var port: Int
+        public var health: Health
+        public var env: [String: String]
+        public var envFile: String?
+        public var volumes: [String]
+        public var restart: String
+        public var labels: [String: String]
+        public var stopGrace: Duration
+        public var drainTimeout: Duration
+    }
+
+    public struct Registry: Sendable, Hashable {
+        public var server: String
+        public var username: String
+        public enum Secret: Sendable, Hashable {
+            case inline(String)
+            case environment(String)
+            case file(String)
+        }
+        public var password: Secret
+    }
+
+    public struct Nginx: Sendable, Hashable {
+        public var site: String
+        public var listen: String
+        public var serverName: String
+        public var binary: String
+        /// `-p` for a non-system nginx (the test bed's).
+        public var prefix: String?
+        /// `-c`: nginx's main config file, when not the default.
+        public var config: String?
+        public var pidFile: String
+        public var customInclude: String?
+    }
+
+    public var path: String
+    public var node: Node
+    public var app: App
+    public var registries: [Registry]
+    public var nginx: Nginx
+    public var dockerSocket: String
+    public var stateDirectory: String
+    public var controlSocket: String
+
+    /// The swap's timing settings.
+    public var swapSettings: Swap.Settings {
+        Swap.Settings(
+            healthInterval: app.health.interval, healthTimeout: app.health.timeout,
+            drainTimeout: app.drainTimeout, stopGrace: app.stopGrace)
+    }
+
+    /// The nginx arguments that select a non-system instance.
+    public var nginxArguments: [String] {
+        (nginx.prefix.map { ["-p", $0] } ?? []) + (nginx.config.map { ["-c", $0] } ?? [])
+    }
+}
+
+/// A configuration mistake: which file, which key, what is wrong, how to fix it.
+public struct ConfigError: Error, CustomStringConvertible, Sendable, Hashable {
+    public var file: String
+    public var key: String
+    public var line: Int?
+    public var problem: String
+    public var fix: String
+
+    public var description: String {
+        let location = line.map { "\(file):\($0)" } ?? file
+        let subject = key.isEmpty ? "" : " \(key):"
+        return "\(location):\(subject) \(problem)" + (fix.isEmpty ? "" : ". Fix: \(fix)")
+    }
+}

@@ -1,0 +1,61 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Whole-file writes that readers and crashes only ever see complete: temp file in the same folder,
+/// fsync, rename over the target, fsync the folder. The mode applies from creation, so a file that holds a
+/// secret is never readable by others, not even for a moment.
+public enum AtomicFile {
+    public struct WriteError: Error, CustomStringConvertible, Sendable {
+        public var path: String
+        public var reason: String
+        public var description: String {
+            "could not write \(path): \(reason); check the disk has space and the folder is writable"
+        }
+    }
+
+    public static func write(_ bytes: some Collection<UInt8>, to path: String, mode: mode_t = 0o644) throws(WriteError) {
+        let temp = "\(path).tmp-\(getpid())"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw WriteError(path: path, reason: lastError()) }
+        var failure: String?
+        let data = Array(bytes)
+        var offset = 0
+        while offset < data.count, failure == nil {
+            let written = data[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno != EINTR { failure = lastError() }
+            } else {
+                offset += written
+            }
+        }
+        if failure == nil, fchmod(fd, mode) != 0 { failure = lastError() }
+        if failure == nil, fsync(fd) != 0 { failure = lastError() }
+        close(fd)
+        if failure == nil, rename(temp, path) != 0 { failure = lastError() }
+        if let failure {
+            unlink(temp)
+            throw WriteError(path: path, reason: failure)
+        }
+        let folder = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        let dirfd = open(folder.isEmpty ? "/" : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirfd >= 0 {
+            fsync(dirfd)
+            close(dirfd)
+        }
+    }
+
+    /// Creates a folder (and its parents) if missing and sets its mode.
+    public static func makeDirectory(_ path: String, mode: mode_t) throws(WriteError) {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/\(part)"
+            if mkdir(current, 0o755) != 0 && errno != EEXIST { throw WriteError(path: current, reason: lastError()) }
+        }
+        if chmod(path, mode) != 0 { throw WriteError(path: path, reason: lastError()) }
+    }
+
+    private static func lastError() -> String { String(cString: strerror(errno)) }
+}

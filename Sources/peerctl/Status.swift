@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import PeerDaemon
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show what this node serves and how its last deploy went.")
+
+    @OptionGroup var connection: Connection
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let status: ControlAPI.NodeStatus
+        do {
+            status = try await connection.withClient { try await $0.status() }
+        } catch {
+            throw fail("\(error)")
+        }
+        if json { return try printJSON(status) }
+        var rows: [(String, String)] = [
+            ("node", "\(status.node) (\(status.address))"),
+            ("app", status.app),
+            ("serving", status.serving.map { "\($0.image)  generation \($0.generation), \($0.containerName), 127.0.0.1:\($0.hostPort)" } ?? "nothing"),
+        ]
+        if let since = status.servingSince { rows.append(("since", since.formatted(.iso8601))) }
+        rows.append(("previous", status.previousImage ?? "none"))
+        if let d = status.deploying { rows.append(("deploying", "\(d.image) (deploy \(d.id))")) }
+        if let last = status.lastDeploy {
+            rows.append(("last deploy", "\(last.kind.rawValue) \(last.id) \(last.image): \(last.result.rawValue)\(last.reason.map { " — \($0)" } ?? "")"))
+        }
+        if let starting = status.starting { rows.append(("starting", starting)) }
+        rows.append(("nginx", "\(status.nginx.running ? "running" : "NOT RUNNING"), \(status.nginx.site), listen \(status.nginx.listen), routes to generation \(status.nginx.routedGeneration.map(String.init) ?? "none")"))
+        rows.append(("docker", status.docker.reachable ? "reachable (API \(status.docker.apiVersion ?? "?"))" : "UNREACHABLE: \(status.docker.error ?? "")"))
+        rows.append(("peerd", "\(status.peerd.version), pid \(status.peerd.pid), \(status.peerd.rssBytes / (1 << 20)) MiB resident"))
+        let width = rows.map(\.0.count).max() ?? 0
+        for (key, value) in rows { print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(value)") }
+    }
+}
+
+struct Deploys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List this node's deploys, newest last.")
+
+    @OptionGroup var connection: Connection
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let history: [DeployRecord]
+        do {
+            history = try await connection.withClient { try await $0.history() }
+        } catch {
+            throw fail("\(error)")
+        }
+        if json { return try printJSON(history) }
+        for r in history {
+            let serving = r.servingAfterMs.map { String(format: "serving after %.3fs", Double($0) / 1000) } ?? ""
+            print("\(r.startedAt.formatted(.iso8601))  \(r.id)  \(r.kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(r.result.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) gen \(r.generation)  \(r.image)  \(serving)\(r.reason.map { "  \($0)" } ?? "")")
+        }
+    }
+}
+
+struct ConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Work with the node's config file.", subcommands: [Check.self])
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate the config file without starting anything.")
+
+        @Option(name: .long, help: "The node's config file.")
+        var config: String = PeerConfig.defaultPath
+
+        func run() async throws {
+            do {
+                let loaded = try PeerConfig.load(path: config)
+                print("\(config): ok")
+                print("  node \(loaded.node.name) (\(loaded.node.address)), app \(loaded.app.name) on container port \(loaded.app.port)")
+                print("  health \(loaded.app.health.path), timeout \(loaded.app.health.timeout.compactDescription)")
+                print("  nginx site \(loaded.nginx.site), listen \(loaded.nginx.listen), server_name \(loaded.nginx.serverName)")
+                print("  state in \(loaded.stateDirectory), control socket \(loaded.controlSocket)")
+            } catch {
+                throw fail("\(error)")
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PeerDaemon
+
+@main
+struct Peerd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peerd",
+        abstract: "The peer daemon: zero-downtime blue/green deploys of one app behind nginx on this node.",
+        version: ControlAPI.version)
+
+    @Option(name: .long, help: "The node's config file.")
+    var config: String = PeerConfig.defaultPath
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = ProcessInfo.processInfo.environment["PEER_LOG_LEVEL"] ?? "info"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "peerd")
+        let loaded: PeerConfig
+        do {
+            loaded = try PeerConfig.load(path: config)
+        } catch {
+            FileHandle.standardError.write(Data("peerd: config error: \(error)\n".utf8))
+            throw ExitCode(78)  // EX_CONFIG: systemd does not restart-loop on a config that cannot work
+        }
+        do {
+            try await Daemon.run(config: loaded, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("peerd: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}
