@@ -85,6 +85,7 @@ let package = Package(
             dependencies: [
                 "PeerCore", "Deployment", "PeerDaemon",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/PeerTestKit",
             swiftSettings: strict

@@ -1,0 +1,103 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+
+/// The real services the integration tests use, started by `cluster/testbed up` (CI runs it first).
+public enum TestBed {
+    public static let registry = ProcessInfo.processInfo.environment["PEER_REGISTRY"] ?? "127.0.0.1:5000"
+    public static let dockerSocket = "/var/run/docker.sock"
+
+    /// `127.0.0.1:5000/peer-testapp:TAG`: v1, v2, v3 (healthy), bad (health 404), crash (exit 3), slowstart (3 s).
+    public static func image(_ tag: String) -> String { "\(registry)/peer-testapp:\(tag)" }
+
+    /// The repository root (for binaries and scripts).
+    public static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    public static let http = HTTPClient(
+        eventLoopGroupProvider: .singleton,
+        configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(2))))
+
+    public struct NotReady: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
+    }
+
+    /// Fails (does not skip) when the test bed is not up: a test that silently skips proves nothing.
+    public static func require() async throws {
+        guard FileManager.default.fileExists(atPath: dockerSocket) else {
+            throw NotReady(description: "no dockerd at \(dockerSocket): run cluster/testbed up first")
+        }
+        let registryUp = (try? await get("http://\(registry)/v2/"))?.status == 200
+        guard registryUp else { throw NotReady(description: "no registry at \(registry): run cluster/testbed up first") }
+        guard Shell.which("nginx") != nil else { throw NotReady(description: "nginx is not installed: run cluster/testbed up first") }
+    }
+
+    public struct Answer: Sendable {
+        public var status: Int
+        public var body: String
+        public var headers: [(String, String)]
+        public func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+    }
+
+    /// One GET on a fresh connection.
+    public static func get(_ url: String, host: String? = nil, timeout: Duration = .seconds(5)) async throws -> Answer {
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "Connection", value: "close")
+        if let host { request.headers.add(name: "Host", value: host) }
+        let response = try await http.execute(request, timeout: .milliseconds(Int64(timeout.components.seconds * 1000)))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return Answer(
+            status: Int(response.status.code), body: String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines),
+            headers: response.headers.map { ($0.name, $0.value) })
+    }
+}
+
+/// Runs commands for tests and test fixtures.
+public enum Shell {
+    public struct Result: Sendable {
+        public var status: Int32
+        public var output: String
+    }
+
+    /// Runs to completion and returns the exit status and output.
+    ///
+    /// posix_spawn + waitpid rather than Foundation's Process: Process learns of the exit through a descriptor the
+    /// child inherits, so a program that daemonizes (nginx) keeps it open in its grandchild and Process waits forever.
+    @discardableResult
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> Result {
+        let path = executable.contains("/") ? executable : (which(executable) ?? executable)
+        let outputPath = NSTemporaryDirectory() + "peer-shell-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).out"
+        defer { unlink(outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let env = (environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } } ?? ProcessInfo.processInfo.environment)
+            .map { "\($0.key)=\($0.value)" }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        guard spawned == 0 else { throw TestBed.NotReady(description: "cannot run \(path): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = (status & 0x7f) == 0
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        return Result(status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), output: output)
+    }
+
+    public static func which(_ name: String) -> String? {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin"
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+}
