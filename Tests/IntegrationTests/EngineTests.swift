@@ -18,11 +18,16 @@ import Testing
             let probe = TrafficProbe()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await TrafficProbe.run(probe, node: node) }
-                try await Task.sleep(for: .milliseconds(300))
-                let second = try await deploy(engine, TestBed.image("v2"))
-                #expect(second.result == .succeeded, "\(second.reason ?? "")")
-                #expect(second.steps.map(\.step) == ["pull", "start", "health", "switch", "verify", "drain", "stop"])
-                try await Task.sleep(for: .milliseconds(300))
+                do {
+                    try await Task.sleep(for: .milliseconds(300))
+                    let second = try await deploy(engine, TestBed.image("v2"))
+                    #expect(second.result == .succeeded, "\(second.reason ?? "")")
+                    #expect(second.steps.map(\.step) == ["pull", "start", "health", "switch", "verify", "drain", "stop"])
+                    try await Task.sleep(for: .milliseconds(300))
+                } catch {
+                    await probe.stop()
+                    throw error
+                }
                 await probe.stop()
                 try await group.waitForAll()
             }

@@ -1,0 +1,143 @@
+import Deployment
+import Foundation
+import PeerDaemon
+import PeerTestKit
+import Testing
+
+/// The real `peerd` and `peerctl` binaries: what an operator types, and what happens when peerd dies.
+@Suite(.serialized) struct PeerdProcessTests {
+    func status(_ peerd: PeerdProcess) throws -> ControlAPI.NodeStatus {
+        let result = try peerd.peerctl(["status", "--json"])
+        try #require(result.status == 0, "\(result.output)")
+        return try ControlAPI.decoder.decode(ControlAPI.NodeStatus.self, from: Data(result.output.utf8))
+    }
+
+    @Test func peerctlDeployPrintsEachStepAndExitsNonZeroOnFailure() async throws {
+        try await TestBed.require()
+        let node = try TestNode(healthTimeout: "2s")
+        defer { node.tearDown() }
+        try node.startNginx()
+        let peerd = PeerdProcess(node: node)
+        try await peerd.start()
+        defer { peerd.kill(SIGTERM) }
+
+        let good = try peerd.peerctl(["deploy", TestBed.image("v1")])
+        #expect(good.status == 0, "\(good.output)")
+        for step in ["pull", "start", "health", "switch", "verify"] {
+            #expect(good.output.contains("] \(step)"), "no \(step) line in:\n\(good.output)")
+        }
+        #expect(good.output.contains("succeeded"))
+        #expect(try await node.get("/").body == "v1")
+
+        let bad = try peerd.peerctl(["deploy", TestBed.image("bad")])
+        #expect(bad.status == 1)
+        #expect(bad.output.contains("FAILED"))
+        #expect(bad.output.contains("answered 404"), "\(bad.output)")
+        #expect(bad.output.contains("\(TestBed.image("v1")) keeps serving"))
+
+        let nonsense = try peerd.peerctl(["deploy", "Not An Image"])
+        #expect(nonsense.status == 1)
+        #expect(nonsense.output.contains("invalid image reference"))
+
+        let state = try status(peerd)
+        #expect(state.serving?.image == TestBed.image("v1"))
+        #expect(state.lastDeploy?.result == .failed)
+        let human = try peerd.peerctl(["status"])
+        #expect(human.output.contains("serving") && human.output.contains(TestBed.image("v1")))
+
+        let history = try peerd.peerctl(["deploys", "--json"])
+        let records = try ControlAPI.decoder.decode([DeployRecord].self, from: Data(history.output.utf8))
+        #expect(records.map(\.result) == [.succeeded, .failed])
+
+        // Root-only control socket.
+        let mode = try FileManager.default.attributesOfItem(atPath: node.directory + "/run/peerd.sock")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+    }
+
+    @Test func peerdRestartAdoptsTheRunningContainerWithoutABlip() async throws {
+        try await TestBed.require()
+        let node = try TestNode()
+        defer { node.tearDown() }
+        try node.startNginx()
+        let peerd = PeerdProcess(node: node)
+        try await peerd.start()
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v1")]).status == 0)
+        let before = try node.containers()
+
+        let probe = TrafficProbe()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await TrafficProbe.run(probe, node: node) }
+            do {
+                try await Task.sleep(for: .milliseconds(300))
+                peerd.kill(SIGKILL)
+                try await Task.sleep(for: .milliseconds(300))
+                try await peerd.start()
+                try await Task.sleep(for: .milliseconds(500))
+            } catch {
+                await probe.stop()
+                throw error
+            }
+            await probe.stop()
+            try await group.waitForAll()
+        }
+        defer { peerd.kill(SIGTERM) }
+        #expect(await probe.failures == [])
+        #expect(await probe.ok > 10)
+        #expect(try node.containers() == before, "the same container serves, untouched")
+        #expect(try status(peerd).serving?.containerID == before.first)
+        #expect(peerd.log().contains("adopted"))
+    }
+
+    @Test func crashMidSwapIsCleanedUpAndTheOldVersionKeepsServing() async throws {
+        try await TestBed.require()
+        let node = try TestNode()
+        defer { node.tearDown() }
+        try node.startNginx()
+        let peerd = PeerdProcess(node: node)
+        try await peerd.start()
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v1")]).status == 0)
+        let v1 = try node.containers()
+
+        // slowstart listens after 3 s: kill peerd while it waits for the new container's health.
+        let deploying = Task.detached { try peerd.peerctl(["deploy", TestBed.image("slowstart")]) }
+        for _ in 0..<100 where try node.containers().count < 2 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try node.containers().count == 2, "the new container started")
+        peerd.kill(SIGKILL)
+        let interrupted = try await deploying.value
+        #expect(interrupted.status != 0, "peerctl reports that the deploy did not finish")
+        #expect(try await node.get("/").body == "v1")
+
+        try await peerd.start()
+        defer { peerd.kill(SIGTERM) }
+        #expect(try node.containers() == v1, "the half-started container is gone")
+        #expect(try await node.get("/").body == "v1")
+        let state = try status(peerd)
+        #expect(state.lastDeploy?.result == .interrupted)
+        #expect(state.lastDeploy?.image == TestBed.image("slowstart"))
+        #expect(state.serving?.image == TestBed.image("v1"))
+        // And the next deploy works, with a fresh generation.
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v2")]).status == 0)
+        #expect(try await node.get("/").body == "v2")
+    }
+
+    @Test func peerdRefusesABadConfigAndConfigCheckNamesTheKey() async throws {
+        let node = try TestNode()
+        defer { node.tearDown() }
+        var yaml = try String(contentsOfFile: node.configPath, encoding: .utf8)
+        yaml = yaml.replacingOccurrences(of: "port: 8080", with: "port: eighty")
+        try yaml.write(toFile: node.configPath, atomically: true, encoding: .utf8)
+
+        let check = try Shell.run(PeerdProcess.binDirectory + "/peerctl", ["config", "check", "--config", node.configPath])
+        #expect(check.status == 1)
+        #expect(check.output.contains(node.configPath))
+        #expect(check.output.contains("app.port"))
+        #expect(check.output.contains("\"eighty\" is not a whole number"))
+
+        let daemon = try Shell.run(PeerdProcess.binDirectory + "/peerd", ["--config", node.configPath])
+        #expect(daemon.status == 78)
+        #expect(daemon.output.contains("app.port"))
+        #expect(try node.containers().isEmpty)
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import PeerDaemon
+
+/// A real `peerd` process for a test node, started from the built binary and killable with any signal.
+public final class PeerdProcess: @unchecked Sendable {
+    public let node: TestNode
+    public private(set) var pid: pid_t = 0
+    public let logPath: String
+
+    public static var binDirectory: String {
+        ProcessInfo.processInfo.environment["PEER_BIN"] ?? TestBed.root + "/.build/debug"
+    }
+
+    public init(node: TestNode) {
+        self.node = node
+        self.logPath = node.directory + "/peerd.log"
+    }
+
+    /// Starts peerd and waits until it has adopted what runs (its status no longer says "starting").
+    public func start() async throws {
+        let binary = Self.binDirectory + "/peerd"
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw TestBed.NotReady(description: "\(binary) is missing: run swift build first")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let args: [String] = [binary, "--config", node.configPath, "--log-level", "debug"]
+        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var environ: [UnsafeMutablePointer<CChar>?] = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { environ.forEach { free($0) } }
+        let result = posix_spawn(&pid, binary, &actions, nil, argv, &environ)
+        guard result == 0 else { throw TestBed.NotReady(description: "cannot start peerd: \(String(cString: strerror(result)))") }
+        for _ in 0..<200 {
+            let answer = try peerctl(["status", "--json"])
+            if answer.status == 0, let status = try? ControlAPI.decoder.decode(ControlAPI.NodeStatus.self, from: Data(answer.output.utf8)),
+                status.starting == nil
+            {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestBed.NotReady(description: "peerd did not answer within 10 s; log:\n\(log())")
+    }
+
+    /// Sends a signal and reaps the process.
+    public func kill(_ signal: Int32 = SIGKILL) {
+        guard pid > 0 else { return }
+        Glibc.kill(pid, signal)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        pid = 0
+    }
+
+    public func peerctl(_ arguments: [String]) throws -> Shell.Result {
+        try Shell.run(Self.binDirectory + "/peerctl", arguments + ["--config", node.configPath])
+    }
+
+    public func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    deinit { kill(SIGKILL) }
+}
