@@ -91,6 +91,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
+        .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["PeerDaemon", "Docker", "Nginx", "PeerTestKit"],
