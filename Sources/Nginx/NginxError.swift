@@ -18,7 +18,7 @@ public enum NginxError: Error, CustomStringConvertible, Sendable {
         case .writeFailed(let path, let reason):
             "could not write \(path): \(reason); check the disk has space and peerd may write there"
         case .notServing(let expected, let seen):
-            "nginx does not serve generation \(expected) yet: \(seen)"
+            "nginx does not serve generation \(expected) yet: \(seen) (if this persists, the reload failed: another program may hold the listen address, see nginx's error log)"
         }
     }
 }

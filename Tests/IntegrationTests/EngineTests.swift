@@ -240,3 +240,55 @@ import Testing
         }
     }
 }
+
+@Suite(.serialized) struct PortClashTests {
+    /// Another program holds the listen address: nginx validates the config but cannot bind on reload. The
+    /// verify step notices (the answer does not carry the new generation) and nothing is left half-done.
+    @Test func listenAddressHeldByAnotherProgramIsDetectedAndUndone() async throws {
+        let node = try TestNode()
+        defer { node.tearDown() }
+        let squatter = try SquatterServer(address: node.address, port: node.port)
+        defer { squatter.stop() }
+        try await withEngine(node) { engine async throws in
+            let record = try await deploy(engine, TestBed.image("v1"))
+            #expect(record.result == .failed)
+            #expect(record.steps.contains { $0.step == "verify" && $0.status == "failed" })
+            #expect(record.evidence?.contains("generation none") == true || record.evidence?.contains("no answer") == true, "\(record.evidence ?? "")")
+            #expect(record.evidence?.contains("another program may hold the listen address") == true)
+            #expect(try node.containers().isEmpty, "the new container was removed")
+            #expect(await engine.status().serving == nil)
+        }
+    }
+}
+
+/// A plain HTTP server (python3) squatting on an address, as another program on the VPS would.
+final class SquatterServer: Sendable {
+    let pid: pid_t
+
+    init(address: String, port: Int) throws {
+        var pid: pid_t = 0
+        let args = ["/usr/bin/python3", "-m", "http.server", "--bind", address, String(port), "--directory", "/tmp"]
+        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        guard posix_spawn(&pid, args[0], &actions, nil, argv, environ) == 0 else {
+            throw TestBed.NotReady(description: "cannot start python3 http.server")
+        }
+        self.pid = pid
+        for _ in 0..<100 {
+            if (try? Shell.run("curl", ["-s", "-o", "/dev/null", "http://\(address):\(port)/"]))?.status == 0 { return }
+            usleep(50_000)
+        }
+        throw TestBed.NotReady(description: "python3 http.server did not listen on \(address):\(port)")
+    }
+
+    func stop() {
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+    }
+}
