@@ -134,3 +134,45 @@ nginx_down() {
     local dir; dir="$(node_dir "$1")"
     if [ -f "$dir/nginx/nginx.pid" ]; then kill -QUIT "$(cat "$dir/nginx/nginx.pid")" 2>/dev/null || true; fi
 }
+
+# A second registry that requires a login (htpasswd), for the "registry refuses auth" tests.
+AUTH_REGISTRY="${PEER_AUTH_REGISTRY:-127.0.0.1:5001}"
+AUTH_REGISTRY_USER=peer
+AUTH_REGISTRY_PASSWORD=testbed-secret
+
+auth_registry_up() {
+    if curl -s -o /dev/null -w '%{http_code}' "http://$AUTH_REGISTRY/v2/" 2>/dev/null | grep -q 401; then return 0; fi
+    mkdir -p "$RUN_DIR/auth-registry"
+    python3 -W ignore -c "import crypt, sys; print(sys.argv[1] + ':' + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))" \
+        "$AUTH_REGISTRY_USER" "$AUTH_REGISTRY_PASSWORD" >"$RUN_DIR/auth-registry.htpasswd"
+    cat >"$RUN_DIR/auth-registry.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $RUN_DIR/auth-registry
+http:
+  addr: $AUTH_REGISTRY
+auth:
+  htpasswd:
+    realm: peer-testbed
+    path: $RUN_DIR/auth-registry.htpasswd
+YML
+    log "starting a registry that requires a login on $AUTH_REGISTRY"
+    setsid docker-registry serve "$RUN_DIR/auth-registry.yml" >"$RUN_DIR/auth-registry.log" 2>&1 </dev/null &
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null -w '%{http_code}' "http://$AUTH_REGISTRY/v2/" 2>/dev/null | grep -q 401 && return 0
+        sleep 0.1
+    done
+    die "the login registry did not answer on $AUTH_REGISTRY (log: $RUN_DIR/auth-registry.log)"
+}
+
+# Pushes the test app v1 to the login registry as private-app:v1.
+auth_registry_push() {
+    docker tag "$TESTAPP_REPO:v1" "$AUTH_REGISTRY/private-app:v1"
+    echo "$AUTH_REGISTRY_PASSWORD" | docker login -u "$AUTH_REGISTRY_USER" --password-stdin "$AUTH_REGISTRY" >/dev/null
+    docker push -q "$AUTH_REGISTRY/private-app:v1" >/dev/null
+    docker logout "$AUTH_REGISTRY" >/dev/null
+    docker rmi "$AUTH_REGISTRY/private-app:v1" >/dev/null
+}

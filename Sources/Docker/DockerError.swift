@@ -16,8 +16,9 @@ public enum DockerError: Error, CustomStringConvertible, Sendable {
             "cannot reach dockerd at \(socket) (\(reason)); start Docker (systemctl start docker) or set docker.socket in the config"
         case .api(let operation, let status, let message):
             "\(operation): dockerd answered \(status): \(message)\(Self.hint(status: status, message: message))"
-        case .pullFailed(let image, let message):
-            "pull of \(image) failed: \(message)\(Self.hint(status: 0, message: message))"
+        case .pullFailed(_, let message):
+            // The caller names the image; this says what the registry answered and what to do.
+            "\(message)\(Self.hint(status: 0, message: message))"
         case .exitedAtStart(let name, let code, let logs):
             "\(name) exited with code \(code) right after it started" + (logs.isEmpty ? "" : "; its last output:\n\(logs)")
         case .unexpectedResponse(let operation, let detail):
@@ -27,7 +28,9 @@ public enum DockerError: Error, CustomStringConvertible, Sendable {
 
     private static func hint(status: Int, message: String) -> String {
         let lower = message.lowercased()
-        if lower.contains("unauthorized") || lower.contains("authentication required") || lower.contains("denied") {
+        if lower.contains("unauthorized") || lower.contains("authentication required") || lower.contains("denied")
+            || lower.contains("no basic auth credentials")
+        {
             return " (check the registry credentials in the config: registries[].username / password_env / password_file)"
         }
         if status == 404 || lower.contains("not found") || lower.contains("manifest unknown") {

@@ -43,7 +43,7 @@ public enum Daemon {
     }
 
     /// Resolves registry secrets from the config, the environment or files. Secrets are never logged.
-    static func registryCredentials(_ config: PeerConfig) throws -> [RegistryCredential] {
+    public static func registryCredentials(_ config: PeerConfig) throws -> [RegistryCredential] {
         try config.registries.map { registry in
             let password: String
             switch registry.password {

@@ -20,7 +20,8 @@ func withEngine<T: Sendable>(
     let config = try node.config()
     var logger = Logger(label: "test.\(node.name)")
     logger.logLevel = .warning
-    let docker = DockerClient(socketPath: dockerSocket, http: TestBed.http, logger: logger)
+    let docker = DockerClient(
+        socketPath: dockerSocket, credentials: try Daemon.registryCredentials(config), http: TestBed.http, logger: logger)
     let nginx = NginxProxy(
         settings: .init(
             site: .init(

@@ -10,6 +10,11 @@ public enum TestBed {
     /// `127.0.0.1:5000/peer-testapp:TAG`: v1, v2, v3 (healthy), bad (health 404), crash (exit 3), slowstart (3 s).
     public static func image(_ tag: String) -> String { "\(registry)/peer-testapp:\(tag)" }
 
+    /// A registry that requires a login (`cluster/testbed up` starts it and pushes `private-app:v1`).
+    public static let authRegistry = ProcessInfo.processInfo.environment["PEER_AUTH_REGISTRY"] ?? "127.0.0.1:5001"
+    public static let authRegistryUser = "peer"
+    public static let authRegistryPassword = "testbed-secret"
+
     /// The repository root (for binaries and scripts).
     public static let root: String = {
         var url = URL(fileURLWithPath: #filePath)

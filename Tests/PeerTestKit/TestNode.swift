@@ -14,7 +14,11 @@ public final class TestNode: Sendable {
     private static let lock = NSLock()
 
     /// `extraApp` / `extraNginx` are YAML lines added to the app / nginx sections.
-    public init(extraApp: [String] = [], extraNginx: [String] = [], healthTimeout: String = "10s", stateDir: String? = nil) throws {
+    /// `extraTop`: top-level YAML lines (e.g. a `registries:` section).
+    public init(
+        extraApp: [String] = [], extraNginx: [String] = [], extraTop: [String] = [], healthTimeout: String = "10s",
+        stateDir: String? = nil
+    ) throws {
         let n = Self.lock.withLock {
             Self.counter += 1
             return Self.counter
@@ -72,6 +76,7 @@ public final class TestNode: Sendable {
             state_dir: \(stateDir ?? directory + "/state")
             control:
               socket: \(directory)/run/peerd.sock
+            \(extraTop.joined(separator: "\n"))
             """
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
