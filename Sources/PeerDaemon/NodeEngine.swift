@@ -130,8 +130,11 @@ public actor NodeEngine: Service {
         try store.save(state)
         if plan.serving == nil, let desired {
             logger.info("nothing of peer's runs; deploying the desired image", metadata: ["deploy.image": "\(desired)"])
+            let job = Job(id: Self.newID(), kind: .restore, image: desired, events: nil)
+            // Marked active like any deploy, so a `peerctl deploy` meanwhile is refused by name, not queued.
+            active = NodeState.InProgress(id: job.id, image: desired, generation: state.nextGeneration, startedAt: Date())
             startingReason = nil
-            await execute(Job(id: Self.newID(), kind: .restore, image: desired, events: nil))
+            await execute(job)
         }
     }
 

@@ -23,6 +23,9 @@ struct Peerd: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Everything peerd creates is private unless it sets a mode itself (the nginx site: 0644): the control
+        // socket is root-only from the moment it is bound, state and secrets are never readable by others.
+        umask(0o077)
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
