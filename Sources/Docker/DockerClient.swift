@@ -66,6 +66,12 @@ public actor DockerClient: ContainerRuntime {
     /// The version used for every call: min(ours, the daemon's newest), checked against the oldest we support.
     public func apiVersion() async throws -> APIVersion {
         if let negotiated { return negotiated }
+        return try await ping()
+    }
+
+    /// Asks dockerd now (not from cache) whether it answers, and (re)negotiates the API version.
+    @discardableResult
+    public func ping() async throws -> APIVersion {
         let response = try await send("GET", "/_ping", operation: "ping dockerd", timeout: .seconds(5))
         guard response.status == 200 else {
             throw DockerError.api(operation: "ping dockerd", status: response.status, message: response.message)

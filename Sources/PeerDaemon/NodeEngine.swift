@@ -172,7 +172,7 @@ public actor NodeEngine: Service {
         var docker = ControlAPI.NodeStatus.Docker(socket: config.dockerSocket, reachable: false)
         if let client = runtime as? DockerClient {
             do {
-                docker.apiVersion = "\(try await client.apiVersion())"
+                docker.apiVersion = "\(try await client.ping())"
                 docker.reachable = true
             } catch {
                 docker.error = "\(error)"

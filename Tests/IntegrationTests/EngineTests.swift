@@ -15,21 +15,12 @@ import Testing
             #expect(try await node.get("/").body == "v1")
             let before = try node.containers()
 
-            let probe = TrafficProbe()
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await TrafficProbe.run(probe, node: node) }
-                do {
-                    try await Task.sleep(for: .milliseconds(300))
-                    let second = try await deploy(engine, TestBed.image("v2"))
-                    #expect(second.result == .succeeded, "\(second.reason ?? "")")
-                    #expect(second.steps.map(\.step) == ["pull", "start", "health", "switch", "verify", "drain", "stop"])
-                    try await Task.sleep(for: .milliseconds(300))
-                } catch {
-                    await probe.stop()
-                    throw error
-                }
-                await probe.stop()
-                try await group.waitForAll()
+            let probe = try await TrafficProbe.during(node) {
+                try await Task.sleep(for: .milliseconds(300))
+                let second = try await deploy(engine, TestBed.image("v2"))
+                #expect(second.result == .succeeded, "\(second.reason ?? "")")
+                #expect(second.steps.map(\.step) == ["pull", "start", "health", "switch", "verify", "drain", "stop"])
+                try await Task.sleep(for: .milliseconds(300))
             }
             #expect(await probe.failures == [])
             #expect(await probe.ok > 20)
@@ -266,29 +257,18 @@ final class SquatterServer: Sendable {
     let pid: pid_t
 
     init(address: String, port: Int) throws {
-        var pid: pid_t = 0
-        let args = ["/usr/bin/python3", "-m", "http.server", "--bind", address, String(port), "--directory", "/tmp"]
-        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        guard posix_spawn(&pid, args[0], &actions, nil, argv, environ) == 0 else {
-            throw TestBed.NotReady(description: "cannot start python3 http.server")
-        }
-        self.pid = pid
+        pid = try Spawn.start(
+            "/usr/bin/python3", ["-m", "http.server", "--bind", address, String(port), "--directory", "/tmp"], output: "/dev/null")
         for _ in 0..<100 {
             if (try? Shell.run("curl", ["-s", "-o", "/dev/null", "http://\(address):\(port)/"]))?.status == 0 { return }
             usleep(50_000)
         }
+        stop()
         throw TestBed.NotReady(description: "python3 http.server did not listen on \(address):\(port)")
     }
 
     func stop() {
         kill(pid, SIGKILL)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
+        Spawn.wait(pid)
     }
 }

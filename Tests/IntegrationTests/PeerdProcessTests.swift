@@ -6,6 +6,15 @@ import Testing
 
 /// The real `peerd` and `peerctl` binaries: what an operator types, and what happens when peerd dies.
 @Suite(.serialized) struct PeerdProcessTests {
+    /// The test bed checked, the node's nginx up and its peerd adopted and answering.
+    func started(_ node: TestNode) async throws -> PeerdProcess {
+        try await TestBed.require()
+        try node.startNginx()
+        let peerd = PeerdProcess(node: node)
+        try await peerd.start()
+        return peerd
+    }
+
     func status(_ peerd: PeerdProcess) throws -> ControlAPI.NodeStatus {
         let result = try peerd.peerctl(["status", "--json"])
         try #require(result.status == 0, "\(result.output)")
@@ -13,12 +22,9 @@ import Testing
     }
 
     @Test func peerctlDeployPrintsEachStepAndExitsNonZeroOnFailure() async throws {
-        try await TestBed.require()
         let node = try TestNode(healthTimeout: "2s")
         defer { node.tearDown() }
-        try node.startNginx()
-        let peerd = PeerdProcess(node: node)
-        try await peerd.start()
+        let peerd = try await started(node)
         defer { peerd.kill(SIGTERM) }
 
         let good = try peerd.peerctl(["deploy", TestBed.image("v1")])
@@ -55,30 +61,18 @@ import Testing
     }
 
     @Test func peerdRestartAdoptsTheRunningContainerWithoutABlip() async throws {
-        try await TestBed.require()
         let node = try TestNode()
         defer { node.tearDown() }
-        try node.startNginx()
-        let peerd = PeerdProcess(node: node)
-        try await peerd.start()
+        let peerd = try await started(node)
         #expect(try peerd.peerctl(["deploy", TestBed.image("v1")]).status == 0)
         let before = try node.containers()
 
-        let probe = TrafficProbe()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await TrafficProbe.run(probe, node: node) }
-            do {
-                try await Task.sleep(for: .milliseconds(300))
-                peerd.kill(SIGKILL)
-                try await Task.sleep(for: .milliseconds(300))
-                try await peerd.start()
-                try await Task.sleep(for: .milliseconds(500))
-            } catch {
-                await probe.stop()
-                throw error
-            }
-            await probe.stop()
-            try await group.waitForAll()
+        let probe = try await TrafficProbe.during(node) {
+            try await Task.sleep(for: .milliseconds(300))
+            peerd.kill(SIGKILL)
+            try await Task.sleep(for: .milliseconds(300))
+            try await peerd.start()
+            try await Task.sleep(for: .milliseconds(500))
         }
         defer { peerd.kill(SIGTERM) }
         #expect(await probe.failures == [])
@@ -89,12 +83,9 @@ import Testing
     }
 
     @Test func crashMidSwapIsCleanedUpAndTheOldVersionKeepsServing() async throws {
-        try await TestBed.require()
         let node = try TestNode()
         defer { node.tearDown() }
-        try node.startNginx()
-        let peerd = PeerdProcess(node: node)
-        try await peerd.start()
+        let peerd = try await started(node)
         #expect(try peerd.peerctl(["deploy", TestBed.image("v1")]).status == 0)
         let v1 = try node.containers()
 

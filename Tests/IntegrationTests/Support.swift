@@ -72,6 +72,23 @@ actor TrafficProbe {
     func stop() { running = false }
     var isRunning: Bool { running }
 
+    /// Runs request loops against `node` while `body` runs, and returns what they saw.
+    static func during(_ node: TestNode, _ body: () async throws -> Void) async throws -> TrafficProbe {
+        let probe = TrafficProbe()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await run(probe, node: node) }
+            do {
+                try await body()
+            } catch {
+                await probe.stop()
+                throw error
+            }
+            await probe.stop()
+            try await group.waitForAll()
+        }
+        return probe
+    }
+
     /// Runs `connections` parallel request loops against `node` until ``stop()``.
     static func run(_ probe: TrafficProbe, node: TestNode, connections: Int = 4) async {
         await withTaskGroup(of: Void.self) { group in

@@ -22,19 +22,7 @@ public final class PeerdProcess: @unchecked Sendable {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw TestBed.NotReady(description: "\(binary) is missing: run swift build first")
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let args: [String] = [binary, "--config", node.configPath, "--log-level", "debug"]
-        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var environ: [UnsafeMutablePointer<CChar>?] = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { environ.forEach { free($0) } }
-        let result = posix_spawn(&pid, binary, &actions, nil, argv, &environ)
-        guard result == 0 else { throw TestBed.NotReady(description: "cannot start peerd: \(String(cString: strerror(result)))") }
+        pid = try Spawn.start(binary, ["--config", node.configPath, "--log-level", "debug"], output: logPath)
         for _ in 0..<200 {
             let answer = try peerctl(["status", "--json"])
             if answer.status == 0, let status = try? ControlAPI.decoder.decode(ControlAPI.NodeStatus.self, from: Data(answer.output.utf8)),
@@ -51,8 +39,7 @@ public final class PeerdProcess: @unchecked Sendable {
     public func kill(_ signal: Int32 = SIGKILL) {
         guard pid > 0 else { return }
         Glibc.kill(pid, signal)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        Spawn.wait(pid)
         pid = 0
     }
 

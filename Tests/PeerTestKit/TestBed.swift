@@ -68,37 +68,14 @@ public enum Shell {
         public var output: String
     }
 
-    /// Runs to completion and returns the exit status and output.
-    ///
-    /// posix_spawn + waitpid rather than Foundation's Process: Process learns of the exit through a descriptor the
-    /// child inherits, so a program that daemonizes (nginx) keeps it open in its grandchild and Process waits forever.
+    /// Runs to completion and returns the exit status and output (see ``Spawn`` for why not Process).
     @discardableResult
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> Result {
         let path = executable.contains("/") ? executable : (which(executable) ?? executable)
         let outputPath = NSTemporaryDirectory() + "peer-shell-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).out"
         defer { unlink(outputPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        let env = (environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } } ?? ProcessInfo.processInfo.environment)
-            .map { "\($0.key)=\($0.value)" }
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp = env.map { strdup($0) } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
-        guard spawned == 0 else { throw TestBed.NotReady(description: "cannot run \(path): \(String(cString: strerror(spawned)))") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exited = (status & 0x7f) == 0
-        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        return Result(status: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), output: output)
+        let status = Spawn.wait(try Spawn.start(path, arguments, output: outputPath, environment: environment))
+        return Result(status: status, output: (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
     }
 
     public static func which(_ name: String) -> String? {
