@@ -113,6 +113,30 @@ import Testing
         #expect(try await node.get("/").body == "v2")
     }
 
+    /// `systemctl stop/restart peerd` sends SIGTERM: a deploy in progress is finished (not left half-done), the
+    /// client gets its result, peerd exits 0, and the app keeps running without peerd.
+    @Test func sigtermFinishesTheRunningDeployAndLeavesTheAppRunning() async throws {
+        let node = try TestNode()
+        defer { node.tearDown() }
+        let peerd = try await started(node)
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v1")]).status == 0)
+        let deploying = Task.detached { try peerd.peerctl(["deploy", TestBed.image("slowstart")]) }
+        for _ in 0..<100 where try node.containers().count < 2 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(peerd.stop(SIGTERM) == 0, "peerd exits cleanly")
+        let client = try await deploying.value
+        #expect(client.status == 0, "\(client.output)")
+        #expect(client.output.contains("succeeded"))
+        #expect(try await node.get("/").body == "slowstart", "the app serves with peerd stopped")
+        let serving = try node.containers()
+        #expect(serving.count == 1)
+
+        try await peerd.start()
+        defer { peerd.kill(SIGTERM) }
+        #expect(try status(peerd).serving?.containerID == serving.first)
+    }
+
     @Test func peerdRefusesABadConfigAndConfigCheckNamesTheKey() async throws {
         let node = try TestNode()
         defer { node.tearDown() }

@@ -35,12 +35,19 @@ public final class PeerdProcess: @unchecked Sendable {
         throw TestBed.NotReady(description: "peerd did not answer within 10 s; log:\n\(log())")
     }
 
+    /// Sends a signal, waits for the exit and returns the exit status (128 + signal if it was killed).
+    @discardableResult
+    public func stop(_ signal: Int32) -> Int32 {
+        guard pid > 0 else { return -1 }
+        Glibc.kill(pid, signal)
+        let status = Spawn.wait(pid)
+        pid = 0
+        return status
+    }
+
     /// Sends a signal and reaps the process.
     public func kill(_ signal: Int32 = SIGKILL) {
-        guard pid > 0 else { return }
-        Glibc.kill(pid, signal)
-        Spawn.wait(pid)
-        pid = 0
+        stop(signal)
     }
 
     public func peerctl(_ arguments: [String]) throws -> Shell.Result {
