@@ -24,8 +24,11 @@ public actor NodeEngine: Service {
     /// Set while adoption has not succeeded; deploys are refused with this reason.
     private(set) var startingReason: String? = "peerd is starting"
     private var active: NodeState.InProgress?
-    private let jobs: AsyncStream<Job>
-    private let jobsInput: AsyncStream<Job>.Continuation
+    /// Accepted jobs not yet started (at most one: a second deploy is refused while one is active).
+    private var queued: [Job] = []
+    private var shuttingDown = false
+    private let wakeups: AsyncStream<Void>
+    private let wake: AsyncStream<Void>.Continuation
 
     struct Job: Sendable {
         var id: String
@@ -57,7 +60,7 @@ public actor NodeEngine: Service {
         self.store = StateStore(directory: config.stateDirectory)
         self.clock = clock
         self.logger = logger
-        (jobs, jobsInput) = AsyncStream.makeStream(of: Job.self)
+        (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// peer's labels for this node's app: every container of peer's here carries all of them.
@@ -70,9 +73,20 @@ public actor NodeEngine: Service {
     public func run() async throws {
         state = try store.load()
         await adoptUntilDone()
-        for await job in jobs.cancelOnGracefulShutdown() {
-            await execute(job)
+        for await _ in wakeups.cancelOnGracefulShutdown() {
+            while !queued.isEmpty {
+                await execute(queued.removeFirst())
+            }
         }
+        // Shutting down: a deploy that was running has finished above. Nothing new starts, and whoever waits
+        // for a queued job hears why it will not run (with no await in between, nothing can slip in).
+        shuttingDown = true
+        for job in queued {
+            job.events?.yield(.result(refusedRecord(job, reason: "peerd shut down before this \(job.kind.rawValue) started; nothing changed")))
+            job.events?.finish()
+        }
+        queued = []
+        active = nil
     }
 
     /// Adopts what runs, retrying while dockerd cannot be reached (deploys are refused meanwhile).
@@ -142,6 +156,7 @@ public actor NodeEngine: Service {
 
     /// Queues a deploy (or a rollback) and returns its event stream. Refuses while another runs.
     public func submit(_ kind: DeployRecord.Kind, image requested: String?) throws -> (id: String, events: AsyncStream<ControlAPI.Event>) {
+        if shuttingDown { throw Refused(description: "peerd is shutting down; deploy again once it is back") }
         if let startingReason { throw Refused(description: startingReason) }
         if let active { throw Busy(running: active) }
         let image: String
@@ -161,7 +176,8 @@ public actor NodeEngine: Service {
         active = NodeState.InProgress(id: id, image: image, generation: state.nextGeneration, startedAt: Date())
         let (events, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self, bufferingPolicy: .unbounded)
         continuation.yield(.accepted(id: id, image: image))
-        jobsInput.yield(Job(id: id, kind: kind, image: image, events: continuation))
+        queued.append(Job(id: id, kind: kind, image: image, events: continuation))
+        wake.yield()
         return (id, events)
     }
 
@@ -196,6 +212,12 @@ public actor NodeEngine: Service {
         job.events?.yield(.result(record))
         job.events?.finish()
         active = nil
+    }
+
+    private func refusedRecord(_ job: Job, reason: String) -> DeployRecord {
+        DeployRecord(
+            id: job.id, kind: job.kind, image: job.image, previousImage: state.current?.image, generation: 0, result: .failed,
+            reason: reason, evidence: nil, warnings: [], startedAt: Date(), servingAfterMs: nil, durationMs: 0, steps: [])
     }
 
     static func newID() -> String {
