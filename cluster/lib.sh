@@ -18,7 +18,11 @@ need_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v docker-registry >/dev/null || missing+=(docker-registry)
     command -v nginx >/dev/null || missing+=(nginx-light)
-    [ -x /bin/busybox ] && /bin/busybox --list | grep -qx httpd || missing+=(busybox-static)
+    # The test app image is FROM scratch: it needs the static busybox (with httpd), not the dynamic one.
+    local linkage; linkage="$(ldd /bin/busybox 2>&1 || true)"
+    if ! { [ -x /bin/busybox ] && [[ $linkage == *"not a dynamic"* ]] && /bin/busybox httpd --help >/dev/null 2>&1; }; then
+        missing+=(busybox-static)
+    fi
     command -v wrk >/dev/null || missing+=(wrk)
     command -v iptables >/dev/null || missing+=(iptables)
     command -v curl >/dev/null || missing+=(curl)
