@@ -3,7 +3,6 @@ public enum NginxError: Error, CustomStringConvertible, Sendable {
     case configRejected(output: String)
     case notRunning(pidFile: String, reason: String)
     case reloadFailed(String)
-    case writeFailed(path: String, reason: String)
     case notServing(expected: Int, seen: String)
 
     public var description: String {
@@ -15,8 +14,6 @@ public enum NginxError: Error, CustomStringConvertible, Sendable {
         case .notRunning(let pidFile, let reason):
             "nginx is not running (\(pidFile): \(reason)); start it (systemctl start nginx) or set nginx.pid_file in the config"
         case .reloadFailed(let reason): "nginx reload failed: \(reason)"
-        case .writeFailed(let path, let reason):
-            "could not write \(path): \(reason); check the disk has space and peerd may write there"
         case .notServing(let expected, let seen):
             "nginx does not serve generation \(expected) yet: \(seen) (if this persists, the reload failed: another program may hold the listen address, see nginx's error log)"
         }
