@@ -16,7 +16,13 @@ struct Peerd: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = ProcessInfo.processInfo.environment["PEER_LOG_LEVEL"] ?? "info"
 
+    @Option(name: .long, help: "text, or json (one object per line, for journald/Loki).")
+    var logFormat: String = ProcessInfo.processInfo.environment["PEER_LOG_FORMAT"] ?? "text"
+
     func validate() throws {
+        guard ["text", "json"].contains(logFormat) else {
+            throw ValidationError("--log-format \(logFormat) is not text or json")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level \(logLevel) is not one of trace, debug, info, notice, warning, error, critical")
         }
@@ -27,7 +33,9 @@ struct Peerd: AsyncParsableCommand {
         // socket is root-only from the moment it is bound, state and secrets are never readable by others.
         umask(0o077)
         let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json { return JSONLogHandler(label: label, level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

@@ -7,10 +7,10 @@ import Testing
 /// The real `peerd` and `peerctl` binaries: what an operator types, and what happens when peerd dies.
 @Suite(.serialized) struct PeerdProcessTests {
     /// The test bed checked, the node's nginx up and its peerd adopted and answering.
-    func started(_ node: TestNode) async throws -> PeerdProcess {
+    func started(_ node: TestNode, _ arguments: [String] = []) async throws -> PeerdProcess {
         try await TestBed.require()
         try node.startNginx()
-        let peerd = PeerdProcess(node: node)
+        let peerd = PeerdProcess(node: node, extraArguments: arguments)
         try await peerd.start()
         return peerd
     }
@@ -135,6 +135,23 @@ import Testing
         try await peerd.start()
         defer { peerd.kill(SIGTERM) }
         #expect(try status(peerd).serving?.containerID == serving.first)
+    }
+
+    @Test func jsonLogsAreOneObjectPerLineWithStructuredKeys() async throws {
+        let node = try TestNode()
+        defer { node.tearDown() }
+        let peerd = try await started(node, ["--log-format", "json"])
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v1")]).status == 0)
+        peerd.kill(SIGTERM)
+        let lines = peerd.log().split(separator: "\n")
+        #expect(lines.count > 5)
+        var deployLines = 0
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String], "not JSON: \(line)")
+            #expect(object["level"] != nil && object["msg"] != nil && object["ts"] != nil)
+            if object["deploy.image"] == TestBed.image("v1") && object["deploy.id"] != nil { deployLines += 1 }
+        }
+        #expect(deployLines > 3, "deploy steps carry deploy.id and deploy.image as keys")
     }
 
     @Test func peerdRefusesABadConfigAndConfigCheckNamesTheKey() async throws {

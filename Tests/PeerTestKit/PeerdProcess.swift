@@ -11,8 +11,11 @@ public final class PeerdProcess: @unchecked Sendable {
         ProcessInfo.processInfo.environment["PEER_BIN"] ?? TestBed.root + "/.build/debug"
     }
 
-    public init(node: TestNode) {
+    public let extraArguments: [String]
+
+    public init(node: TestNode, extraArguments: [String] = []) {
         self.node = node
+        self.extraArguments = extraArguments
         self.logPath = node.directory + "/peerd.log"
     }
 
@@ -22,7 +25,7 @@ public final class PeerdProcess: @unchecked Sendable {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw TestBed.NotReady(description: "\(binary) is missing: run swift build first")
         }
-        pid = try Spawn.start(binary, ["--config", node.configPath, "--log-level", "debug"], output: logPath)
+        pid = try Spawn.start(binary, ["--config", node.configPath, "--log-level", "debug"] + extraArguments, output: logPath)
         for _ in 0..<200 {
             let answer = try peerctl(["status", "--json"])
             if answer.status == 0, let status = try? ControlAPI.decoder.decode(ControlAPI.NodeStatus.self, from: Data(answer.output.utf8)),
