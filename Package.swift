@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         // Pure: no I/O, no NIO.
@@ -25,6 +28,17 @@ let package = Package(
         .target(name: "Deployment", dependencies: ["PeerCore"], swiftSettings: strict),
         // Crash-safe files (atomic replace, modes from creation).
         .target(name: "PeerFiles", swiftSettings: strict),
+
+        // Cluster CA and certificates (swift-certificates, P-256).
+        .target(
+            name: "PKI",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strict
+        ),
 
         // Real adapters.
         .target(
@@ -73,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "peerctl",
             dependencies: [
-                "PeerDaemon",
+                "PeerDaemon", "PKI", "PeerFiles",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -92,6 +106,7 @@ let package = Package(
         ),
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
         .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon"], swiftSettings: strict),
+        .testTarget(name: "PKITests", dependencies: ["PKI", .product(name: "X509", package: "swift-certificates")], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["PeerDaemon", "Docker", "Nginx", "PeerTestKit"],

@@ -1,0 +1,185 @@
+import Crypto
+import Foundation
+import SwiftASN1
+import X509
+
+/// Who a certificate of the cluster speaks for: a member node, or an operator (`peerctl` from a laptop or CI).
+/// Encoded as the subject's organizational unit (`peer-node` / `peer-operator`) and common name (the name).
+public enum PeerIdentity: Sendable, Hashable, CustomStringConvertible {
+    case node(String)
+    case `operator`(String)
+
+    static let nodeUnit = "peer-node"
+    static let operatorUnit = "peer-operator"
+
+    public var name: String {
+        switch self {
+        case .node(let name), .operator(let name): name
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .node(let name): "node \(name)"
+        case .operator(let name): "operator \(name)"
+        }
+    }
+
+    /// The identity a certificate of ours names, or nil for one that names none.
+    public init?(certificate: Certificate) {
+        var unit: String?
+        var common: String?
+        for rdn in certificate.subject {
+            for attribute in rdn {
+                if attribute.type == .RDNAttributeType.organizationalUnitName { unit = String(attribute.value) }
+                if attribute.type == .RDNAttributeType.commonName { common = String(attribute.value) }
+            }
+        }
+        guard let common, !common.isEmpty else { return nil }
+        switch unit {
+        case Self.nodeUnit: self = .node(common)
+        case Self.operatorUnit: self = .operator(common)
+        default: return nil
+        }
+    }
+}
+
+/// A certificate and its private key, as PEM text. The key is a secret: write it 0600.
+public struct IssuedCertificate: Sendable {
+    public let certificate: Certificate
+    public let privateKey: Certificate.PrivateKey
+
+    public var certificatePEM: String { get throws { try certificate.serializeAsPEM().pemString } }
+    public var privateKeyPEM: String { get throws { try privateKey.serializeAsPEM().pemString } }
+}
+
+/// The cluster's own certificate authority (ECDSA P-256). It signs one leaf per node (server and client
+/// auth, naming the node and its address) and client-only leaves for operators.
+public struct ClusterCA: Sendable {
+    public let certificate: Certificate
+    public let privateKey: Certificate.PrivateKey
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// A new CA for the cluster `cluster`, valid from `now` for `validityDays`.
+    public static func create(cluster: String, now: Date = Date(), validityDays: Int = 3650) throws -> ClusterCA {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let name = try DistinguishedName {
+            OrganizationName("peer")
+            CommonName("peer cluster CA \(cluster)")
+        }
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(validityDays) * 86_400),
+            issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+                SubjectKeyIdentifier(hash: key.publicKey)
+            },
+            issuerPrivateKey: key)
+        return ClusterCA(certificate: certificate, privateKey: key)
+    }
+
+    /// Loads a CA from its PEM files' contents; says which part is wrong.
+    public init(certificatePEM: String, privateKeyPEM: String) throws {
+        do {
+            certificate = try Certificate(pemEncoded: certificatePEM)
+        } catch {
+            throw Failure(description: "the CA certificate is not a PEM certificate (\(error))")
+        }
+        do {
+            privateKey = try Certificate.PrivateKey(pemEncoded: privateKeyPEM)
+        } catch {
+            throw Failure(description: "the CA key is not a PEM private key (\(error))")
+        }
+        guard privateKey.publicKey == certificate.publicKey else {
+            throw Failure(description: "the CA key does not belong to the CA certificate")
+        }
+    }
+
+    init(certificate: Certificate, privateKey: Certificate.PrivateKey) {
+        self.certificate = certificate
+        self.privateKey = privateKey
+    }
+
+    /// A node's certificate: server and client auth, subject `peer-node/NAME`, SANs for the name and address.
+    public func issueNode(name: String, address: String, now: Date = Date(), validityDays: Int = 397) throws -> IssuedCertificate {
+        guard let ip = Self.addressBytes(address) else {
+            throw Failure(description: "\"\(address)\" is not an IPv4 or IPv6 address")
+        }
+        return try issue(
+            identity: .node(name), now: now, validityDays: validityDays,
+            usages: [.serverAuth, .clientAuth], alternativeNames: [.dnsName(name), .ipAddress(ASN1OctetString(contentBytes: ip[...]))])
+    }
+
+    /// An operator's certificate (peerctl from a laptop or CI): client auth only.
+    public func issueOperator(name: String, now: Date = Date(), validityDays: Int = 90) throws -> IssuedCertificate {
+        try issue(identity: .operator(name), now: now, validityDays: validityDays, usages: [.clientAuth], alternativeNames: [])
+    }
+
+    private func issue(
+        identity: PeerIdentity, now: Date, validityDays: Int, usages: [ExtendedKeyUsage.Usage], alternativeNames: [GeneralName]
+    ) throws -> IssuedCertificate {
+        guard Self.isName(identity.name) else {
+            throw Failure(description: "\"\(identity.name)\" is not a valid name: use 1-63 lowercase letters, digits or '-'")
+        }
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let unit = if case .node = identity { PeerIdentity.nodeUnit } else { PeerIdentity.operatorUnit }
+        let subject = try DistinguishedName {
+            OrganizationName("peer")
+            OrganizationalUnitName(unit)
+            CommonName(identity.name)
+        }
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(validityDays) * 86_400),
+            issuer: self.certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage(usages)
+                if !alternativeNames.isEmpty { SubjectAlternativeNames(alternativeNames) }
+                AuthorityKeyIdentifier(keyIdentifier: try self.certificate.extensions.subjectKeyIdentifier?.keyIdentifier)
+            },
+            issuerPrivateKey: privateKey)
+        return IssuedCertificate(certificate: certificate, privateKey: key)
+    }
+
+    /// Checks that `leaf` chains to this CA and is valid at `now`; returns the identity it names.
+    public func verify(_ leaf: Certificate, now: Date = Date()) async throws -> PeerIdentity {
+        var verifier = Verifier(rootCertificates: CertificateStore([certificate])) {
+            RFC5280Policy(validationTime: now)
+        }
+        switch await verifier.validate(leaf: leaf, intermediates: CertificateStore()) {
+        case .validCertificate:
+            guard let identity = PeerIdentity(certificate: leaf) else {
+                throw Failure(description: "the certificate names no peer node or operator")
+            }
+            return identity
+        case .couldNotValidate(let failures):
+            let reasons = failures.map { "\($0.policyFailureReason)" }.joined(separator: "; ")
+            throw Failure(description: "the certificate does not chain to this cluster's CA or is not valid now: \(reasons)")
+        }
+    }
+
+    /// Whole days from `now` until `certificate` expires (negative once expired).
+    public static func daysLeft(_ certificate: Certificate, now: Date = Date()) -> Int {
+        Int((certificate.notValidAfter.timeIntervalSince(now) / 86_400).rounded(.down))
+    }
+
+    static func isName(_ s: String) -> Bool {
+        guard (1...63).contains(s.count), let first = s.first, first.isASCII, first.isLetter || first.isNumber else { return false }
+        return s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+    }
+
+    static func addressBytes(_ address: String) -> [UInt8]? {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, address, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, address, &v6) == 1 { return withUnsafeBytes(of: &v6) { Array($0) } }
+        return nil
+    }
+}
