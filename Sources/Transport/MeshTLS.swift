@@ -1,0 +1,97 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSL
+import PKI
+import X509
+
+/// The mesh's mutual TLS: TLS 1.3 only, both sides present a certificate of the cluster CA, and the peer's
+/// certificate must name someone `accept` allows (a configured member, or an operator where that is wanted).
+/// Hostname verification is replaced by that identity check, not skipped.
+public struct MeshTLS: Sendable {
+    public let caCertificate: Certificate
+    let chain: [NIOSSLCertificate]
+    let key: NIOSSLPrivateKey
+    let accept: @Sendable (PeerIdentity) -> Bool
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(caPEM: String, certificatePEM: String, keyPEM: String, accept: @escaping @Sendable (PeerIdentity) -> Bool) throws {
+        do {
+            caCertificate = try Certificate(pemEncoded: caPEM)
+            chain = try NIOSSLCertificate.fromPEMBytes(Array(certificatePEM.utf8))
+            key = try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)
+        } catch {
+            throw Failure(description: "cannot load the mesh certificate, key or CA: \(error)")
+        }
+        self.accept = accept
+    }
+
+    func serverContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv13
+        // A client certificate is required; NIOSSL's hostname check is off because there is no host name to
+        // check on the mesh: verificationCallback checks chain, validity and identity instead.
+        configuration.certificateVerification = .noHostnameVerification
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    func clientContext() throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateChain = chain.map { .certificate($0) }
+        configuration.privateKey = .privateKey(key)
+        configuration.minimumTLSVersion = .tlsv13
+        configuration.certificateVerification = .noHostnameVerification  // identity: see verificationCallback
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    /// The whole check, replacing BoringSSL's: chain to our CA, valid now, names someone we accept.
+    /// The identity it found is stored in `identity` for the connection.
+    func verificationCallback(identity: NIOLockedValueBox<PeerIdentity?>, refusal: NIOLockedValueBox<String?>)
+        -> NIOSSLCustomVerificationCallback
+    {
+        let ca = caCertificate
+        let accept = self.accept
+        return { presented, promise in
+            promise.completeWithTask {
+                guard let first = presented.first, let leaf = try? Certificate(derEncoded: try first.toDERBytes()) else {
+                    refusal.withLockedValue { $0 = "no certificate presented" }
+                    return .failed
+                }
+                var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy(validationTime: Date()) }
+                let intermediates = CertificateStore(presented.dropFirst().compactMap { try? Certificate(derEncoded: try $0.toDERBytes()) })
+                guard case .validCertificate = await verifier.validate(leaf: leaf, intermediates: intermediates) else {
+                    refusal.withLockedValue { $0 = "certificate \(leaf.subject) does not chain to the cluster CA or is not valid now" }
+                    return .failed
+                }
+                guard let who = PeerIdentity(certificate: leaf), accept(who) else {
+                    refusal.withLockedValue { $0 = "certificate \(leaf.subject) names no one this node accepts" }
+                    return .failed
+                }
+                identity.withLockedValue { $0 = who }
+                return .certificateVerified
+            }
+        }
+    }
+}
+
+/// One log line per source per interval for refused connections: a scanner or a misconfigured peer cannot
+/// flood the log. Pure: time comes in.
+public struct RefusalLogLimiter: Sendable {
+    public let interval: Duration
+    private var last: [String: ContinuousClock.Instant] = [:]
+
+    public init(interval: Duration = .seconds(60)) { self.interval = interval }
+
+    /// Whether to log a refusal from `source` now; counts the ones it swallows.
+    public mutating func shouldLog(_ source: String, now: ContinuousClock.Instant) -> Bool {
+        if let previous = last[source], now - previous < interval { return false }
+        last[source] = now
+        if last.count > 10_000 { last = last.filter { now - $0.value < interval } }
+        return true
+    }
+}

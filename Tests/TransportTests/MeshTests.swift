@@ -1,0 +1,185 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import PKI
+import Testing
+import Transport
+
+struct Ping: Codable, Sendable, Equatable {
+    var text: String
+}
+
+/// Real TLS 1.3 on loopback: a listener for node n1 and dialers with good and bad certificates.
+@Suite(.serialized) struct MeshTests {
+    static let host = "127.0.0.2"
+
+    struct Fixture {
+        let ca: ClusterCA
+        let caPEM: String
+
+        init() throws {
+            ca = try ClusterCA.create(cluster: "test")
+            caPEM = try ca.certificate.serializeAsPEM().pemString
+        }
+
+        func tls(_ issued: IssuedCertificate, members: Set<String> = ["n1", "n2"], operators: Bool = false, caPEM: String? = nil) throws -> MeshTLS {
+            try MeshTLS(caPEM: caPEM ?? self.caPEM, certificatePEM: try issued.certificatePEM, keyPEM: try issued.privateKeyPEM) { who in
+                switch who {
+                case .node(let name): members.contains(name)
+                case .operator: operators
+                }
+            }
+        }
+    }
+
+    actor Seen {
+        var peers: [PeerIdentity] = []
+        func add(_ p: PeerIdentity) { peers.append(p) }
+    }
+
+    /// Runs an echo listener for n1 while `body` runs; returns what the listener saw.
+    func withServer(_ fixture: Fixture, serverTLS: MeshTLS? = nil, _ body: @Sendable (Int) async throws -> Void) async throws -> [PeerIdentity] {
+        let tls = try serverTLS ?? fixture.tls(try fixture.ca.issueNode(name: "n1", address: Self.host))
+        let seen = Seen()
+        let codec = WireCodec<Ping>()
+        var logger = Logger(label: "test.mesh")
+        logger.logLevel = .critical
+        let bound = AsyncStream<Int>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [logger] in
+                try await Mesh.listen(host: Self.host, port: 0, tls: tls, logger: logger, onBound: { bound.continuation.yield($0) }) { connection in
+                    await seen.add(connection.peer)
+                    try await connection.channel.executeThenClose { inbound, outbound in
+                        for try await frame in inbound {
+                            let ping = try codec.decode(frame)
+                            try await outbound.write(try codec.encode(Ping(text: "echo " + ping.text)))
+                        }
+                    }
+                }
+            }
+            var ports = bound.stream.makeAsyncIterator()
+            let port = try #require(await ports.next())
+            defer { group.cancelAll() }
+            try await body(port)
+        }
+        return await seen.peers
+    }
+
+    func exchange(_ connection: MeshConnection, _ text: String) async throws -> Ping? {
+        let codec = WireCodec<Ping>()
+        return try await connection.channel.executeThenClose { inbound, outbound in
+            try await outbound.write(try codec.encode(Ping(text: text)))
+            var frames = inbound.makeAsyncIterator()
+            return try await frames.next().map { try codec.decode($0) }
+        }
+    }
+
+    @Test func membersTalkAndKnowWhoTheyTalkTo() async throws {
+        let f = try Fixture()
+        let client = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
+        let seen = try await withServer(f) { port in
+            let connection = try await Mesh.dial(host: Self.host, port: port, tls: client)
+            #expect(connection.peer == .node("n1"))
+            #expect(try await exchange(connection, "hi") == Ping(text: "echo hi"))
+        }
+        #expect(seen == [.node("n2")])
+    }
+
+    @Test func strangersAreRefusedAndTheListenerKeepsServing() async throws {
+        let f = try Fixture()
+        let other = try Fixture()
+        let member = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
+        let wrongCA = try f.tls(try other.ca.issueNode(name: "n2", address: "127.0.0.3"), caPEM: f.caPEM)
+        let notAMember = try f.tls(try f.ca.issueNode(name: "n9", address: "127.0.0.9"))
+        let expired = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3", now: Date().addingTimeInterval(-10 * 86_400), validityDays: 1))
+        let anOperator = try f.tls(try f.ca.issueOperator(name: "ci"))
+        let seen = try await withServer(f) { port in
+            for (name, tls) in [("wrong CA", wrongCA), ("not a member", notAMember), ("expired", expired), ("operator", anOperator)] {
+                do {
+                    let connection = try await Mesh.dial(host: Self.host, port: port, tls: tls)
+                    // TLS 1.3: the client may finish before the server refuses its certificate; the refusal then
+                    // shows as a closed connection.
+                    let answer = try? await exchange(connection, "let me in")
+                    #expect(answer == nil, "\(name): was answered")
+                } catch {
+                    // Refused during the handshake: expected.
+                }
+            }
+            // Plain TCP, not TLS.
+            let plain = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: Self.host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel) }
+                }
+            let closed: Bool = try await plain.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+                var iterator = inbound.makeAsyncIterator()
+                while let _ = try? await iterator.next() {}
+                return true
+            }
+            #expect(closed)
+            // Still serving members.
+            let connection = try await Mesh.dial(host: Self.host, port: port, tls: member)
+            #expect(try await exchange(connection, "still there?") == Ping(text: "echo still there?"))
+        }
+        #expect(seen == [.node("n2")], "only the member's connection reached the handler")
+    }
+
+    @Test func aClientRefusesAServerFromAnotherCluster() async throws {
+        let f = try Fixture()
+        let other = try Fixture()
+        // The server presents a certificate of another CA.
+        let impostor = try f.tls(try other.ca.issueNode(name: "n1", address: Self.host), caPEM: f.caPEM)
+        let client = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
+        _ = try await withServer(f, serverTLS: impostor) { port in
+            await #expect(throws: MeshTLS.Failure.self) { try await Mesh.dial(host: Self.host, port: port, tls: client) }
+        }
+    }
+
+    @Test func oversizedAndMalformedFramesCloseOnlyThatConnection() async throws {
+        let f = try Fixture()
+        let client = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
+        _ = try await withServer(f) { port in
+            // A frame claiming 16 MiB: the decoder refuses it before buffering and the connection closes.
+            let big = try await Mesh.dial(host: Self.host, port: port, tls: client)
+            let bigAnswer: ByteBuffer? = try await big.channel.executeThenClose { inbound, outbound in
+                var header = ByteBuffer()
+                header.writeInteger(UInt32(16 << 20))
+                try await outbound.write(header)  // the encoder adds its own length: this frame holds a bogus length
+                var frames = inbound.makeAsyncIterator()
+                return try? await frames.next()
+            }
+            #expect(bigAnswer == nil)
+            // Not our message: the handler's decode fails, the connection closes.
+            let junk = try await Mesh.dial(host: Self.host, port: port, tls: client)
+            let junkAnswer: ByteBuffer? = try await junk.channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(bytes: [1] + Array("{not json".utf8)))
+                var frames = inbound.makeAsyncIterator()
+                return try? await frames.next()
+            }
+            #expect(junkAnswer == nil)
+            let good = try await Mesh.dial(host: Self.host, port: port, tls: client)
+            #expect(try await exchange(good, "ok") == Ping(text: "echo ok"))
+        }
+    }
+
+    @Test func codecRejectsOtherVersionsAndForeignBytes() throws {
+        let codec = WireCodec<Ping>()
+        var frame = try codec.encode(Ping(text: "x"))
+        #expect(try codec.decode(frame) == Ping(text: "x"))
+        frame.setInteger(UInt8(9), at: frame.readerIndex)
+        #expect(throws: TransportError.self) { try codec.decode(frame) }
+        #expect(throws: TransportError.self) { try codec.decode(ByteBuffer()) }
+        #expect(throws: TransportError.self) { try codec.decode(ByteBuffer(bytes: [1, 0xff, 0xfe])) }
+    }
+
+    @Test func refusalsAreLoggedOncePerSourcePerInterval() {
+        var limiter = RefusalLogLimiter(interval: .seconds(60))
+        let t0 = ContinuousClock.now
+        let first = limiter.shouldLog("10.0.0.1", now: t0)
+        let repeated = limiter.shouldLog("10.0.0.1", now: t0 + .seconds(30))
+        let otherSource = limiter.shouldLog("10.0.0.2", now: t0 + .seconds(30))
+        let later = limiter.shouldLog("10.0.0.1", now: t0 + .seconds(61))
+        #expect(first && !repeated && otherSource && later)
+    }
+}
