@@ -28,7 +28,8 @@ public enum HealthObservation: Sendable, Hashable {
     case unhealthy(status: Int, body: String)
     /// No HTTP answer (refused, reset, timed out) while the container is still running.
     case unreachable(String)
-    /// The container is no longer running; `logs` is the tail of its output.
+    /// The container is no longer running, or crashed and was restarted by its restart policy; `logs` is the
+    /// tail of its output. `code` is -1 when unknown.
     case exited(code: Int, logs: String)
 
     public var isHealthy: Bool { if case .healthy = self { true } else { false } }
@@ -40,7 +41,8 @@ public enum HealthObservation: Sendable, Hashable {
         case .unhealthy(let status, let body):
             body.isEmpty ? "answered \(status)" : "answered \(status): \(body)"
         case .unreachable(let why): "no answer (\(why))"
-        case .exited(let code, _): "container exited with code \(code)"
+        case .exited(let code, _):
+            code >= 0 ? "container exited with code \(code)" : "container exited (exit code unknown: it was restarted or removed)"
         }
     }
 }

@@ -97,6 +97,8 @@ public struct Swap: Sendable {
         /// Ask how many proxy workers that may still hold requests to the old instance are alive.
         case checkDrain(after: Duration)
         case stopContainer(AppInstance, grace: Duration)
+        /// Read the tail of a container's output (for the operator, before a failed container is removed).
+        case readLogs(AppInstance)
         case report(Progress)
         case finished(Outcome)
     }
@@ -116,6 +118,8 @@ public struct Swap: Sendable {
         case drained
         case containerStopped
         case containerStopFailed(String)
+        /// The tail of the container's output (empty when it could not be read).
+        case logsRead(String)
     }
 
     private enum State: Sendable, Hashable {
@@ -130,6 +134,7 @@ public struct Swap: Sendable {
         // Failure paths.
         case restoring(new: AppInstance, failure: Failure)
         case discarding(new: AppInstance, failure: Failure)
+        case collectingLogs(new: AppInstance, failure: Failure)
         case finished
     }
 
@@ -158,7 +163,7 @@ public struct Swap: Sendable {
     public var candidate: AppInstance? {
         switch state {
         case .checkingHealth(let new, _, _), .routing(let new), .verifying(let new, _), .draining(let new, _),
-            .retiring(let new), .restoring(let new, _), .discarding(let new, _):
+            .retiring(let new), .restoring(let new, _), .discarding(let new, _), .collectingLogs(let new, _):
             new
         case .ready, .pulling, .starting, .finished: nil
         }
@@ -265,6 +270,10 @@ public struct Swap: Sendable {
             report(.restore, .failed, warning, now: now, into: &actions)
             discard(new, failure, now: now, into: &actions)
 
+        case (.collectingLogs(let new, var failure), .logsRead(let logs)):
+            if !logs.isEmpty { failure.evidence += "\ncontainer output (last lines):\n\(logs)" }
+            discard(new, failure, now: now, into: &actions)
+
         case (.discarding(let new, let failure), .containerStopped):
             end(.stop, "\(new.containerName) removed; nothing changed for traffic", now: now, into: &actions)
             finishFailed(failure, into: &actions)
@@ -310,7 +319,9 @@ public struct Swap: Sendable {
             reason: "\(new.containerName) did not become healthy within \(settings.healthTimeout.compactDescription)",
             evidence: "last health check: \(observation.summary)")
         report(.health, .failed, failure.reason, now: now, into: &actions)
-        discard(new, failure, now: now, into: &actions)
+        // The app's own output usually says why; read it before the container goes.
+        state = .collectingLogs(new: new, failure: failure)
+        actions.append(.readLogs(new))
     }
 
     private mutating func retire(_ new: AppInstance, now: Instant, into actions: inout [Action]) {

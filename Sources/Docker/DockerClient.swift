@@ -166,11 +166,17 @@ public actor DockerClient: ContainerRuntime {
         return AppInstance(generation: spec.generation, image: spec.image, containerID: id, containerName: name, hostPort: hostPort)
     }
 
+    /// nil while the container runs. Its last exit code once it stopped — or once it crashed and its restart
+    /// policy is bringing it back (Docker then reports it running again, but it did exit).
     public func exitCode(of containerID: String) async throws -> Int? {
         let object = try await inspect(containerID, operation: "inspect \(containerID.prefix(12))")
         let state = object["State"] as? [String: Any]
-        if state?["Running"] as? Bool == true { return nil }
-        return state?["ExitCode"] as? Int ?? -1
+        let restarted = state?["Restarting"] as? Bool == true || (object["RestartCount"] as? Int ?? 0) > 0
+        let running = state?["Running"] as? Bool == true
+        if running && !restarted { return nil }
+        // A restarted container's ExitCode is reset to 0 while it runs again: the code is then unknown (-1).
+        let code = state?["ExitCode"] as? Int ?? -1
+        return running && code == 0 ? -1 : code
     }
 
     public func logsTail(of containerID: String, lines: Int) async throws -> String {

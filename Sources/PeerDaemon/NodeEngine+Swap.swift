@@ -126,6 +126,8 @@ extension NodeEngine {
                 try? await clock.sleep(for: delay)
                 let workers = await proxy.workersFromBeforeLastRoute()
                 event = workers == 0 ? .drained : .drainPending(workers)
+            case .readLogs(let instance):
+                event = .logsRead((try? await runtime.logsTail(of: instance.containerID, lines: 20)) ?? "")
             case .stopContainer(let instance, let grace):
                 do {
                     try await runtime.stopAndRemove(instance.containerID, grace: grace)

@@ -105,6 +105,8 @@ import Testing
                 } else {
                     event = .drainPending(1)
                 }
+            case .readLogs:
+                event = .logsRead(world.chance(0.5) ? "app output" : "")
             case .stopContainer(let instance, _):
                 if instance == v1 {
                     // Safety 2: the old instance stops only once the proxy verifiably serves the new one.

@@ -69,9 +69,10 @@ let v2 = AppInstance(generation: 2, image: "app:v2", containerID: "new", contain
         var out: [Swap.Action] = []
         for _ in 0..<20 {
             out = d.send(.health(.unhealthy(status: 404, body: "Not Found")), after: .milliseconds(100))
-            if out.contains(.stopContainer(v2, grace: .zero)) { break }
+            if out.contains(.readLogs(v2)) { break }
         }
-        #expect(out == [.stopContainer(v2, grace: .zero)])
+        #expect(out == [.readLogs(v2)], "the app's output is read before its container goes")
+        #expect(d.send(.logsRead("listening on :8080\nDATABASE_URL not set")) == [.stopContainer(v2, grace: .zero)])
         d.send(.containerStopped)
         guard case .failed(let failure, _) = d.outcome else {
             Issue.record("expected a failure, got \(String(describing: d.outcome))")
@@ -80,6 +81,7 @@ let v2 = AppInstance(generation: 2, image: "app:v2", containerID: "new", contain
         #expect(failure.step == .health)
         #expect(failure.reason.contains("did not become healthy within 1.0s"))
         #expect(failure.evidence.contains("answered 404: Not Found"))
+        #expect(failure.evidence.contains("DATABASE_URL not set"))
         #expect(!d.actions.contains { if case .routeProxy = $0 { true } else { false } })
         #expect(!d.actions.contains(.stopContainer(v1, grace: .seconds(10))))
     }

@@ -46,6 +46,7 @@ import Testing
             #expect(record.result == .failed)
             #expect(record.reason?.contains("did not become healthy within 2.0s") == true, "\(record.reason ?? "")")
             #expect(record.evidence?.contains("answered 404") == true, "\(record.evidence ?? "")")
+            #expect(record.evidence?.contains("/health will fail (HEALTH=fail)") == true, "the app's own output is included")
             #expect(try await node.get("/").body == "v1")
             #expect(try node.containers() == serving, "only the v1 container remains")
             #expect(await engine.status().serving?.image == TestBed.image("v1"))
@@ -60,8 +61,27 @@ import Testing
             let record = try await deploy(engine, TestBed.image("crash"))
             #expect(record.result == .failed)
             let explained = (record.reason ?? "") + (record.evidence ?? "")
-            #expect(explained.contains("code 3"), "\(explained)")
+            // Caught at start ("exited with code 3"), or — when Docker already restarted it — by the health check
+            // ("exited (exit code unknown …)"): either way it is reported as an exit, with the app's output.
+            #expect(explained.contains("exited"), "\(explained)")
             #expect(explained.contains("crashing at start"), "\(explained)")
+            #expect(try await node.get("/").body == "v1")
+            #expect(try node.containers().count == 1)
+        }
+    }
+
+    /// A container that crashes after it started, while its restart policy keeps bringing it back: the
+    /// health check must see the crash, not wait out its deadline on a container Docker calls "running".
+    @Test func containerThatCrashesWhileRestartingIsCaughtBeforeTheHealthDeadline() async throws {
+        let node = try TestNode(healthTimeout: "20s")
+        defer { node.tearDown() }
+        try await withEngine(node) { engine async throws in
+            #expect(try await deploy(engine, TestBed.image("v1")).result == .succeeded)
+            let record = try await deploy(engine, TestBed.image("crashlater"))
+            #expect(record.result == .failed)
+            #expect(record.reason?.contains("container exited") == true, "\(record.reason ?? "")")
+            #expect(record.reason?.contains("before it became healthy") == true, "caught as a crash, not a timeout")
+            #expect(record.evidence?.contains("crashing at start") == true)
             #expect(try await node.get("/").body == "v1")
             #expect(try node.containers().count == 1)
         }

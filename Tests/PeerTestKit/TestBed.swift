@@ -7,7 +7,8 @@ public enum TestBed {
     public static let registry = ProcessInfo.processInfo.environment["PEER_REGISTRY"] ?? "127.0.0.1:5000"
     public static let dockerSocket = "/var/run/docker.sock"
 
-    /// `127.0.0.1:5000/peer-testapp:TAG`: v1, v2, v3 (healthy), bad (health 404), crash (exit 3), slowstart (3 s).
+    /// `127.0.0.1:5000/peer-testapp:TAG`: v1, v2, v3 (healthy), bad (health 404), crash (exit 3), slowstart (3 s),
+    /// crashlater (exit 3 after 1 s).
     public static func image(_ tag: String) -> String { "\(registry)/peer-testapp:\(tag)" }
 
     /// A registry that requires a login (`cluster/testbed up` starts it and pushes `private-app:v1`).
