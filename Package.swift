@@ -34,6 +34,7 @@ let package = Package(
         .target(
             name: "PKI",
             dependencies: [
+                "PeerCore",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import PeerCore
 import SwiftASN1
 import X509
 
@@ -107,7 +108,7 @@ public struct ClusterCA: Sendable {
 
     /// A node's certificate: server and client auth, subject `peer-node/NAME`, SANs for the name and address.
     public func issueNode(name: String, address: String, now: Date = Date(), validityDays: Int = 397) throws -> IssuedCertificate {
-        guard let ip = Self.addressBytes(address) else {
+        guard let ip = ipAddressBytes(address) else {
             throw Failure(description: "\"\(address)\" is not an IPv4 or IPv6 address")
         }
         return try issue(
@@ -123,7 +124,7 @@ public struct ClusterCA: Sendable {
     private func issue(
         identity: PeerIdentity, now: Date, validityDays: Int, usages: [ExtendedKeyUsage.Usage], alternativeNames: [GeneralName]
     ) throws -> IssuedCertificate {
-        guard Self.isName(identity.name) else {
+        guard isValidPeerName(identity.name) else {
             throw Failure(description: "\"\(identity.name)\" is not a valid name: use 1-63 lowercase letters, digits or '-'")
         }
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
@@ -168,18 +169,5 @@ public struct ClusterCA: Sendable {
     /// Whole days from `now` until `certificate` expires (negative once expired).
     public static func daysLeft(_ certificate: Certificate, now: Date = Date()) -> Int {
         Int((certificate.notValidAfter.timeIntervalSince(now) / 86_400).rounded(.down))
-    }
-
-    static func isName(_ s: String) -> Bool {
-        guard (1...63).contains(s.count), let first = s.first, first.isASCII, first.isLetter || first.isNumber else { return false }
-        return s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
-    }
-
-    static func addressBytes(_ address: String) -> [UInt8]? {
-        var v4 = in_addr()
-        if inet_pton(AF_INET, address, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
-        var v6 = in6_addr()
-        if inet_pton(AF_INET6, address, &v6) == 1 { return withUnsafeBytes(of: &v6) { Array($0) } }
-        return nil
     }
 }

@@ -35,7 +35,7 @@ extension PeerConfig {
         let nodeSection = try top.section("node", required: true)!
         try nodeSection.allowOnly(["name", "address"])
         let nodeName = try nodeSection.string("name", required: true)!
-        try nodeSection.check("name", nodeName, Self.isName(nodeName), "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit", fix: "e.g. web-1")
+        try nodeSection.check("name", nodeName, isValidPeerName(nodeName), "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit", fix: "e.g. web-1")
         let address = try nodeSection.string("address", required: true)!
         try nodeSection.check("address", address, Self.isIPAddress(address), "is not an IPv4 or IPv6 address", fix: "the public address of this VPS, e.g. 203.0.113.10")
 
@@ -44,7 +44,7 @@ extension PeerConfig {
             "name", "image", "port", "health", "env", "env_file", "volumes", "restart", "labels", "stop_grace", "drain_timeout",
         ])
         let appName = try appSection.string("name") ?? "app"
-        try appSection.check("name", appName, Self.isName(appName), "must be lowercase letters, digits or '-'", fix: "e.g. shop")
+        try appSection.check("name", appName, isValidPeerName(appName), "must be lowercase letters, digits or '-'", fix: "e.g. shop")
         let image = try appSection.string("image")
         if let image {
             do { _ = try ImageReference(parsing: image) } catch {
@@ -145,21 +145,12 @@ extension PeerConfig {
 
     // MARK: - Value rules
 
-    static func isName(_ s: String) -> Bool {
-        guard (1...63).contains(s.count), let first = s.first, first.isASCII, first.isLetter || first.isNumber else { return false }
-        return s.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
-    }
-
     static func isEnvName(_ s: String) -> Bool {
         guard let first = s.first, first == "_" || (first.isASCII && first.isLetter) else { return false }
         return s.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
     }
 
-    public static func isIPAddress(_ s: String) -> Bool {
-        var v4 = in_addr()
-        var v6 = in6_addr()
-        return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
-    }
+    public static func isIPAddress(_ s: String) -> Bool { ipAddressBytes(s) != nil }
 
     static func isListen(_ s: String) -> Bool {
         let (host, port) = (s.lastIndex(of: ":").map { (String(s[..<$0]), String(s[s.index(after: $0)...])) }) ?? (nil, s)
