@@ -15,15 +15,7 @@ public enum Daemon {
         do {
             let docker = DockerClient(
                 socketPath: config.dockerSocket, credentials: try registryCredentials(config), http: http, logger: logger)
-            let nginx = NginxProxy(
-                settings: .init(
-                    site: .init(
-                        appName: config.app.name, listen: config.nginx.listen, serverName: config.nginx.serverName,
-                        healthPath: config.app.health.path, verifyAllow: [config.node.address],
-                        customInclude: config.nginx.customInclude),
-                    sitePath: config.nginx.site, binary: config.nginx.binary, arguments: config.nginxArguments,
-                    pidFile: config.nginx.pidFile),
-                http: http, logger: logger)
+            let nginx = NginxProxy(settings: config.nginxSettings, http: http, logger: logger)
             let engine = NodeEngine(config: config, runtime: docker, proxy: nginx, http: http, logger: logger)
             let control = try ControlServer.application(engine: engine, socketPath: config.controlSocket, logger: logger)
             logger.info(

@@ -1,5 +1,6 @@
 import Deployment
 import Foundation
+import Nginx
 import PeerCore
 
 /// One node's configuration, loaded from `/etc/peer/peer.yml` (or `--config`). Every key is documented in
@@ -77,6 +78,15 @@ public struct PeerConfig: Sendable, Hashable {
         Swap.Settings(
             healthInterval: app.health.interval, healthTimeout: app.health.timeout,
             drainTimeout: app.drainTimeout, stopGrace: app.stopGrace)
+    }
+
+    /// The nginx adapter's settings for this node (peerd and the tests wire nginx through this one place).
+    public var nginxSettings: NginxProxy.Settings {
+        NginxProxy.Settings(
+            site: NginxSite(
+                appName: app.name, listen: nginx.listen, serverName: nginx.serverName, healthPath: app.health.path,
+                verifyAllow: [node.address], customInclude: nginx.customInclude),
+            sitePath: nginx.site, binary: nginx.binary, arguments: nginxArguments, pidFile: nginx.pidFile)
     }
 
     /// The nginx arguments that select a non-system instance.

@@ -22,13 +22,7 @@ func withEngine<T: Sendable>(
     logger.logLevel = .warning
     let docker = DockerClient(
         socketPath: dockerSocket, credentials: try Daemon.registryCredentials(config), http: TestBed.http, logger: logger)
-    let nginx = NginxProxy(
-        settings: .init(
-            site: .init(
-                appName: config.app.name, listen: config.nginx.listen, serverName: config.nginx.serverName,
-                healthPath: config.app.health.path, verifyAllow: [config.node.address], customInclude: config.nginx.customInclude),
-            sitePath: config.nginx.site, arguments: config.nginxArguments, pidFile: config.nginx.pidFile),
-        http: TestBed.http, logger: logger)
+    let nginx = NginxProxy(settings: config.nginxSettings, http: TestBed.http, logger: logger)
     let engine = NodeEngine(config: config, runtime: docker, proxy: nginx, http: TestBed.http, logger: logger)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await engine.run() }
