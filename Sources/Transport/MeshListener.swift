@@ -40,17 +40,12 @@ public enum Mesh {
                 channel.eventLoop.makeCompletedFuture {
                     let identity = NIOLockedValueBox<PeerIdentity?>(nil)
                     let refusal = NIOLockedValueBox<String?>(nil)
-                    let handshake = channel.eventLoop.makePromise(of: Void.self)
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(
-                        NIOSSLServerHandler(
-                            context: context, customVerificationCallback: tls.verificationCallback(identity: identity, refusal: refusal)))
-                    try sync.addHandler(HandshakeWaiter(promise: handshake))
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameSize: maximumFrameSize)))
-                    try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+                    let tlsHandler = NIOSSLServerHandler(
+                        context: context, customVerificationCallback: tls.verificationCallback(identity: identity, refusal: refusal))
+                    let (asyncChannel, handshake) = try framed(channel, tls: tlsHandler)
                     return Accepted(
-                        channel: try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel), identity: identity,
-                        refusal: refusal, remote: channel.remoteAddress?.ipAddress ?? "unknown", handshake: handshake.futureResult)
+                        channel: asyncChannel, identity: identity, refusal: refusal,
+                        remote: channel.remoteAddress?.ipAddress ?? "unknown", handshake: handshake)
                 }
             }
         await onBound(server.channel.localAddress?.port ?? port)
@@ -84,16 +79,10 @@ public enum Mesh {
             .connectTimeout(.seconds(2))
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handshake = channel.eventLoop.makePromise(of: Void.self)
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(
-                        NIOSSLClientHandler(
-                            context: context, serverHostname: nil,
-                            customVerificationCallback: tls.verificationCallback(identity: identity, refusal: refusal)))
-                    try sync.addHandler(HandshakeWaiter(promise: handshake))
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameSize: maximumFrameSize)))
-                    try sync.addHandler(MessageToByteHandler(FrameEncoder()))
-                    return (try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel), handshake.futureResult)
+                    let tlsHandler = try NIOSSLClientHandler(
+                        context: context, serverHostname: nil,
+                        customVerificationCallback: tls.verificationCallback(identity: identity, refusal: refusal))
+                    return try framed(channel, tls: tlsHandler)
                 }
             }
         do {
@@ -107,6 +96,21 @@ public enum Mesh {
             throw MeshTLS.Failure(description: "the server's certificate was not accepted")
         }
         return MeshConnection(peer: peer, remote: host, channel: channel)
+    }
+}
+
+extension Mesh {
+    /// The pipeline both sides share: TLS, the handshake watcher, then length-prefixed frames.
+    static func framed(_ channel: any Channel, tls: some ChannelHandler) throws
+        -> (NIOAsyncChannel<ByteBuffer, ByteBuffer>, EventLoopFuture<Void>)
+    {
+        let handshake = channel.eventLoop.makePromise(of: Void.self)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(tls)
+        try sync.addHandler(HandshakeWaiter(promise: handshake))
+        try sync.addHandler(ByteToMessageHandler(FrameDecoder(maximumFrameSize: maximumFrameSize)))
+        try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+        return (try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel), handshake.futureResult)
     }
 }
 
