@@ -49,7 +49,9 @@ func fail(_ message: String) -> ExitCode {
 }
 
 func printJSON(_ value: some Encodable) throws {
-    let encoder = ControlAPI.encoder
+    // A new encoder: ControlAPI.encoder is shared and stays compact.
+    let encoder = JSONEncoder()
+    encoder.dateEncodingStrategy = .iso8601
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
