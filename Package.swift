@@ -27,6 +27,7 @@ let package = Package(
         // Pure: no I/O, no NIO.
         .target(name: "PeerCore", swiftSettings: strict),
         .target(name: "Deployment", dependencies: ["PeerCore"], swiftSettings: strict),
+        .target(name: "Membership", dependencies: ["PeerCore"], swiftSettings: strict),
         // Crash-safe files (atomic replace, modes from creation).
         .target(name: "PeerFiles", swiftSettings: strict),
 
@@ -124,6 +125,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
+        .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore"], swiftSettings: strict),
         .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon"], swiftSettings: strict),
         .testTarget(
             name: "TransportTests",
