@@ -48,6 +48,8 @@ let package = Package(
             name: "Transport",
             dependencies: [
                 "PKI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -87,8 +89,12 @@ let package = Package(
         .target(
             name: "PeerDaemon",
             dependencies: [
-                "PeerCore", "Deployment", "PeerFiles", "Docker", "Nginx",
+                "PeerCore", "Deployment", "PeerFiles", "Docker", "Nginx", "Membership", "Transport", "PKI",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -5,6 +5,33 @@ import Foundation
 public enum ControlAPI {
     public static let version = "0.1.0"
 
+    /// `GET /v1/members`: the cluster as this node sees it.
+    public struct Members: Codable, Sendable {
+        public var node: String
+        /// nil when this node has no `mesh:` section.
+        public var profile: String?
+        public var members: [Member]
+        public var datagramsSent: Int
+        public var bytesSent: Int
+        public var datagramsReceived: Int
+        public var bytesReceived: Int
+        public var datagramsDropped: Int
+
+        public struct Member: Codable, Sendable {
+            public var name: String
+            public var address: String
+            public var status: String
+            public var incarnation: UInt64
+            /// nil: runs no app (or not known yet).
+            public var appHealthy: Bool?
+            public var image: String?
+            public var isSelf: Bool
+            /// Milliseconds since this node last heard from it directly.
+            public var lastSeenMsAgo: Int?
+            public var rttMs: Double?
+        }
+    }
+
     public struct DeployRequest: Codable, Sendable {
         public var image: String
         public init(image: String) { self.image = image }

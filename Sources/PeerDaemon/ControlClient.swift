@@ -20,6 +20,10 @@ public struct ControlClient: Sendable {
         try await get("/v1/status")
     }
 
+    public func members() async throws -> ControlAPI.Members {
+        try await get("/v1/members")
+    }
+
     public func history() async throws -> [DeployRecord] {
         try await get("/v1/deploys")
     }

@@ -8,10 +8,13 @@ import PeerFiles
 ///
 ///     GET  /v1/status     this node's status (JSON)
 ///     GET  /v1/deploys    deploy history, oldest first (JSON)
+///     GET  /v1/members    the cluster's members as this node sees them (JSON)
 ///     POST /v1/deploy     {"image": "…"} → NDJSON stream: accepted, progress…, result
 ///     POST /v1/rollback   → the same stream, swapping back to the previous image
 enum ControlServer {
-    static func application(engine: NodeEngine, socketPath: String, logger: Logger) throws -> some ApplicationProtocol {
+    static func application(
+        engine: NodeEngine, membership: MembershipService?, socketPath: String, logger: Logger
+    ) throws -> some ApplicationProtocol {
         try prepareSocket(socketPath)
         let router = Router()
         router.get("/v1/status") { _, _ in
@@ -19,6 +22,14 @@ enum ControlServer {
         }
         router.get("/v1/deploys") { _, _ in
             try json(await engine.history())
+        }
+        router.get("/v1/members") { _, _ in
+            guard let membership else {
+                return try json(
+                    ControlAPI.ErrorBody(error: "this node has no mesh: section in its config, so it has no members; see docs/configuration.md"),
+                    status: .notFound)
+            }
+            return try json(await membership.members())
         }
         router.post("/v1/deploy") { request, _ in
             let body = try await request.body.collect(upTo: 64 * 1024)

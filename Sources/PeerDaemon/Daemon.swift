@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Docker
 import Foundation
 import Logging
+import Membership
 import Nginx
 import PeerCore
 import ServiceLifecycle
@@ -17,13 +18,20 @@ public enum Daemon {
                 socketPath: config.dockerSocket, credentials: try registryCredentials(config), http: http, logger: logger)
             let nginx = NginxProxy(settings: config.nginxSettings, http: http, logger: logger)
             let engine = NodeEngine(config: config, runtime: docker, proxy: nginx, http: http, logger: logger)
-            let control = try ControlServer.application(engine: engine, socketPath: config.controlSocket, logger: logger)
+            let membership = try config.mesh.map { mesh in
+                try MembershipService(config: config, mesh: mesh, logger: logger) {
+                    let check = await engine.appCheck()
+                    return AppStatus(healthy: check.healthy, image: check.image)
+                }
+            }
+            let control = try ControlServer.application(
+                engine: engine, membership: membership, socketPath: config.controlSocket, logger: logger)
             logger.info(
                 "peerd starting",
                 metadata: ["peer.node": "\(config.node.name)", "peer.config": "\(config.path)", "peer.control": "\(config.controlSocket)"])
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: engine), .init(service: control)],
+                    services: [.init(service: engine), .init(service: control)] + (membership.map { [.init(service: $0)] } ?? []),
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger))
             try await group.run()

@@ -25,7 +25,7 @@ public struct JSONLogHandler: LogHandler {
         for (key, value) in metadata.merging(explicit ?? [:], uniquingKeysWith: { $1 }) {
             object[key] = "\(value)"
         }
-        object["ts"] = Date().formatted(.iso8601)
+        object["ts"] = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
         object["level"] = level.rawValue
         object["logger"] = label
         object["msg"] = message.description

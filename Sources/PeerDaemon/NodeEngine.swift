@@ -183,6 +183,13 @@ public actor NodeEngine: Service {
 
     public func history() -> [DeployRecord] { state.history }
 
+    /// What this node serves and whether it answers its health check right now (for the membership gossip).
+    public func appCheck() async -> (image: String?, healthy: Bool) {
+        guard let current = state.current else { return (nil, false) }
+        if case .healthy = await health.probe(current) { return (current.image, true) }
+        return (current.image, false)
+    }
+
     public func status() async -> ControlAPI.NodeStatus {
         let servingSince = state.history.last { $0.result == .succeeded && $0.generation == state.current?.generation }?.startedAt
         var docker = ControlAPI.NodeStatus.Docker(socket: config.dockerSocket, reachable: false)

@@ -1,4 +1,5 @@
 import Deployment
+import Membership
 import Foundation
 import Nginx
 import PeerCore
@@ -64,6 +65,26 @@ public struct PeerConfig: Sendable, Hashable {
         public var customInclude: String?
     }
 
+    /// The mutual-TLS mesh to the other members (absent: this node runs alone).
+    public struct Mesh: Sendable, Hashable {
+        public struct Member: Sendable, Hashable {
+            public var name: String
+            public var host: String
+            public var port: Int
+            public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        }
+        /// TCP (mutual TLS) and UDP (sealed datagrams) on the same address and port.
+        public var host: String
+        public var port: Int
+        public var ca: String
+        public var certificate: String
+        public var key: String
+        /// Every member of the cluster, this node included.
+        public var members: [Member]
+        public var profile: String
+        public var membership: SWIMSettings
+    }
+
     public var path: String
     public var node: Node
     public var app: App
@@ -72,6 +93,7 @@ public struct PeerConfig: Sendable, Hashable {
     public var dockerSocket: String
     public var stateDirectory: String
     public var controlSocket: String
+    public var mesh: Mesh?
 
     /// The swap's timing settings.
     public var swapSettings: Swap.Settings {

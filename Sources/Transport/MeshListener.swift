@@ -5,10 +5,13 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import PKI
+import X509
 
 /// A connection on the mesh, after the mutual TLS handshake: who it is, and its frames.
 public struct MeshConnection: Sendable {
     public let peer: PeerIdentity
+    /// The certificate it presented (verified): its public key keys the member's datagrams.
+    public let certificate: Certificate
     public let remote: String
     public let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
 }
@@ -19,7 +22,7 @@ public enum Mesh {
 
     struct Accepted: @unchecked Sendable {
         var channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
-        var identity: NIOLockedValueBox<PeerIdentity?>
+        var identity: NIOLockedValueBox<Verified?>
         var refusal: NIOLockedValueBox<String?>
         var remote: String
         var handshake: EventLoopFuture<Void>
@@ -38,7 +41,7 @@ public enum Mesh {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let identity = NIOLockedValueBox<PeerIdentity?>(nil)
+                    let identity = NIOLockedValueBox<Verified?>(nil)
                     let refusal = NIOLockedValueBox<String?>(nil)
                     let tlsHandler = NIOSSLServerHandler(
                         context: context, customVerificationCallback: tls.verificationCallback(identity: identity, refusal: refusal))
@@ -56,7 +59,8 @@ public enum Mesh {
                         do {
                             try await accepted.handshake.get()
                             guard let peer = accepted.identity.withLockedValue({ $0 }) else { throw MeshTLS.Failure(description: "no identity") }
-                            try await handle(MeshConnection(peer: peer, remote: accepted.remote, channel: accepted.channel))
+                            try await handle(
+                                MeshConnection(peer: peer.identity, certificate: peer.certificate, remote: accepted.remote, channel: accepted.channel))
                         } catch {
                             try? await accepted.channel.channel.close()
                             let reason = accepted.refusal.withLockedValue { $0 } ?? "\(error)"
@@ -73,7 +77,7 @@ public enum Mesh {
     /// Dials a member and returns the connection once the handshake passed the same identity check.
     public static func dial(host: String, port: Int, tls: MeshTLS) async throws -> MeshConnection {
         let context = try tls.clientContext()
-        let identity = NIOLockedValueBox<PeerIdentity?>(nil)
+        let identity = NIOLockedValueBox<Verified?>(nil)
         let refusal = NIOLockedValueBox<String?>(nil)
         let (channel, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(2))
@@ -95,7 +99,7 @@ public enum Mesh {
             try? await channel.channel.close()
             throw MeshTLS.Failure(description: "the server's certificate was not accepted")
         }
-        return MeshConnection(peer: peer, remote: host, channel: channel)
+        return MeshConnection(peer: peer.identity, certificate: peer.certificate, remote: host, channel: channel)
     }
 }
 

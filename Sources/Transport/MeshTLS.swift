@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -13,6 +14,8 @@ public struct MeshTLS: Sendable {
     public let caCertificate: Certificate
     let chain: [NIOSSLCertificate]
     let key: NIOSSLPrivateKey
+    /// The same node key, for the datagram keys (static ECDH with each member's certificate key).
+    let agreementKey: P256.KeyAgreement.PrivateKey
     let accept: @Sendable (PeerIdentity) -> Bool
 
     public struct Failure: Error, CustomStringConvertible {
@@ -24,6 +27,7 @@ public struct MeshTLS: Sendable {
             caCertificate = try Certificate(pemEncoded: caPEM)
             chain = try NIOSSLCertificate.fromPEMBytes(Array(certificatePEM.utf8))
             key = try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)
+            agreementKey = try P256.KeyAgreement.PrivateKey(pemRepresentation: keyPEM)
         } catch {
             throw Failure(description: "cannot load the mesh certificate, key or CA: \(error)")
         }
@@ -51,7 +55,7 @@ public struct MeshTLS: Sendable {
 
     /// The whole check, replacing BoringSSL's: chain to our CA, valid now, names someone we accept.
     /// The identity it found is stored in `identity` for the connection.
-    func verificationCallback(identity: NIOLockedValueBox<PeerIdentity?>, refusal: NIOLockedValueBox<String?>)
+    func verificationCallback(identity: NIOLockedValueBox<Verified?>, refusal: NIOLockedValueBox<String?>)
         -> NIOSSLCustomVerificationCallback
     {
         let ca = caCertificate
@@ -62,7 +66,7 @@ public struct MeshTLS: Sendable {
                     refusal.withLockedValue { $0 = "no certificate presented" }
                     return .failed
                 }
-                var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy(validationTime: Date()) }
+                var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy() }
                 let intermediates = CertificateStore(presented.dropFirst().compactMap { try? Certificate(derEncoded: try $0.toDERBytes()) })
                 guard case .validCertificate = await verifier.validate(leaf: leaf, intermediates: intermediates) else {
                     refusal.withLockedValue { $0 = "certificate \(leaf.subject) does not chain to the cluster CA or is not valid now" }
@@ -72,11 +76,17 @@ public struct MeshTLS: Sendable {
                     refusal.withLockedValue { $0 = "certificate \(leaf.subject) names no one this node accepts" }
                     return .failed
                 }
-                identity.withLockedValue { $0 = who }
+                identity.withLockedValue { $0 = Verified(identity: who, certificate: leaf) }
                 return .certificateVerified
             }
         }
     }
+}
+
+/// A peer that passed the check, with the certificate it presented.
+struct Verified: Sendable {
+    var identity: PeerIdentity
+    var certificate: Certificate
 }
 
 /// One log line per source per interval for refused connections: a scanner or a misconfigured peer cannot

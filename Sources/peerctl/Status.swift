@@ -85,3 +85,36 @@ struct ConfigCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct Members: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the cluster's members as this node sees them: state, app health, version, last seen, RTT.")
+
+    @OptionGroup var connection: Connection
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let members: ControlAPI.Members
+        do {
+            members = try await connection.withClient { try await $0.members() }
+        } catch {
+            throw fail("\(error)")
+        }
+        if json { return try printJSON(members) }
+        var rows = [["NAME", "ADDRESS", "STATE", "APP", "IMAGE", "LAST SEEN", "RTT"]]
+        for m in members.members {
+            rows.append([
+                m.name + (m.isSelf ? " (this node)" : ""), m.address, m.status,
+                m.appHealthy.map { $0 ? "healthy" : "UNHEALTHY" } ?? "-", m.image ?? "-",
+                m.isSelf ? "-" : m.lastSeenMsAgo.map { String(format: "%.1fs ago", Double($0) / 1000) } ?? "never",
+                m.rttMs.map { String(format: "%.2fms", $0) } ?? "-",
+            ])
+        }
+        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+    }
+}

@@ -1,0 +1,310 @@
+import Crypto
+import Foundation
+import Logging
+import Membership
+import NIOCore
+import NIOPosix
+import PKI
+import PeerCore
+import ServiceLifecycle
+import Transport
+import X509
+
+/// The I/O shell around the ``SWIM`` instance: it owns the instance, ticks it, and carries its directives.
+///
+/// - A mutual-TLS connection is kept open to every member (dialed, and accepted from it). The handshake
+///   verifies the member's certificate; its key then keys the datagrams between the two. A connection that
+///   closes, or a dial that is refused, is reported to the instance (`connectionLost`).
+/// - Membership messages are ``SealedDatagram``s over UDP on the same address and port.
+/// - Once a second the app on this node is checked and its health and image announced when they change.
+public actor MembershipService: Service {
+    public struct Counters: Sendable, Codable {
+        public var datagramsSent = 0
+        public var bytesSent = 0
+        public var datagramsReceived = 0
+        public var bytesReceived = 0
+        /// Datagrams that were malformed, did not authenticate or came before the sender's key was known.
+        public var datagramsDropped = 0
+    }
+
+    nonisolated let mesh: PeerConfig.Mesh
+    nonisolated let me: MemberID
+    nonisolated let tls: MeshTLS
+    nonisolated let certificate: Certificate
+    nonisolated let logger: Logger
+    nonisolated let clock: any PeerClock
+    nonisolated let appCheck: @Sendable () async -> AppStatus
+    nonisolated let addresses: [MemberID: SocketAddress]
+
+    private var swim: SWIM
+    private var keys: [MemberID: SymmetricKey] = [:]
+    private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
+    private var counters = Counters()
+    private let encoder = JSONEncoder()
+    private let decoder = JSONDecoder()
+
+    public init(
+        config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock = SystemClock(), logger: Logger,
+        appCheck: @escaping @Sendable () async -> AppStatus
+    ) throws {
+        self.mesh = mesh
+        self.me = MemberID(config.node.name)
+        self.logger = logger
+        self.clock = clock
+        self.appCheck = appCheck
+        let read = { (path: String) throws -> String in
+            guard let data = FileManager.default.contents(atPath: path) else { throw StartupError(description: "\(config.path): mesh: \(path) cannot be read") }
+            return String(decoding: data, as: UTF8.self)
+        }
+        let names = Set(mesh.members.map(\.name))
+        let certificatePEM = try read(mesh.certificate)
+        do {
+            tls = try MeshTLS(caPEM: try read(mesh.ca), certificatePEM: certificatePEM, keyPEM: try read(mesh.key)) { who in
+                if case .node(let name) = who { return names.contains(name) }
+                return false
+            }
+            certificate = try Certificate(pemEncoded: certificatePEM)
+        } catch {
+            throw StartupError(description: "\(config.path): mesh: \(error)")
+        }
+        guard PeerIdentity(certificate: certificate) == .node(config.node.name) else {
+            throw StartupError(
+                description: "\(config.path): mesh.cert \(mesh.certificate) is not a node certificate for \(config.node.name); issue one with: peerctl cert issue \(config.node.name) --address IP")
+        }
+        var addresses: [MemberID: SocketAddress] = [:]
+        for member in mesh.members {
+            addresses[MemberID(member.name)] = try SocketAddress(ipAddress: member.host, port: member.port)
+        }
+        self.addresses = addresses
+        let me = MemberID(config.node.name)
+        var seed = SystemRandomNumberGenerator()
+        swim = SWIM(
+            me: me, address: mesh.members.first { $0.name == config.node.name }!.address, app: .none,
+            incarnation: 1, seeds: mesh.members.map { (MemberID($0.name), $0.address) }, settings: mesh.membership,
+            seed: seed.next(), now: clock.now())
+    }
+
+    // MARK: - Views
+
+    public struct Snapshot: Sendable {
+        public var views: [SWIM.View]
+        public var now: Instant
+        public var counters: Counters
+    }
+
+    public func snapshot() -> Snapshot { Snapshot(views: swim.view, now: clock.now(), counters: counters) }
+
+    public func members() -> ControlAPI.Members {
+        let now = clock.now()
+        return ControlAPI.Members(
+            node: me.name, profile: mesh.profile,
+            members: swim.view.map { view in
+                ControlAPI.Members.Member(
+                    name: view.state.id.name, address: view.state.address, status: "\(view.state.status)",
+                    incarnation: view.state.incarnation, appHealthy: view.state.app.healthy, image: view.state.app.image,
+                    isSelf: view.state.id == me, lastSeenMsAgo: view.lastSeen.map { Int((now - $0).milliseconds) },
+                    rttMs: view.rtt.map { Double($0.nanoseconds) / 1e6 })
+            },
+            datagramsSent: counters.datagramsSent, bytesSent: counters.bytesSent, datagramsReceived: counters.datagramsReceived,
+            bytesReceived: counters.bytesReceived, datagramsDropped: counters.datagramsDropped)
+    }
+
+    // MARK: - Running
+
+    public func run() async throws {
+        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: mesh.host, port: mesh.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+                }
+            }
+        logger.info(
+            "mesh listening",
+            metadata: ["mesh.listen": "\(mesh.host):\(mesh.port)", "mesh.members": "\(mesh.members.count)", "mesh.profile": "\(mesh.profile)"])
+        warnIfCertificateExpiresSoon()
+        try await cancelWhenGracefulShutdown {
+            try await channel.executeThenClose { inbound, outbound in
+                await self.attach(outbound)
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { try await self.listen() }
+                    for member in self.mesh.members where member.name != self.me.name {
+                        group.addTask { await self.keepConnected(to: member) }
+                    }
+                    group.addTask { try await self.tickLoop() }
+                    group.addTask { try await self.appLoop() }
+                    for try await datagram in inbound {
+                        await self.received(datagram)
+                    }
+                }
+            }
+        }
+    }
+
+    private func attach(_ writer: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>) { outbound = writer }
+
+    private func tickLoop() async throws {
+        while !Task.isCancelled {
+            let directives = swim.tick(now: clock.now())
+            await carryOut(directives)
+            try await clock.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Checks the app every second; a change is announced at once, except that "unhealthy" needs three failed
+    /// checks in a row (one slow answer is not an outage).
+    private func appLoop() async throws {
+        var failures = 0
+        var rounds = 0
+        while !Task.isCancelled {
+            rounds += 1
+            if rounds % 3600 == 0 { warnIfCertificateExpiresSoon() }
+            let observed = await appCheck()
+            failures = observed.healthy == false ? failures + 1 : 0
+            var next = observed
+            if observed.healthy == false, failures < 3, swim.me.app.healthy == true, swim.me.app.image == observed.image {
+                next = swim.me.app
+            }
+            if next != swim.me.app {
+                logger.info(
+                    "app state changed",
+                    metadata: ["app.healthy": "\(next.healthy.map { "\($0)" } ?? "-")", "app.image": "\(next.image ?? "-")"])
+                await carryOut(swim.setApp(next, now: clock.now()))
+            }
+            try await clock.sleep(for: .seconds(1))
+        }
+    }
+
+    // MARK: - TLS connections
+
+    private func listen() async throws {
+        try await Mesh.listen(host: mesh.host, port: mesh.port, tls: tls, logger: logger) { connection in
+            let member = MemberID(connection.peer.name)
+            await self.verified(member, certificate: connection.certificate)
+            try? await connection.channel.executeThenClose { inbound, _ in
+                for try await _ in inbound {}
+            }
+            if !Task.isCancelled { await self.lost(member, why: "its connection to us closed") }
+        }
+    }
+
+    /// Keeps one outbound connection to `member`, redialing with backoff (100 ms up to 2 s).
+    private func keepConnected(to member: PeerConfig.Mesh.Member) async {
+        let id = MemberID(member.name)
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                let connection = try await Mesh.dial(host: member.host, port: member.port, tls: tls)
+                guard connection.peer == .node(member.name) else {
+                    try? await connection.channel.channel.close()
+                    logger.error(
+                        "mesh member answers with another identity",
+                        metadata: ["mesh.member": "\(member.name)", "mesh.address": "\(member.address)", "mesh.identity": "\(connection.peer)"])
+                    try? await clock.sleep(for: .seconds(5))
+                    continue
+                }
+                verified(id, certificate: connection.certificate)
+                backoff = .milliseconds(100)
+                try? await connection.channel.executeThenClose { inbound, _ in
+                    for try await _ in inbound {}
+                }
+                if Task.isCancelled { return }
+                await lost(id, why: "our connection to it closed")
+            } catch {
+                if Task.isCancelled { return }
+                if Self.isRefusal(error) {
+                    await lost(id, why: "connection refused")
+                } else {
+                    logger.debug("mesh dial failed", metadata: ["mesh.member": "\(member.name)", "error": "\(error)"])
+                }
+            }
+            try? await clock.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+        }
+    }
+
+    private func verified(_ member: MemberID, certificate: Certificate) {
+        guard keys[member] == nil else { return }
+        do {
+            keys[member] = try SealedDatagram.pairKey(tls: tls, myName: me.name, peerName: member.name, peer: certificate)
+            logger.debug("mesh member verified", metadata: ["mesh.member": "\(member)"])
+        } catch {
+            logger.error("cannot derive the datagram key for a member", metadata: ["mesh.member": "\(member)", "error": "\(error)"])
+        }
+    }
+
+    private func lost(_ member: MemberID, why: String) async {
+        logger.debug("mesh connection lost", metadata: ["mesh.member": "\(member)", "reason": "\(why)"])
+        await carryOut(swim.connectionLost(to: member, now: clock.now()))
+    }
+
+    static func isRefusal(_ error: any Error) -> Bool {
+        if let io = error as? IOError { return io.errnoCode == ECONNREFUSED || io.errnoCode == ECONNRESET }
+        if let connection = error as? NIOConnectionError {
+            return connection.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
+        }
+        return "\(error)".contains("refused")
+    }
+
+    // MARK: - Datagrams
+
+    private func received(_ datagram: AddressedEnvelope<ByteBuffer>) async {
+        counters.datagramsReceived += 1
+        counters.bytesReceived += datagram.data.readableBytes
+        let envelope: SWIM.Envelope
+        let from: MemberID
+        do {
+            from = MemberID(try SealedDatagram.sender(of: datagram.data))
+            guard let key = keys[from] else { throw SealedDatagram.Failure.unknownSender(from.name) }
+            envelope = try decoder.decode(SWIM.Envelope.self, from: try SealedDatagram.open(datagram.data, key: key))
+        } catch {
+            counters.datagramsDropped += 1
+            logger.trace("datagram dropped", metadata: ["mesh.remote": "\(datagram.remoteAddress)", "reason": "\(error)"])
+            return
+        }
+        await carryOut(swim.receive(envelope, from: from, now: clock.now()))
+    }
+
+    private func carryOut(_ directives: [SWIM.Directive]) async {
+        for directive in directives {
+            switch directive {
+            case .send(let to, _, let envelope):
+                guard let key = keys[to], let address = addresses[to], let outbound else { continue }
+                do {
+                    let sealed = try SealedDatagram.seal(try encoder.encode(envelope), from: me.name, key: key)
+                    counters.datagramsSent += 1
+                    counters.bytesSent += sealed.readableBytes
+                    try await outbound.write(AddressedEnvelope(remoteAddress: address, data: sealed))
+                } catch {
+                    logger.debug("datagram not sent", metadata: ["mesh.member": "\(to)", "error": "\(error)"])
+                }
+            case .changed(let state, let previous):
+                log(state, previous: previous)
+            }
+        }
+    }
+
+    private func log(_ state: MemberState, previous: MemberState) {
+        var metadata: Logger.Metadata = [
+            "member.name": "\(state.id)", "member.status": "\(state.status)", "member.previous": "\(previous.status)",
+            "member.incarnation": "\(state.incarnation)",
+        ]
+        if let healthy = state.app.healthy { metadata["member.app_healthy"] = "\(healthy)" }
+        if let image = state.app.image { metadata["member.image"] = "\(image)" }
+        if state.id == me {
+            logger.debug("this node's state changed", metadata: metadata)
+        } else if state.status != previous.status {
+            logger.info("member \(state.status)", metadata: metadata)
+        } else {
+            logger.info("member app changed", metadata: metadata)
+        }
+    }
+
+    private func warnIfCertificateExpiresSoon() {
+        let days = ClusterCA.daysLeft(certificate)
+        guard days <= 30 else { return }
+        logger.warning(
+            "this node's mesh certificate expires soon: renew it with peerctl cert issue",
+            metadata: ["cert.days_left": "\(days)", "cert.file": "\(mesh.certificate)"])
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import PeerDaemon
+import PeerTestKit
+import Testing
+
+/// Real `peerd` processes on 127.0.4.x with real certificates (`peerctl ca init`, `peerctl cert issue`) and mutual
+/// TLS, started by `cluster/mesh`; killed with SIGKILL, cut off and made lossy with iptables.
+@Suite(.serialized) struct MeshProcessTests {
+    static let prefix = "127.0.4."
+
+    final class Mesh: Sendable {
+        let dir: String
+        let size: Int
+
+        init(size: Int) throws {
+            self.size = size
+            dir = NSTemporaryDirectory() + "peer-mesh-test-\(getpid())"
+            let up = try run(["up", "\(size)", dir])
+            guard up.status == 0 else { throw TestBed.NotReady(description: "cluster/mesh up failed: \(up.output)") }
+        }
+
+        var names: [String] { (1...size).map { "m\($0)" } }
+
+        func run(_ arguments: [String]) throws -> Shell.Result {
+            try Shell.run(
+                TestBed.root + "/cluster/mesh", arguments,
+                environment: ProcessInfo.processInfo.environment.merging(
+                    ["MESH_PREFIX": MeshProcessTests.prefix, "PEER_BIN": PeerdProcess.binDirectory], uniquingKeysWith: { $1 }))
+        }
+
+        func members(_ node: String) throws -> ControlAPI.Members {
+            let result = try run(["members", node, dir, "--json"])
+            guard result.status == 0 else { throw TestBed.NotReady(description: "peerctl members on \(node): \(result.output)") }
+            return try ControlAPI.decoder.decode(ControlAPI.Members.self, from: Data(result.output.utf8))
+        }
+
+        /// What `observer` says about `member`.
+        func status(of member: String, by observer: String) -> String? {
+            (try? members(observer))?.members.first { $0.name == member }?.status
+        }
+
+        func log(_ node: String) -> String { (try? String(contentsOfFile: "\(dir)/\(node)/peerd.log", encoding: .utf8)) ?? "" }
+
+        /// "member dead" lines in `node`'s log.
+        func deaths(in node: String) -> [String] {
+            log(node).split(separator: "\n").filter { $0.contains("\"msg\":\"member dead\"") }.map(String.init)
+        }
+
+        func kill(_ node: String) throws { _ = try run(["kill", node, dir]) }
+        func start(_ node: String) throws {
+            let result = try run(["start", node, dir])
+            guard result.status == 0 else { throw TestBed.NotReady(description: "restart of \(node): \(result.output)") }
+        }
+
+        func down() {
+            _ = try? run(["down", dir])
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+    }
+
+    /// Polls until `condition` holds or `timeout` passes; returns whether it held.
+    func eventually(within timeout: Duration, _ condition: () -> Bool) async -> Bool {
+        let end = ContinuousClock.now + timeout
+        while ContinuousClock.now < end {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return condition()
+    }
+
+    /// iptables rules tagged with our comment, removed however the test ends.
+    struct Firewall {
+        static let tag = "peer-mesh-test"
+
+        static func add(_ rule: [String]) throws {
+            let result = try Shell.run("iptables", ["-I", "INPUT"] + rule + ["-m", "comment", "--comment", tag])
+            guard result.status == 0 else { throw TestBed.NotReady(description: "iptables: \(result.output)") }
+        }
+
+        static func clear() {
+            guard let listing = try? Shell.run("iptables", ["-S", "INPUT"]) else { return }
+            for line in listing.output.split(separator: "\n") where line.contains(tag) {
+                let rule = line.split(separator: " ").dropFirst(2).map { String($0).replacingOccurrences(of: "\"", with: "") }
+                _ = try? Shell.run("iptables", ["-D", "INPUT"] + rule)
+            }
+        }
+    }
+
+    @Test func killedNodeIsDeclaredDeadByEveryoneAndRejoinsWhenRestarted() async throws {
+        let mesh = try Mesh(size: 4)
+        defer { mesh.down() }
+        #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+
+        try mesh.kill("m2")
+        let others = ["m1", "m3", "m4"]
+        #expect(await eventually(within: .seconds(10)) { others.allSatisfy { mesh.status(of: "m2", by: $0) == "dead" } })
+        // Nobody else was taken for dead.
+        for node in others {
+            #expect(mesh.deaths(in: node).allSatisfy { $0.contains("\"member.name\":\"m2\"") }, "\(node): \(mesh.deaths(in: node))")
+        }
+
+        try mesh.start("m2")
+        #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { mesh.status(of: "m2", by: $0) == "alive" } })
+        // It came back under a higher incarnation than the one it was declared dead with.
+        let view = try mesh.members("m1").members.first { $0.name == "m2" }
+        #expect((view?.incarnation ?? 0) > 2)
+    }
+
+    @Test func oneCutLinkIsBridgedByIndirectProbes() async throws {
+        let mesh = try Mesh(size: 3)
+        defer {
+            Firewall.clear()
+            mesh.down()
+        }
+        #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+        // m1 and m2 cannot reach each other at all; both still reach m3.
+        try Firewall.add(["-s", Self.prefix + "1", "-d", Self.prefix + "2", "-j", "DROP"])
+        try Firewall.add(["-s", Self.prefix + "2", "-d", Self.prefix + "1", "-j", "DROP"])
+        try await Task.sleep(for: .seconds(15))
+        for node in mesh.names {
+            #expect(mesh.deaths(in: node).isEmpty, "\(node): \(mesh.deaths(in: node))")
+        }
+        #expect(mesh.status(of: "m2", by: "m1") == "alive")
+        #expect(mesh.status(of: "m1", by: "m2") == "alive")
+    }
+
+    @Test func thirtyPercentPacketLossMakesNoFalseDeath() async throws {
+        let mesh = try Mesh(size: 3)
+        defer {
+            Firewall.clear()
+            mesh.down()
+        }
+        #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+        try Firewall.add(["-s", Self.prefix + "0/24", "-d", Self.prefix + "0/24", "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP"])
+        try await Task.sleep(for: .seconds(30))
+        for node in mesh.names {
+            #expect(mesh.deaths(in: node).isEmpty, "\(node): \(mesh.deaths(in: node))")
+        }
+        // And it still sees a real death through the loss.
+        try mesh.kill("m3")
+        #expect(await eventually(within: .seconds(10)) { ["m1", "m2"].allSatisfy { mesh.status(of: "m3", by: $0) == "dead" } })
+    }
+}
