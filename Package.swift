@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "PeerCore", swiftSettings: strict),
         .target(name: "Deployment", dependencies: ["PeerCore"], swiftSettings: strict),
         .target(name: "Membership", dependencies: ["PeerCore"], swiftSettings: strict),
+        .target(name: "Leadership", dependencies: ["PeerCore"], swiftSettings: strict),
+        .target(name: "DNSPlanning", dependencies: ["PeerCore"], swiftSettings: strict),
         // Crash-safe files (atomic replace, modes from creation).
         .target(name: "PeerFiles", swiftSettings: strict),
 
@@ -76,6 +78,28 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "CloudflareDNS",
+            dependencies: [
+                "DNSPlanning",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Notify",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "Nginx",
             dependencies: [
                 "Deployment", "PeerFiles",
@@ -90,6 +114,7 @@ let package = Package(
             name: "PeerDaemon",
             dependencies: [
                 "PeerCore", "Deployment", "PeerFiles", "Docker", "Nginx", "Membership", "Transport", "PKI",
+                "Leadership", "DNSPlanning", "CloudflareDNS", "Notify",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -131,8 +156,9 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
+        .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "PeerCore"], swiftSettings: strict),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore"], swiftSettings: strict),
-        .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon"], swiftSettings: strict),
+        .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon", "Membership"], swiftSettings: strict),
         .testTarget(
             name: "TransportTests",
             dependencies: [

@@ -152,7 +152,8 @@ public struct SWIM: Sendable {
             if now >= probe.started + (probe.urgent ? settings.refusedProbeTimeout : settings.probeTimeout) {
                 probes[s] = nil
                 suspect(probe.target, refused: probe.urgent, now: now, into: &directives)
-            } else if now >= probe.lastSent + settings.directTimeout {
+            } else if now >= probe.lastSent + settings.directTimeout, members[probe.target]?.status != .dead {
+                // (A member already dead gets one ping per probe: enough to notice it is back, and cheap.)
                 probes[s]?.lastSent = now
                 probes[s]?.rounds += 1
                 directives.append(send(.ping(seq: s), to: probe.target))

@@ -11,9 +11,11 @@ import Testing
     final class Mesh: Sendable {
         let dir: String
         let size: Int
+        let certDays: Int
 
-        init(size: Int) throws {
+        init(size: Int, certDays: Int = 397) throws {
             self.size = size
+            self.certDays = certDays
             dir = NSTemporaryDirectory() + "peer-mesh-test-\(getpid())"
             let up = try run(["up", "\(size)", dir])
             guard up.status == 0 else { throw TestBed.NotReady(description: "cluster/mesh up failed: \(up.output)") }
@@ -25,7 +27,7 @@ import Testing
             try Shell.run(
                 TestBed.root + "/cluster/mesh", arguments,
                 environment: ProcessInfo.processInfo.environment.merging(
-                    ["MESH_PREFIX": MeshProcessTests.prefix, "PEER_BIN": PeerdProcess.binDirectory], uniquingKeysWith: { $1 }))
+                    ["MESH_PREFIX": MeshProcessTests.prefix, "PEER_BIN": PeerdProcess.binDirectory, "MESH_CERT_DAYS": "\(certDays)"], uniquingKeysWith: { $1 }))
         }
 
         func members(_ node: String) throws -> ControlAPI.Members {
@@ -104,6 +106,15 @@ import Testing
         // It came back under a higher incarnation than the one it was declared dead with.
         let view = try mesh.members("m1").members.first { $0.name == "m2" }
         #expect((view?.incarnation ?? 0) > 2)
+    }
+
+    @Test func aCertificateCloseToExpiryIsWarnedAbout() async throws {
+        let mesh = try Mesh(size: 2, certDays: 12)
+        defer { mesh.down() }
+        let warning = mesh.log("m1").split(separator: "\n").first { $0.contains("certificate expires soon") }
+        #expect(warning?.contains("\"cert.days_left\":\"11\"") == true || warning?.contains("\"cert.days_left\":\"12\"") == true, "\(mesh.log("m1"))")
+        // The members still talk: a warning, not a refusal.
+        #expect(await eventually(within: .seconds(10)) { mesh.status(of: "m2", by: "m1") == "alive" })
     }
 
     @Test func oneCutLinkIsBridgedByIndirectProbes() async throws {

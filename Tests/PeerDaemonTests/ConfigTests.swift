@@ -1,4 +1,5 @@
 import Foundation
+import Membership
 import PeerDaemon
 import Testing
 
@@ -47,12 +48,67 @@ import Testing
         for _ in 0..<3 { root.deleteLastPathComponent() }
         let text = try String(contentsOf: root.appendingPathComponent("deploy/peer.example.yml"), encoding: .utf8)
         // The example names files that exist on a real node only; check everything else.
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
         let portable = text.replacingOccurrences(of: "  env_file: /etc/peer/shop.env # KEY=value lines, read at every deploy (keep it 0600)\n", with: "")
             .replacingOccurrences(of: "password_file: /etc/peer/ghcr-token", with: "password_env: GHCR_TOKEN")
+            .replacingOccurrences(of: "/etc/peer/pki/", with: pki + "/")
         let config = try parse(portable, environment: ["GHCR_TOKEN": "x"])
         #expect(config.app.image == "ghcr.io/acme/shop:1.4.2")
         #expect(config.registries.first?.server == "ghcr.io")
         #expect(config.app.volumes == ["/srv/shop/uploads:/app/uploads"])
+        #expect(config.mesh?.members.map(\.name) == ["web-1", "web-2", "web-3"])
+        #expect(config.mesh?.port == 7946)
+        #expect(config.mesh?.profile == "lan")
+    }
+
+    /// Placeholder files where a mesh section wants them (the loader checks they can be read, and the key's mode).
+    static func pkiFiles(keyMode: mode_t = 0o600) throws -> String {
+        let dir = NSTemporaryDirectory() + "peer-config-pki-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for file in ["ca.pem", "web-1.pem", "web-1-key.pem"] {
+            FileManager.default.createFile(atPath: "\(dir)/\(file)", contents: Data("placeholder".utf8))
+        }
+        chmod("\(dir)/web-1-key.pem", keyMode)
+        return dir
+    }
+
+    static func meshYAML(_ pki: String, members: String = "    - name: web-1\n      address: 10.0.0.5:7946\n    - name: web-2\n      address: \"[2001:db8::6]:7946\"\n", extra: String = "") -> String {
+        minimal + "\nmesh:\n  listen: 10.0.0.5:7946\n  ca: \(pki)/ca.pem\n  cert: \(pki)/web-1.pem\n  key: \(pki)/web-1-key.pem\n\(extra)  members:\n\(members)"
+    }
+
+    @Test func meshSectionIsReadWithTheLANProfileByDefault() throws {
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let mesh = try #require(try parse(Self.meshYAML(pki)).mesh)
+        #expect(mesh.host == "10.0.0.5")
+        #expect(mesh.members.map(\.address) == ["10.0.0.5:7946", "[2001:db8::6]:7946"])
+        #expect(mesh.membership == .lan)
+        let tuned = try #require(try parse(Self.meshYAML(pki, extra: "  profile: wan\n  membership:\n    probe_interval: 2s\n")).mesh)
+        #expect(tuned.membership.probeInterval == .seconds(2))
+        #expect(tuned.membership.suspicionMax == SWIMSettings.wan.suspicionMax)
+    }
+
+    @Test func meshMistakesAreExplained() throws {
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let cases: [(String, String, String)] = [
+            (Self.meshYAML(pki, members: "    - name: web-2\n      address: 10.0.0.6:7946\n"), "mesh.members", "does not list this node"),
+            (Self.meshYAML(pki, members: "    - name: web-1\n      address: example.com:7946\n"), "mesh.members[0].address", "not ADDRESS:PORT"),
+            (Self.meshYAML(pki, extra: "  profile: fast\n"), "mesh.profile", "lan or wan"),
+            (Self.meshYAML(pki, extra: "  membership:\n    probe_timeout: 100ms\n"), "mesh.membership", "probe_timeout must be longer"),
+            (Self.meshYAML(pki).replacingOccurrences(of: "\(pki)/ca.pem", with: "/nonexistent/ca.pem"), "mesh.ca", "cannot be read"),
+        ]
+        for (yaml, key, problem) in cases {
+            let e = try #require(error(yaml), "expected an error about \(key)")
+            #expect(e.key == key, "\(e)")
+            #expect("\(e)".contains(problem), "\(e)")
+        }
+        let open = try Self.pkiFiles(keyMode: 0o644)
+        defer { try? FileManager.default.removeItem(atPath: open) }
+        let e = try #require(error(Self.meshYAML(open)))
+        #expect(e.key == "mesh.key")
+        #expect("\(e)".contains("chmod 600"))
     }
 
     @Test func errorsNameTheFileTheKeyTheLineAndTheFix() throws {

@@ -1,0 +1,267 @@
+import PeerCore
+
+/// A majority-quorum lease with a fencing term (in the spirit of PaxosLease, Trencseni et al. 2010), as a pure
+/// state machine. Every voting member runs one; it is both a voter (grants leases) and, unless it is a witness,
+/// a candidate.
+///
+/// - A candidate asks every voter for a lease for term T (higher than any term it has seen). A voter grants it
+///   when T is not below the highest term it promised and it holds no unexpired grant for someone else; it
+///   persists the promise before answering (directive order) and starts its own timer of ``LeaseSettings/duration``
+///   when the request arrives.
+/// - With grants from a majority, the candidate leads until `sent + duration × (1 − maxDrift) − margin` on its
+///   own clock, where `sent` is when it sent the request. Every grant it counted was started after that, on a
+///   clock that runs at most `maxDrift` faster: no voter of that majority can grant to anyone else before the
+///   leader's lease is over, and any other majority needs one of them. No synchronized clocks, only bounded
+///   drift.
+/// - The leader renews every ``LeaseSettings/renewInterval`` under the same term. A voter that restarts grants
+///   nothing for one lease duration (it forgot whom it granted to).
+/// - The term is the fencing token: ``validTerm(now:)`` says whether this node leads right now and under which
+///   term; the shell asks it immediately before every DNS write and notification.
+public struct Lease: Sendable {
+    public enum Message: Sendable, Hashable, Codable {
+        case request(term: UInt64, attempt: UInt64)
+        case grant(term: UInt64, attempt: UInt64)
+        /// `promised`: the highest term the voter promised; `holder`: whom it currently grants to, if anyone.
+        case reject(term: UInt64, attempt: UInt64, promised: UInt64, holder: MemberID?)
+        /// A campaign that did not reach a majority gives its grants back, so the voters can back someone else
+        /// at once instead of after a lease duration.
+        case release(term: UInt64)
+    }
+
+    public enum Directive: Sendable, Hashable {
+        /// Persist the highest promised term before sending anything that follows.
+        case persist(term: UInt64)
+        case send(to: MemberID, Message)
+        /// This node became leader (term) or stopped being it (nil).
+        case leadership(term: UInt64?)
+    }
+
+    public struct Leader: Sendable, Hashable {
+        public var id: MemberID
+        public var term: UInt64
+    }
+
+    public let settings: LeaseSettings
+    public let me: MemberID
+    public let voters: [MemberID]
+    public let canLead: Bool
+    private var rng: SplitMix64
+
+    // Voter.
+    public private(set) var promised: UInt64
+    /// Whom this voter promised `promised` to (unknown after a restart: then only a higher term is granted).
+    private var promisedTo: MemberID?
+    private var grant: (to: MemberID, term: UInt64, until: Instant)?
+    private let quietUntil: Instant
+
+    // Candidate / leader.
+    private enum Role: Sendable {
+        case follower(nextCampaign: Instant?)
+        case candidate(term: UInt64, attempt: UInt64, sent: Instant, grants: Set<MemberID>)
+        case leader(term: UInt64, validUntil: Instant, renewing: (attempt: UInt64, sent: Instant, grants: Set<MemberID>)?, nextRenew: Instant)
+    }
+    private var role: Role = .follower(nextCampaign: nil)
+    private var attempt: UInt64 = 0
+    private var highestSeen: UInt64
+
+    /// `promised`: the term persisted by a previous run (0 for a new node). `voters` includes this node if it
+    /// votes.
+    public init(me: MemberID, voters: [MemberID], canLead: Bool, promised: UInt64, settings: LeaseSettings, seed: UInt64, now: Instant) {
+        self.me = me
+        self.voters = voters.sorted()
+        self.canLead = canLead && voters.contains(me)
+        self.settings = settings
+        self.promised = promised
+        self.highestSeen = promised
+        self.rng = SplitMix64(seed: seed)
+        self.quietUntil = now + settings.duration
+    }
+
+    public var majority: Int { voters.count / 2 + 1 }
+
+    /// The term under which this node leads at `now`, or nil: ask immediately before every fenced action.
+    public func validTerm(now: Instant) -> UInt64? {
+        if case .leader(let term, let validUntil, _, _) = role, now < validUntil { return term }
+        return nil
+    }
+
+    /// How long this node's lease still holds (nil when it does not lead).
+    public func remaining(now: Instant) -> Duration? {
+        if case .leader(_, let validUntil, _, _) = role, now < validUntil { return validUntil - now }
+        return nil
+    }
+
+    /// Whom this node's own vote currently backs: the leader as far as it knows (its grant is unexpired).
+    public func knownLeader(now: Instant) -> Leader? {
+        if let term = validTerm(now: now) { return Leader(id: me, term: term) }
+        if let grant, now < grant.until { return Leader(id: grant.to, term: grant.term) }
+        return nil
+    }
+
+    public var isCandidate: Bool { if case .candidate = role { true } else { false } }
+
+    /// `aliveCandidates`: the members that can lead and that membership sees alive, this one included. The
+    /// first of them by name campaigns first; the others wait a stagger each, so they rarely collide.
+    public mutating func tick(now: Instant, aliveCandidates: [MemberID]) -> [Directive] {
+        var directives: [Directive] = []
+        switch role {
+        case .leader(let term, let validUntil, let renewing, let nextRenew):
+            if now >= validUntil {
+                role = .follower(nextCampaign: nil)
+                directives.append(.leadership(term: nil))
+                break
+            }
+            if now >= nextRenew {
+                attempt += 1
+                var grants: Set<MemberID> = []
+                if vote(for: me, term: term, now: now, into: &directives) { grants.insert(me) }
+                role = .leader(term: term, validUntil: validUntil, renewing: (attempt, now, grants), nextRenew: now + settings.renewInterval)
+                for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: term, attempt: attempt))) }
+                checkRenewal(now: now, into: &directives)
+            }
+            _ = renewing
+        case .candidate(let term, _, let sent, _):
+            if now >= sent + settings.requestTimeout {
+                role = .follower(nextCampaign: now + backoff())
+                if let grant, grant.to == me, grant.term == term { self.grant = nil }
+                for voter in voters where voter != me { directives.append(.send(to: voter, .release(term: term))) }
+            }
+        case .follower(let nextCampaign):
+            guard canLead, now >= quietUntil else { break }
+            if let leader = knownLeader(now: now), leader.id != me {
+                role = .follower(nextCampaign: nil)
+                break
+            }
+            guard let at = nextCampaign else {
+                let rank = aliveCandidates.sorted().firstIndex(of: me) ?? aliveCandidates.count
+                role = .follower(nextCampaign: now + settings.stagger * rank)
+                break
+            }
+            if now >= at { campaign(now: now, into: &directives) }
+        }
+        return directives
+    }
+
+    public mutating func receive(_ message: Message, from: MemberID, now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        guard voters.contains(from), from != me else { return directives }
+        switch message {
+        case .request(let term, let attempt):
+            highestSeen = max(highestSeen, term)
+            if vote(for: from, term: term, now: now, into: &directives) {
+                directives.append(.send(to: from, .grant(term: term, attempt: attempt)))
+            } else {
+                let holder = grant.flatMap { now < $0.until ? $0.to : nil }
+                directives.append(.send(to: from, .reject(term: term, attempt: attempt, promised: promised, holder: holder)))
+            }
+            // Someone else campaigns for a higher term while we lead: our voters may follow it once our lease is
+            // over; nothing to do until then (our lease still holds by construction).
+
+        case .grant(let term, let attempt):
+            switch role {
+            case .candidate(let t, let a, let sent, var grants) where t == term && a == attempt:
+                grants.insert(from)
+                if grants.count >= majority {
+                    role = .leader(
+                        term: term, validUntil: validity(sent: sent), renewing: nil, nextRenew: sent + settings.renewInterval)
+                    directives.append(.leadership(term: term))
+                } else {
+                    role = .candidate(term: t, attempt: a, sent: sent, grants: grants)
+                }
+            case .leader(let t, let validUntil, .some(let renewing), let nextRenew) where t == term && renewing.attempt == attempt:
+                var r = renewing
+                r.grants.insert(from)
+                role = .leader(term: t, validUntil: validUntil, renewing: r, nextRenew: nextRenew)
+                checkRenewal(now: now, into: &directives)
+            default:
+                break
+            }
+
+        case .reject(_, _, let promisedThere, _):
+            highestSeen = max(highestSeen, promisedThere)
+
+        case .release(let term):
+            if let grant, grant.to == from, grant.term == term { self.grant = nil }
+        }
+        return directives
+    }
+
+    // MARK: - Internals
+
+    private func validity(sent: Instant) -> Instant {
+        let d = settings.duration.nanoseconds
+        let shrunk = d - Int64(Double(d) * settings.maxDrift)
+        return sent + .nanoseconds(shrunk) - settings.margin
+    }
+
+    private mutating func checkRenewal(now: Instant, into directives: inout [Directive]) {
+        guard case .leader(let term, let validUntil, .some(let renewing), let nextRenew) = role, renewing.grants.count >= majority else { return }
+        role = .leader(term: term, validUntil: max(validUntil, validity(sent: renewing.sent)), renewing: nil, nextRenew: nextRenew)
+    }
+
+    private mutating func campaign(now: Instant, into directives: inout [Directive]) {
+        let term = max(promised, highestSeen) + 1
+        attempt += 1
+        var grants: Set<MemberID> = []
+        guard vote(for: me, term: term, now: now, into: &directives) else {
+            role = .follower(nextCampaign: now + backoff())
+            return
+        }
+        grants.insert(me)
+        role = .candidate(term: term, attempt: attempt, sent: now, grants: grants)
+        if grants.count >= majority {
+            role = .leader(term: term, validUntil: validity(sent: now), renewing: nil, nextRenew: now + settings.renewInterval)
+            directives.append(.leadership(term: term))
+            return
+        }
+        for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: term, attempt: attempt))) }
+    }
+
+    /// The voter's rule. Returns whether it grants.
+    private mutating func vote(for candidate: MemberID, term: UInt64, now: Instant, into directives: inout [Directive]) -> Bool {
+        // One candidate per term: the same term again only for the one it was promised to (its renewals).
+        guard now >= quietUntil, term > promised || (term == promised && promisedTo == candidate) else { return false }
+        if let grant, now < grant.until, grant.to != candidate { return false }
+        // A renewal under an older term than one this voter already granted to the same candidate is stale.
+        if let grant, now < grant.until, grant.to == candidate, term < grant.term { return false }
+        if term > promised {
+            promised = term
+            directives.append(.persist(term: term))
+        }
+        promisedTo = candidate
+        grant = (candidate, term, now + settings.duration)
+        return true
+    }
+
+    private mutating func backoff() -> Duration {
+        settings.stagger + .nanoseconds(Int64.random(in: 0...max(1, settings.stagger.nanoseconds * 2), using: &rng))
+    }
+}
+
+public struct LeaseSettings: Sendable, Hashable {
+    /// How long a grant lasts on the voter's clock.
+    public var duration: Duration
+    public var renewInterval: Duration
+    /// A campaign without a majority by then is abandoned (and retried after a random back-off).
+    public var requestTimeout: Duration
+    /// The largest clock rate difference assumed between two nodes (0.01 = 1 %).
+    public var maxDrift: Double
+    /// Taken off the leader's lease on top of the drift allowance.
+    public var margin: Duration
+    /// Candidates campaign one stagger apart, in name order.
+    public var stagger: Duration
+
+    public init(duration: Duration, renewInterval: Duration, requestTimeout: Duration, maxDrift: Double, margin: Duration, stagger: Duration) {
+        self.duration = duration
+        self.renewInterval = renewInterval
+        self.requestTimeout = requestTimeout
+        self.maxDrift = maxDrift
+        self.margin = margin
+        self.stagger = stagger
+    }
+
+    /// Leader failover in about 2.5–3 s; a leader's lease has ≥ 1.8 s left after each renewal.
+    public static let standard = LeaseSettings(
+        duration: .milliseconds(2500), renewInterval: .milliseconds(400), requestTimeout: .milliseconds(400), maxDrift: 0.01,
+        margin: .milliseconds(100), stagger: .milliseconds(150))
+}
