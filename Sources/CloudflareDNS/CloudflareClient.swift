@@ -105,8 +105,9 @@ public actor CloudflareClient {
     }
 
     /// One `POST /zones/{zone}/dns_records/batch` for the whole change set (deletes run before posts).
-    public func apply(_ changes: DNSChangeSet, name: String, deadline: Duration? = nil) async throws {
-        guard !changes.isEmpty else { return }
+    /// Returns the records it created.
+    public func apply(_ changes: DNSChangeSet, name: String, deadline: Duration? = nil) async throws -> [DNSRecord] {
+        guard !changes.isEmpty else { return [] }
         let zone = try await zone()
         let body = Batch(
             deletes: changes.deletes.map { Batch.Delete(id: $0.id) },
@@ -115,7 +116,9 @@ public actor CloudflareClient {
                     type: $0.contains(":") ? "AAAA" : "A", name: name, content: $0, ttl: settings.ttl, proxied: settings.proxied,
                     comment: DNSPlanner.comment)
             })
-        let _: BatchResult = try await call(.POST, "/zones/\(zone)/dns_records/batch", body: body, deadline: deadline, retry: deadline == nil)
+        // A fenced write is tried once: a retry could land after the lease is over.
+        let result: BatchResult = try await call(.POST, "/zones/\(zone)/dns_records/batch", body: body, deadline: deadline, retry: deadline == nil)
+        return (result.posts ?? []).map(\.plain)
     }
 
     // MARK: - Plumbing

@@ -94,7 +94,8 @@ public struct Lease: Sendable {
     /// Whom this node's own vote currently backs: the leader as far as it knows (its grant is unexpired).
     public func knownLeader(now: Instant) -> Leader? {
         if let term = validTerm(now: now) { return Leader(id: me, term: term) }
-        if let grant, now < grant.until { return Leader(id: grant.to, term: grant.term) }
+        // A grant to itself that did not make it leader (a campaign under way or lost) names no leader.
+        if let grant, now < grant.until, grant.to != me { return Leader(id: grant.to, term: grant.term) }
         return nil
     }
 
@@ -128,7 +129,7 @@ public struct Lease: Sendable {
             }
         case .follower(let nextCampaign):
             guard canLead, now >= quietUntil else { break }
-            if let leader = knownLeader(now: now), leader.id != me {
+            if knownLeader(now: now) != nil {
                 role = .follower(nextCampaign: nil)
                 break
             }

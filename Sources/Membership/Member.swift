@@ -6,10 +6,13 @@ public struct AppStatus: Sendable, Hashable, Codable {
     public var healthy: Bool?
     /// The image the node serves, if any.
     public var image: String?
+    /// The node's public address (`node.address`): what its DNS record points at. nil for a witness.
+    public var address: String?
 
-    public init(healthy: Bool?, image: String?) {
+    public init(healthy: Bool?, image: String?, address: String? = nil) {
         self.healthy = healthy
         self.image = image
+        self.address = address
     }
 
     public static let none = AppStatus(healthy: nil, image: nil)

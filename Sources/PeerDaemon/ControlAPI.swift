@@ -32,6 +32,21 @@ public enum ControlAPI {
         }
     }
 
+    /// `GET /v1/who`: the leader as this node knows it.
+    public struct Who: Codable, Sendable {
+        public var node: String
+        /// The node this node's vote backs (or this node, when it leads); nil: no leader known right now.
+        public var leader: String?
+        public var term: UInt64?
+        public var thisNodeLeads: Bool
+        /// Left on this node's own lease, when it leads.
+        public var leaseRemainingMs: Int?
+        public var voters: [String]
+        public var majority: Int
+        /// The highest term this node has promised (persisted).
+        public var promisedTerm: UInt64
+    }
+
     public struct DeployRequest: Codable, Sendable {
         public var image: String
         public init(image: String) { self.image = image }

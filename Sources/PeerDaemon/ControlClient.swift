@@ -24,6 +24,10 @@ public struct ControlClient: Sendable {
         try await get("/v1/members")
     }
 
+    public func who() async throws -> ControlAPI.Who {
+        try await get("/v1/who")
+    }
+
     public func history() async throws -> [DeployRecord] {
         try await get("/v1/deploys")
     }

@@ -9,6 +9,7 @@ import PeerFiles
 ///     GET  /v1/status     this node's status (JSON)
 ///     GET  /v1/deploys    deploy history, oldest first (JSON)
 ///     GET  /v1/members    the cluster's members as this node sees them (JSON)
+///     GET  /v1/who        the leader, its term and lease, the voters (JSON)
 ///     POST /v1/deploy     {"image": "…"} → NDJSON stream: accepted, progress…, result
 ///     POST /v1/rollback   → the same stream, swapping back to the previous image
 enum ControlServer {
@@ -30,6 +31,14 @@ enum ControlServer {
                     status: .notFound)
             }
             return try json(await membership.members())
+        }
+        router.get("/v1/who") { _, _ in
+            guard let membership else {
+                return try json(
+                    ControlAPI.ErrorBody(error: "this node has no mesh: section in its config, so there is no leader; see docs/configuration.md"),
+                    status: .notFound)
+            }
+            return try json(await membership.who())
         }
         router.post("/v1/deploy") { request, _ in
             let body = try await request.body.collect(upTo: 64 * 1024)

@@ -3,6 +3,8 @@ import Docker
 import Foundation
 import Logging
 import Membership
+import NIOConcurrencyHelpers
+import Notify
 import Nginx
 import PeerCore
 import ServiceLifecycle
@@ -18,10 +20,35 @@ public enum Daemon {
                 socketPath: config.dockerSocket, credentials: try registryCredentials(config), http: http, logger: logger)
             let nginx = NginxProxy(settings: config.nginxSettings, http: http, logger: logger)
             let engine = NodeEngine(config: config, runtime: docker, proxy: nginx, http: http, logger: logger)
+            let dispatcher = NIOLockedValueBox<NoticeDispatcher?>(nil)
             let membership = try config.mesh.map { mesh in
-                try MembershipService(config: config, mesh: mesh, logger: logger) {
-                    let check = await engine.appCheck()
-                    return AppStatus(healthy: check.healthy, image: check.image)
+                try MembershipService(
+                    config: config, mesh: mesh, logger: logger,
+                    onLeadership: { term in
+                        guard let term, let notices = dispatcher.withLockedValue({ $0 }) else { return }
+                        await notices.post(Notice(
+                            kind: .leaderChanged, title: "\(config.node.name) leads the cluster",
+                            body: "\(config.node.name) holds the leader lease (term \(term)): it now edits DNS and sends notifications.",
+                            key: "leader/\(term)"))
+                    },
+                    appCheck: {
+                        let check = await engine.appCheck()
+                        return AppStatus(healthy: check.healthy, image: check.image)
+                    })
+            }
+            var extra: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            if let membership {
+                extra.append(.init(service: membership))
+                let backends = try notifiers(config)
+                if !backends.isEmpty {
+                    let notices = NoticeDispatcher(backends: backends, http: http, logger: logger) { await membership.fence() != nil }
+                    dispatcher.withLockedValue { $0 = notices }
+                    extra.append(.init(service: NoticeService(dispatcher: notices)))
+                }
+                if let dns = config.dns {
+                    extra.append(.init(service: DNSService(
+                        settings: dns, token: try resolve(dns.token, config, "dns.token"), http: http, mesh: membership,
+                        notices: dispatcher.withLockedValue { $0 }, logger: logger)))
                 }
             }
             let control = try ControlServer.application(
@@ -31,7 +58,7 @@ public enum Daemon {
                 metadata: ["peer.node": "\(config.node.name)", "peer.config": "\(config.path)", "peer.control": "\(config.controlSocket)"])
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: engine), .init(service: control)] + (membership.map { [.init(service: $0)] } ?? []),
+                    services: [.init(service: engine), .init(service: control)] + extra,
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger))
             try await group.run()
@@ -40,6 +67,33 @@ public enum Daemon {
             throw error
         }
         try await http.shutdown()
+    }
+
+    /// A secret's value. Never logged.
+    static func resolve(_ secret: PeerConfig.Secret, _ config: PeerConfig, _ key: String) throws -> String {
+        switch secret {
+        case .inline(let value): return value
+        case .environment(let name): return ProcessInfo.processInfo.environment[name] ?? ""
+        case .file(let path):
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw StartupError(description: "\(config.path): \(key)_file \(path) cannot be read")
+            }
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+
+    static func notifiers(_ config: PeerConfig) throws -> [any Notifier] {
+        guard let n = config.notify else { return [] }
+        var out: [any Notifier] = []
+        if let ntfy = n.ntfy {
+            out.append(Ntfy(server: ntfy.server, topic: ntfy.topic, token: try ntfy.token.map { try resolve($0, config, "notify.ntfy.token") }))
+        }
+        if let p = n.pushover {
+            out.append(Pushover(endpoint: p.endpoint, token: try resolve(p.token, config, "notify.pushover.token"), user: try resolve(p.user, config, "notify.pushover.user")))
+        }
+        if let slack = n.slack { out.append(SlackWebhook(url: try resolve(slack, config, "notify.slack.url"))) }
+        if let discord = n.discord { out.append(DiscordWebhook(url: try resolve(discord, config, "notify.discord.url"))) }
+        return out
     }
 
     /// Resolves registry secrets from the config, the environment or files. Secrets are never logged.
@@ -56,6 +110,17 @@ public enum Daemon {
                 password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             }
             return RegistryCredential(server: registry.server, username: registry.username, password: password)
+        }
+    }
+}
+
+/// Runs the notice dispatcher as a service of the group.
+struct NoticeService: Service {
+    let dispatcher: NoticeDispatcher
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            await dispatcher.run()
         }
     }
 }

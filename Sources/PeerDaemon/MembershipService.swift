@@ -1,7 +1,9 @@
 import Crypto
 import Foundation
 import Logging
+import Leadership
 import Membership
+import PeerFiles
 import NIOCore
 import NIOPosix
 import PKI
@@ -35,8 +37,20 @@ public actor MembershipService: Service {
     nonisolated let clock: any PeerClock
     nonisolated let appCheck: @Sendable () async -> AppStatus
     nonisolated let addresses: [MemberID: SocketAddress]
+    nonisolated let publicAddress: String
+
+    /// What goes in a sealed datagram.
+    enum Datagram: Codable, Sendable {
+        case swim(SWIM.Envelope)
+        case lease(Lease.Message)
+    }
 
     private var swim: SWIM
+    /// nil when this node is not a voter.
+    private var lease: Lease
+    nonisolated let leaseFile: String
+    nonisolated let canLead: Set<MemberID>
+    nonisolated let onLeadership: @Sendable (UInt64?) async -> Void
     private var keys: [MemberID: SymmetricKey] = [:]
     private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
     private var counters = Counters()
@@ -45,9 +59,11 @@ public actor MembershipService: Service {
 
     public init(
         config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock = SystemClock(), logger: Logger,
+        leaseSettings: LeaseSettings = .standard, onLeadership: @escaping @Sendable (UInt64?) async -> Void = { _ in },
         appCheck: @escaping @Sendable () async -> AppStatus
     ) throws {
         self.mesh = mesh
+        self.onLeadership = onLeadership
         self.me = MemberID(config.node.name)
         self.logger = logger
         self.clock = clock
@@ -76,12 +92,21 @@ public actor MembershipService: Service {
             addresses[MemberID(member.name)] = try SocketAddress(ipAddress: member.host, port: member.port)
         }
         self.addresses = addresses
+        self.publicAddress = config.node.address
         let me = MemberID(config.node.name)
         var seed = SystemRandomNumberGenerator()
         swim = SWIM(
             me: me, address: mesh.members.first { $0.name == config.node.name }!.address, app: .none,
             incarnation: 1, seeds: mesh.members.map { (MemberID($0.name), $0.address) }, settings: mesh.membership,
             seed: seed.next(), now: clock.now())
+        // The highest term this node promised survives restarts: terms only grow, so they can fence.
+        try AtomicFile.makeDirectory(config.stateDirectory, mode: 0o700)
+        leaseFile = config.stateDirectory + "/lease-term"
+        let promised = (try? String(contentsOfFile: leaseFile, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        canLead = Set(mesh.members.filter { $0.role == .node }.map { MemberID($0.name) })
+        lease = Lease(
+            me: me, voters: mesh.members.map { MemberID($0.name) }, canLead: canLead.contains(me), promised: promised,
+            settings: leaseSettings, seed: seed.next(), now: clock.now())
     }
 
     // MARK: - Views
@@ -93,6 +118,30 @@ public actor MembershipService: Service {
     }
 
     public func snapshot() -> Snapshot { Snapshot(views: swim.view, now: clock.now(), counters: counters) }
+
+    /// The term under which this node leads, if it does with at least `atLeast` of its lease left: ask right
+    /// before every DNS write and notification, and give the write no longer than `remaining` to complete.
+    public func fence(atLeast: Duration = .zero) -> (term: UInt64, remaining: Duration)? {
+        let now = clock.now()
+        guard let term = lease.validTerm(now: now), let remaining = lease.remaining(now: now), remaining >= atLeast else { return nil }
+        return (term, remaining)
+    }
+
+    public func who() -> ControlAPI.Who {
+        let now = clock.now()
+        let leader = lease.knownLeader(now: now)
+        return ControlAPI.Who(
+            node: me.name, leader: leader?.id.name, term: leader?.term, thisNodeLeads: lease.validTerm(now: now) != nil,
+            leaseRemainingMs: lease.remaining(now: now).map { Int($0.milliseconds) }, voters: lease.voters.map(\.name),
+            majority: lease.majority, promisedTerm: lease.promised)
+    }
+
+    /// Members as the DNS planner needs them: those that can serve (not witnesses), with their public address.
+    public func servingView() -> [(name: String, address: String?, alive: Bool, healthy: Bool)] {
+        swim.view.filter { canLead.contains($0.state.id) }.map {
+            ($0.state.id.name, $0.state.app.address, $0.state.status == .alive, $0.state.app.healthy == true)
+        }
+    }
 
     public func members() -> ControlAPI.Members {
         let now = clock.now()
@@ -149,8 +198,11 @@ public actor MembershipService: Service {
         let shortest = min(settings.directTimeout, settings.probeInterval, settings.refusedProbeTimeout)
         let interval = min(max(shortest / 4, .milliseconds(25)), .milliseconds(50))
         while !Task.isCancelled {
-            let directives = swim.tick(now: clock.now())
+            let now = clock.now()
+            let directives = swim.tick(now: now)
             await carryOut(directives)
+            let alive = swim.view.filter { $0.state.status == .alive && canLead.contains($0.state.id) }.map(\.state.id)
+            await carryOut(lease.tick(now: now, aliveCandidates: alive))
             try await clock.sleep(for: interval)
         }
     }
@@ -163,7 +215,8 @@ public actor MembershipService: Service {
         while !Task.isCancelled {
             rounds += 1
             if rounds % 3600 == 0 { warnIfCertificateExpiresSoon() }
-            let observed = await appCheck()
+            var observed = await appCheck()
+            observed.address = canLead.contains(me) ? publicAddress : nil
             failures = observed.healthy == false ? failures + 1 : 0
             var next = observed
             if observed.healthy == false, failures < 3, swim.me.app.healthy == true, swim.me.app.image == observed.image {
@@ -255,36 +308,67 @@ public actor MembershipService: Service {
     private func received(_ datagram: AddressedEnvelope<ByteBuffer>) async {
         counters.datagramsReceived += 1
         counters.bytesReceived += datagram.data.readableBytes
-        let envelope: SWIM.Envelope
+        let message: Datagram
         let from: MemberID
         do {
             from = MemberID(try SealedDatagram.sender(of: datagram.data))
             guard let key = keys[from] else { throw SealedDatagram.Failure.unknownSender(from.name) }
-            envelope = try decoder.decode(SWIM.Envelope.self, from: try SealedDatagram.open(datagram.data, key: key))
+            message = try decoder.decode(Datagram.self, from: try SealedDatagram.open(datagram.data, key: key))
         } catch {
             counters.datagramsDropped += 1
             logger.trace("datagram dropped", metadata: ["mesh.remote": "\(datagram.remoteAddress)", "reason": "\(error)"])
             return
         }
-        await carryOut(swim.receive(envelope, from: from, now: clock.now()))
+        switch message {
+        case .swim(let envelope): await carryOut(swim.receive(envelope, from: from, now: clock.now()))
+        case .lease(let m): await carryOut(lease.receive(m, from: from, now: clock.now()))
+        }
     }
 
     private func carryOut(_ directives: [SWIM.Directive]) async {
         for directive in directives {
             switch directive {
             case .send(let to, _, let envelope):
-                guard let key = keys[to], let address = addresses[to], let outbound else { continue }
-                do {
-                    let sealed = try SealedDatagram.seal(try encoder.encode(envelope), from: me.name, key: key)
-                    counters.datagramsSent += 1
-                    counters.bytesSent += sealed.readableBytes
-                    try await outbound.write(AddressedEnvelope(remoteAddress: address, data: sealed))
-                } catch {
-                    logger.debug("datagram not sent", metadata: ["mesh.member": "\(to)", "error": "\(error)"])
-                }
+                await send(.swim(envelope), to: to)
             case .changed(let state, let previous):
                 log(state, previous: previous)
             }
+        }
+    }
+
+    private func carryOut(_ directives: [Lease.Directive]) async {
+        for directive in directives {
+            switch directive {
+            case .persist(let term):
+                do {
+                    try AtomicFile.write(Array("\(term)\n".utf8), to: leaseFile, mode: 0o600)
+                } catch {
+                    // Not persisted, not promised: stop here rather than answer with a promise that a restart forgets.
+                    logger.error("cannot persist the lease term; not answering", metadata: ["error": "\(error)"])
+                    return
+                }
+            case .send(let to, let message):
+                await send(.lease(message), to: to)
+            case .leadership(let term):
+                if let term {
+                    logger.info("this node leads", metadata: ["lease.term": "\(term)"])
+                } else {
+                    logger.info("this node no longer leads")
+                }
+                await onLeadership(term)
+            }
+        }
+    }
+
+    private func send(_ message: Datagram, to: MemberID) async {
+        guard let key = keys[to], let address = addresses[to], let outbound else { return }
+        do {
+            let sealed = try SealedDatagram.seal(try encoder.encode(message), from: me.name, key: key)
+            counters.datagramsSent += 1
+            counters.bytesSent += sealed.readableBytes
+            try await outbound.write(AddressedEnvelope(remoteAddress: address, data: sealed))
+        } catch {
+            logger.debug("datagram not sent", metadata: ["mesh.member": "\(to)", "error": "\(error)"])
         }
     }
 

@@ -31,7 +31,7 @@ extension PeerConfig {
             throw ConfigError(file: path, key: "", line: nil, problem: "is not valid YAML (\(error))", fix: "")
         }
         let top = try Section(file: path, key: "", node: root)
-        try top.allowOnly(["node", "app", "registries", "nginx", "docker", "state_dir", "control", "mesh"])
+        try top.allowOnly(["node", "app", "registries", "nginx", "docker", "state_dir", "control", "mesh", "dns", "notify"])
 
         let nodeSection = try top.section("node", required: true)!
         try nodeSection.allowOnly(["name", "address"])
@@ -139,12 +139,90 @@ extension PeerConfig {
 
         let mesh = try top.section("mesh").map { section throws(ConfigError) in try Self.mesh(section, node: nodeName) }
 
+        var dns: DNS?
+        if let section = try top.section("dns") {
+            guard mesh != nil else {
+                throw section.error("", problem: "needs a mesh: section", fix: "DNS failover is done by the cluster's leader; configure the mesh first")
+            }
+            try section.allowOnly(["provider", "api_base", "zone", "name", "token", "token_env", "token_file", "proxied", "ttl", "hold_down", "refresh"])
+            let provider = try section.string("provider") ?? "cloudflare"
+            try section.check("provider", provider, provider == "cloudflare", "must be cloudflare", fix: "cloudflare is the only provider so far")
+            let zone = try section.string("zone", required: true)!
+            let name = try section.string("name", required: true)!
+            try section.check("name", name, name.lowercased() == zone.lowercased() || name.lowercased().hasSuffix("." + zone.lowercased()), "is not in zone \(zone)", fix: "the app's host name, e.g. shop.\(zone)")
+            let apiBase = try section.string("api_base") ?? "https://api.cloudflare.com/client/v4"
+            try section.check("api_base", apiBase, apiBase.hasPrefix("https://") || apiBase.hasPrefix("http://127.") || apiBase.hasPrefix("http://localhost"), "must be https:// (plain http only to a local stand-in)", fix: "leave it out for the real API")
+            let ttl = try section.int("ttl", range: 1...86400) ?? 1
+            try section.check("ttl", "\(ttl)", ttl == 1 || ttl >= 60, "must be 1 (automatic) or 60–86400", fix: "1")
+            dns = DNS(
+                apiBase: apiBase.hasSuffix("/") ? String(apiBase.dropLast()) : apiBase, zone: zone, name: name,
+                token: try Self.secret(section, "token", path: path, environment: environment, required: true)!,
+                proxied: try section.bool("proxied") ?? true, ttl: ttl,
+                holdDown: try section.duration("hold_down") ?? .seconds(10),
+                refresh: try section.duration("refresh", min: .seconds(5)) ?? .seconds(60))
+        }
+        var notify: Notify?
+        if let section = try top.section("notify") {
+            try section.allowOnly(["ntfy", "pushover", "slack", "discord"])
+            var n = Notify()
+            if let s = try section.section("ntfy") {
+                try s.allowOnly(["server", "topic", "token", "token_env", "token_file"])
+                let topic = try s.string("topic", required: true)!
+                try s.check("topic", topic, topic.range(of: "^[-_A-Za-z0-9]{1,64}$", options: .regularExpression) != nil, "must be 1–64 letters, digits, - or _", fix: "a long random topic: it works like a password")
+                n.ntfy = .init(server: try s.string("server") ?? "https://ntfy.sh", topic: topic, token: try Self.secret(s, "token", path: path, environment: environment, required: false))
+            }
+            if let s = try section.section("pushover") {
+                try s.allowOnly(["endpoint", "token", "token_env", "token_file", "user", "user_env", "user_file"])
+                n.pushover = .init(
+                    endpoint: try s.string("endpoint") ?? "https://api.pushover.net/1/messages.json",
+                    token: try Self.secret(s, "token", path: path, environment: environment, required: true)!,
+                    user: try Self.secret(s, "user", path: path, environment: environment, required: true)!)
+            }
+            for kind in ["slack", "discord"] {
+                guard let s = try section.section(kind) else { continue }
+                try s.allowOnly(["url", "url_env", "url_file"])
+                let url = try Self.secret(s, "url", path: path, environment: environment, required: true)!
+                if kind == "slack" { n.slack = url } else { n.discord = url }
+            }
+            notify = n
+        }
+
         return PeerConfig(
             path: path, node: Node(name: nodeName, address: address), app: app, registries: registries, nginx: nginx,
             dockerSocket: try dockerSection?.string("socket") ?? "/var/run/docker.sock",
             stateDirectory: try top.string("state_dir") ?? "/var/lib/peer",
             controlSocket: try controlSection?.string("socket") ?? "/run/peer/peerd.sock",
-            mesh: mesh)
+            mesh: mesh, dns: dns, notify: notify)
+    }
+
+    /// `KEY`, `KEY_env` or `KEY_file` (exactly one): inline only in a file others cannot read.
+    static func secret(_ section: Section, _ key: String, path: String, environment: [String: String], required: Bool) throws(ConfigError) -> Secret? {
+        let options = try [
+            section.string(key).map(Secret.inline), section.string(key + "_env").map(Secret.environment),
+            section.string(key + "_file").map(Secret.file),
+        ].compactMap { $0 }
+        guard options.count <= 1 else {
+            throw section.error(key, problem: "is given more than once (\(key), \(key)_env, \(key)_file)", fix: "keep one")
+        }
+        guard let secret = options.first else {
+            if required { throw section.error(key, problem: "is missing", fix: "set \(key)_file: (a 0600 file) or \(key)_env: (an environment variable of peerd)") }
+            return nil
+        }
+        switch secret {
+        case .inline:
+            if let mode = Self.mode(of: path), mode & 0o077 != 0 {
+                throw section.error(key, problem: "is a secret in a file others can read (mode \(String(mode, radix: 8)))", fix: "chmod 600 \(path), or use \(key)_file / \(key)_env")
+            }
+        case .environment(let name):
+            if environment[name] == nil {
+                throw section.error(key + "_env", problem: "names $\(name), which is not set", fix: "set it in peerd's environment (systemd: EnvironmentFile=)")
+            }
+        case .file(let file):
+            if !FileManager.default.isReadableFile(atPath: file) {
+                throw section.error(key + "_file", problem: "\(file) cannot be read", fix: "create it with mode 0600")
+            }
+        }
+        return secret
     }
 
     static func mesh(_ section: Section, node: String) throws(ConfigError) -> Mesh {
@@ -166,7 +244,7 @@ extension PeerConfig {
         }
         var members: [Mesh.Member] = []
         for entry in try section.sectionList("members") {
-            try entry.allowOnly(["name", "address"])
+            try entry.allowOnly(["name", "address", "role"])
             let name = try entry.string("name", required: true)!
             try entry.check("name", name, isValidPeerName(name), "must be 1-63 lowercase letters, digits or '-'", fix: "the member's node.name")
             let address = try entry.string("address", required: true)!
@@ -176,7 +254,11 @@ extension PeerConfig {
             guard !members.contains(where: { $0.name == name }) else {
                 throw entry.error("name", problem: "\(name) is listed twice", fix: "list each member once")
             }
-            members.append(Mesh.Member(name: name, host: h, port: p))
+            let roleText = try entry.string("role") ?? "node"
+            guard let role = Mesh.Member.Role(rawValue: roleText) else {
+                throw entry.error("role", problem: "must be node or witness", fix: "witness: votes for the leader, runs no app (for two-node clusters)")
+            }
+            members.append(Mesh.Member(name: name, host: h, port: p, role: role))
         }
         guard members.contains(where: { $0.name == node }) else {
             throw section.error("members", problem: "does not list this node (\(node))", fix: "list every member, this one included, with the same list on every node")
@@ -347,6 +429,15 @@ struct Section {
             throw error(child, problem: "\"\(text)\" is not a whole number from \(range.lowerBound) to \(range.upperBound)", fix: "e.g. \(child): 8080")
         }
         return number
+    }
+
+    func bool(_ child: String) throws(ConfigError) -> Bool? {
+        guard let text = try string(child) else { return nil }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw error(child, problem: "\"\(text)\" is not true or false", fix: "\(child): true")
+        }
     }
 
     func duration(_ child: String, min: Duration = .zero, max: Duration? = nil) throws(ConfigError) -> Duration? {

@@ -68,9 +68,12 @@ public struct PeerConfig: Sendable, Hashable {
     /// The mutual-TLS mesh to the other members (absent: this node runs alone).
     public struct Mesh: Sendable, Hashable {
         public struct Member: Sendable, Hashable {
+            public enum Role: String, Sendable, Hashable { case node, witness }
             public var name: String
             public var host: String
             public var port: Int
+            /// A witness votes in the leader lease but runs no app, has no DNS record and never leads.
+            public var role: Role = .node
             public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
         }
         /// TCP (mutual TLS) and UDP (sealed datagrams) on the same address and port.
@@ -85,6 +88,47 @@ public struct PeerConfig: Sendable, Hashable {
         public var membership: SWIMSettings
     }
 
+    /// A secret: inline (only in a 0600 config), from an environment variable, or from a file.
+    public enum Secret: Sendable, Hashable {
+        case inline(String)
+        case environment(String)
+        case file(String)
+    }
+
+    /// DNS failover (Cloudflare).
+    public struct DNS: Sendable, Hashable {
+        public var apiBase: String
+        public var zone: String
+        /// The app's name, e.g. shop.example.com: one A/AAAA record per serving node.
+        public var name: String
+        public var token: Secret
+        public var proxied: Bool
+        public var ttl: Int
+        /// A node that serves again waits this long before its record returns.
+        public var holdDown: Duration
+        /// The records are listed again at least this often (someone may have edited them).
+        public var refresh: Duration
+    }
+
+    /// Notification backends (any number of them).
+    public struct Notify: Sendable, Hashable {
+        public struct Ntfy: Sendable, Hashable {
+            public var server: String
+            public var topic: String
+            public var token: Secret?
+        }
+        public struct Pushover: Sendable, Hashable {
+            public var endpoint: String
+            public var token: Secret
+            public var user: Secret
+        }
+        public var ntfy: Ntfy?
+        public var pushover: Pushover?
+        /// Webhook URLs are secrets (anyone holding one can post).
+        public var slack: Secret?
+        public var discord: Secret?
+    }
+
     public var path: String
     public var node: Node
     public var app: App
@@ -94,6 +138,8 @@ public struct PeerConfig: Sendable, Hashable {
     public var stateDirectory: String
     public var controlSocket: String
     public var mesh: Mesh?
+    public var dns: DNS?
+    public var notify: Notify?
 
     /// The swap's timing settings.
     public var swapSettings: Swap.Settings {

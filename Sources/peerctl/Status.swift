@@ -118,3 +118,32 @@ struct Members: AsyncParsableCommand {
         }
     }
 }
+
+struct Who: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Name the cluster's leader (the node that edits DNS and sends notifications), its term and lease.")
+
+    @OptionGroup var connection: Connection
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let who: ControlAPI.Who
+        do {
+            who = try await connection.withClient { try await $0.who() }
+        } catch {
+            throw fail("\(error)")
+        }
+        if json { return try printJSON(who) }
+        if let leader = who.leader, let term = who.term {
+            var line = "leader: \(leader) (term \(term))"
+            if who.thisNodeLeads, let ms = who.leaseRemainingMs { line += ", this node, lease valid for \(String(format: "%.1f", Double(ms) / 1000)) s more" }
+            print(line)
+        } else {
+            print("leader: none right now (an election takes about 3 s; without a majority of voters there is none)")
+        }
+        print("voters: \(who.voters.joined(separator: ", ")) (majority \(who.majority))")
+        print("asked:  \(who.node), highest promised term \(who.promisedTerm)")
+    }
+}
