@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import Logging
 import Hummingbird
 import NIOCore
 import NIOFoundationCompat
@@ -204,9 +205,11 @@ public final class CloudflareStub: Sendable {
             return Response(status: .noContent)
         }
 
+        var logger = Logger(label: "cloudflare-stub")
+        logger.logLevel = .critical
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "cloudflare-stub"),
-            onServerRunning: { channel in await onBound(channel.localAddress?.port ?? port) })
+            onServerRunning: { channel in await onBound(channel.localAddress?.port ?? port) }, logger: logger)
         try await app.runService()
     }
 

@@ -1,0 +1,163 @@
+import Foundation
+import PeerDaemon
+import PeerTestKit
+import Testing
+
+/// Three real peerd processes, each with its own nginx and the test app in dockerd, in one mesh with real
+/// certificates; DNS at the Cloudflare stub (the real client code talks to it over HTTP), notifications to the
+/// stub's ntfy and Discord endpoints. kill -9 a follower, then the leader.
+@Suite(.serialized) struct FailoverTests {
+    static let zone = "example.test"
+    static let name = "shop.example.test"
+    static let token = "cf-test-token-0123456789"
+
+    struct Cluster {
+        let nodes: [TestNode]
+        let peers: [PeerdProcess]
+        let pki: String
+
+        var names: [String] { nodes.map(\.name) }
+
+        func peer(_ name: String) -> PeerdProcess { peers[names.firstIndex(of: name)!] }
+
+        func who(_ peer: PeerdProcess) -> ControlAPI.Who? {
+            guard let r = try? peer.peerctl(["who", "--json"]), r.status == 0 else { return nil }
+            return try? ControlAPI.decoder.decode(ControlAPI.Who.self, from: Data(r.output.utf8))
+        }
+
+        func tearDown() {
+            for p in peers { p.kill() }
+            for n in nodes { n.tearDown() }
+            try? FileManager.default.removeItem(atPath: pki)
+        }
+    }
+
+    /// Writes certificates with `peerctl`, appends mesh, dns and notify sections to each node's config, starts
+    /// nginx and peerd on each and deploys v1 everywhere.
+    func cluster(stubPort: Int) async throws -> Cluster {
+        let nodes = try (0..<3).map { _ in try TestNode() }
+        let pki = NSTemporaryDirectory() + "peer-failover-pki-\(getpid())"
+        let peerctl = PeerdProcess.binDirectory + "/peerctl"
+        try? FileManager.default.removeItem(atPath: pki)
+        #expect(try Shell.run(peerctl, ["ca", "init", "--dir", pki, "--cluster", "failover-test"]).status == 0)
+        for node in nodes {
+            let issued = try Shell.run(peerctl, ["cert", "issue", "--dir", pki, node.name, "--address", node.address])
+            #expect(issued.status == 0, "\(issued.output)")
+        }
+        try Self.token.write(toFile: pki + "/cf-token", atomically: true, encoding: .utf8)
+        chmod(pki + "/cf-token", 0o600)
+        let members = nodes.map { "    - name: \($0.name)\n      address: \($0.address):\($0.port + 1000)" }.joined(separator: "\n")
+        for node in nodes {
+            let extra = """
+
+                mesh:
+                  listen: \(node.address):\(node.port + 1000)
+                  ca: \(pki)/ca.pem
+                  cert: \(pki)/\(node.name).pem
+                  key: \(pki)/\(node.name)-key.pem
+                  members:
+                \(members)
+                dns:
+                  api_base: http://127.0.0.1:\(stubPort)/client/v4
+                  zone: \(Self.zone)
+                  name: \(Self.name)
+                  token_file: \(pki)/cf-token
+                  hold_down: 2s
+                notify:
+                  ntfy:
+                    server: http://127.0.0.1:\(stubPort)/notify/ntfy
+                    topic: peer-failover-test
+                  discord:
+                    url: http://127.0.0.1:\(stubPort)/notify/discord/api/v10/webhooks/123/secret-token
+
+                """
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: node.configPath))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data(extra.utf8))
+            try handle.close()
+            chmod(node.configPath, 0o600)  // it now holds a webhook URL, which is a secret
+        }
+        var peers: [PeerdProcess] = []
+        for node in nodes {
+            try node.startNginx()
+            let peer = PeerdProcess(node: node)
+            try await peer.start()
+            peers.append(peer)
+        }
+        for peer in peers {
+            let deployed = try peer.peerctl(["deploy", TestBed.image("v1")])
+            #expect(deployed.status == 0, "\(deployed.output)")
+        }
+        return Cluster(nodes: nodes, peers: peers, pki: pki)
+    }
+
+    func eventually(within timeout: Duration, _ condition: () -> Bool) async -> Bool {
+        let end = ContinuousClock.now + timeout
+        while ContinuousClock.now < end {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return condition()
+    }
+
+    func addresses(_ stub: CloudflareStub) -> Set<String> {
+        Set(stub.records.filter { $0.name == Self.name && $0.type == "A" }.map(\.content))
+    }
+
+    @Test func deadNodesLeaveDNSAndTheLeaderMovesOn() async throws {
+        try await TestBed.require()
+        let stub = CloudflareStub(token: Self.token, zone: Self.zone)
+        // Someone else's record on the name: peer must leave it alone.
+        stub.seed(name: Self.name, content: "198.51.100.77")
+        let bound = AsyncStream<Int>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
+            defer { group.cancelAll() }
+            var ports = bound.stream.makeAsyncIterator()
+            let port = try #require(await ports.next())
+            let cluster = try await cluster(stubPort: port)
+            defer { cluster.tearDown() }
+            let all = Set(cluster.nodes.map(\.address))
+
+            // Every serving node gets its record, created by the leader.
+            #expect(await eventually(within: .seconds(30)) { addresses(stub) == all.union(["198.51.100.77"]) }, "\(stub.records)")
+            let leaderName = try #require(cluster.who(cluster.peers[0])?.leader)
+            let firstTerm = try #require(cluster.who(cluster.peer(leaderName))?.term)
+
+            // kill -9 a follower: its record goes, once; the foreign record stays.
+            let follower = try #require(cluster.names.first { $0 != leaderName })
+            let followerAddress = cluster.nodes[cluster.names.firstIndex(of: follower)!].address
+            let writesBefore = stub.mutations.count
+            cluster.peer(follower).kill()
+            #expect(await eventually(within: .seconds(10)) { !addresses(stub).contains(followerAddress) })
+            #expect(addresses(stub).contains("198.51.100.77"))
+            #expect(stub.mutations.count == writesBefore + 1, "one API write for the change: \(stub.mutations.map(\.call))")
+            #expect(await eventually(within: .seconds(10)) { stub.notifications.contains { $0.backend == "ntfy" && $0.headers["title"]?.contains(follower) == true } })
+            let removedNotes = stub.notifications.filter { $0.backend == "ntfy" && $0.headers["title"]?.contains("\(follower) removed") == true }
+            #expect(removedNotes.count == 1)
+            #expect(removedNotes.first?.headers["priority"] == "5")
+            #expect(stub.notifications.contains { $0.backend == "discord" })
+
+            // kill -9 the leader: the last node leads under a higher term and removes the old leader's record.
+            let leaderAddress = cluster.nodes[cluster.names.firstIndex(of: leaderName)!].address
+            cluster.peer(leaderName).kill()
+            let survivor = try #require(cluster.names.first { $0 != leaderName && $0 != follower })
+            // Two of three voters are gone: no majority, so no leader and no DNS change (by design).
+            try await Task.sleep(for: .seconds(5))
+            #expect(cluster.who(cluster.peer(survivor))?.thisNodeLeads == false)
+            #expect(addresses(stub).contains(leaderAddress))
+
+            // Restart the follower: a majority again; the survivor or the follower leads with a higher term, the
+            // dead leader's record goes and the follower's returns after its hold-down.
+            try await cluster.peer(follower).start()
+            #expect(await eventually(within: .seconds(30)) { addresses(stub) == Set([cluster.nodes[cluster.names.firstIndex(of: survivor)!].address, followerAddress, "198.51.100.77"]) }, "\(addresses(stub))")
+            let newTerm = [survivor, follower].compactMap { cluster.who(cluster.peer($0))?.term }.max() ?? 0
+            #expect(newTerm > firstTerm)
+
+            // Never zero records for the name, after any write.
+            for m in stub.mutations {
+                #expect(m.after.contains { $0.name == Self.name }, "a write left no record: \(m)")
+            }
+        }
+    }
+}
