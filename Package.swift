@@ -160,6 +160,8 @@ let package = Package(
             path: "Tests/PeerTestKit",
             swiftSettings: strict
         ),
+        // The Cloudflare API / notification stand-in as a process, for cluster/ scripts (benchmarks, demo).
+        .executableTarget(name: "peer-stub", dependencies: ["PeerTestKit"], path: "Tests/StubServer", swiftSettings: strict),
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
         .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "PeerCore"], swiftSettings: strict),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore"], swiftSettings: strict),

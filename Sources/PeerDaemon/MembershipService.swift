@@ -139,7 +139,8 @@ public actor MembershipService: Service {
     /// Members as the DNS planner needs them: those that can serve (not witnesses), with their public address.
     public func servingView() -> [(name: String, address: String?, alive: Bool, healthy: Bool)] {
         swim.view.filter { canLead.contains($0.state.id) }.map {
-            ($0.state.id.name, $0.state.app.address, $0.state.status == .alive, $0.state.app.healthy == true)
+            // A suspect still serves: only a death (which a live member cannot fail to refute) removes a record.
+            ($0.state.id.name, $0.state.app.address, $0.state.status != .dead, $0.state.app.healthy == true)
         }
     }
 

@@ -174,6 +174,16 @@ public final class CloudflareStub: Sendable {
                 return .ok(BatchResult(deletes: deleted, patches: [], puts: [], posts: created))
             }
         }
+        // For scripts (the benchmarks, the demo): everything the stub holds and saw, as JSON.
+        router.get("/_stub/state") { _, _ in
+            let state = self.state.withLockedValue { s in
+                StubState(
+                    records: s.records, calls: s.calls,
+                    mutations: s.mutations.map { .init(at: $0.at.timeIntervalSince1970, call: $0.call, deleted: $0.deleted, created: $0.created, after: $0.after) },
+                    notifications: s.notifications.map { .init(at: $0.at.timeIntervalSince1970, backend: $0.backend, title: $0.headers["title"] ?? "", body: $0.body) })
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(state))))
+        }
         // Notification backends.
         router.post("/notify/ntfy/:topic") { request, context in
             try await self.record(request, backend: "ntfy", path: "/\(context.parameters.get("topic") ?? "")")
@@ -284,6 +294,26 @@ public final class CloudflareStub: Sendable {
             if r.ttl != 1 && !(60...86400).contains(r.ttl) { return .error(400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, or 1 for Automatic") }
         }
         return nil
+    }
+
+    struct StubState: Encodable {
+        struct M: Encodable {
+            var at: Double
+            var call: String
+            var deleted: [Record]
+            var created: [Record]
+            var after: [Record]
+        }
+        struct N: Encodable {
+            var at: Double
+            var backend: String
+            var title: String
+            var body: String
+        }
+        var records: [Record]
+        var calls: Int
+        var mutations: [M]
+        var notifications: [N]
     }
 
     struct NewRecord: Codable {
