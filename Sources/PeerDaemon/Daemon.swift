@@ -58,7 +58,7 @@ public enum Daemon {
                 metadata: ["peer.node": "\(config.node.name)", "peer.config": "\(config.path)", "peer.control": "\(config.controlSocket)"])
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: engine), .init(service: control)] + extra,
+                    services: (config.isWitness ? [] : [.init(service: engine)]) + [.init(service: control)] + extra,
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger))
             try await group.run()

@@ -157,6 +157,9 @@ public actor NodeEngine: Service {
     /// Queues a deploy (or a rollback) and returns its event stream. Refuses while another runs.
     public func submit(_ kind: DeployRecord.Kind, image requested: String?) throws -> (id: String, events: AsyncStream<ControlAPI.Event>) {
         if shuttingDown { throw Refused(description: "peerd is shutting down; deploy again once it is back") }
+        if config.isWitness {
+            throw Refused(description: "\(config.node.name) is a witness (mesh.members role: witness): it votes for the leader and runs no app")
+        }
         if let startingReason { throw Refused(description: startingReason) }
         if let active { throw Busy(running: active) }
         let image: String
@@ -206,7 +209,7 @@ public actor NodeEngine: Service {
         return ControlAPI.NodeStatus(
             node: config.node.name, address: config.node.address, app: config.app.name, serving: state.current,
             servingSince: servingSince, previousImage: state.previousImage, deploying: active,
-            lastDeploy: state.history.last, starting: startingReason,
+            lastDeploy: state.history.last, starting: config.isWitness ? nil : startingReason,
             nginx: .init(site: config.nginx.site, listen: config.nginx.listen, running: nginxRunning, routedGeneration: routed?.generation),
             docker: docker,
             peerd: .init(version: ControlAPI.version, pid: getpid(), rssBytes: Self.residentBytes(), startedAt: startedAt))

@@ -40,7 +40,11 @@ extension PeerConfig {
         let address = try nodeSection.string("address", required: true)!
         try nodeSection.check("address", address, Self.isIPAddress(address), "is not an IPv4 or IPv6 address", fix: "the public address of this VPS, e.g. 203.0.113.10")
 
-        let appSection = try top.section("app", required: true)!
+        let mesh = try top.section("mesh").map { section throws(ConfigError) in try Self.mesh(section, node: nodeName) }
+        // A witness votes for the leader and runs no app: it needs no app: or nginx: section.
+        let isWitness = mesh?.members.first { $0.name == nodeName }?.role == .witness
+        var appSection = try Self.placeholder(path, "app", "port: 1")
+        if let given = try top.section("app", required: !isWitness) { appSection = given }
         try appSection.allowOnly([
             "name", "image", "port", "health", "env", "env_file", "volumes", "restart", "labels", "stop_grace", "drain_timeout",
         ])
@@ -118,7 +122,8 @@ extension PeerConfig {
             registries.append(Registry(server: server, username: username, password: secret))
         }
 
-        let nginxSection = try top.section("nginx", required: true)!
+        var nginxSection = try Self.placeholder(path, "nginx", "server_name: witness.invalid")
+        if let given = try top.section("nginx", required: !isWitness) { nginxSection = given }
         try nginxSection.allowOnly(["site", "listen", "server_name", "binary", "prefix", "config", "pid_file", "custom_include"])
         let listen = try nginxSection.string("listen") ?? "80"
         try nginxSection.check("listen", listen, Self.isListen(listen), "must be PORT, ADDRESS:PORT or [IPv6]:PORT", fix: "e.g. 80 or 127.0.0.2:8080")
@@ -136,8 +141,6 @@ extension PeerConfig {
         try dockerSection?.allowOnly(["socket"])
         let controlSection = try top.section("control")
         try controlSection?.allowOnly(["socket"])
-
-        let mesh = try top.section("mesh").map { section throws(ConfigError) in try Self.mesh(section, node: nodeName) }
 
         var dns: DNS?
         if let section = try top.section("dns") {
@@ -193,6 +196,14 @@ extension PeerConfig {
             stateDirectory: try top.string("state_dir") ?? "/var/lib/peer",
             controlSocket: try controlSection?.string("socket") ?? "/run/peer/peerd.sock",
             mesh: mesh, dns: dns, notify: notify)
+    }
+
+    static func placeholder(_ path: String, _ key: String, _ yaml: String) throws(ConfigError) -> Section {
+        do {
+            return try Section(file: path, key: key, node: try Yams.compose(yaml: yaml)!)
+        } catch {
+            throw ConfigError(file: path, key: key, line: nil, problem: "internal: \(error)", fix: "")
+        }
     }
 
     /// `KEY`, `KEY_env` or `KEY_file` (exactly one): inline only in a file others cannot read.

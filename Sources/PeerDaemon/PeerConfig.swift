@@ -141,6 +141,10 @@ public struct PeerConfig: Sendable, Hashable {
     public var dns: DNS?
     public var notify: Notify?
 
+    /// This node only votes in the leader lease (its own `mesh.members` entry says `role: witness`): no app,
+    /// no nginx, no DNS record.
+    public var isWitness: Bool { mesh?.members.first { $0.name == node.name }?.role == .witness }
+
     /// The swap's timing settings.
     public var swapSettings: Swap.Settings {
         Swap.Settings(

@@ -34,8 +34,9 @@ import Testing
 
     /// Writes certificates with `peerctl`, appends mesh, dns and notify sections to each node's config, starts
     /// nginx and peerd on each and deploys v1 everywhere.
-    func cluster(stubPort: Int) async throws -> Cluster {
+    func cluster(stubPort: Int, witness: Bool = false) async throws -> Cluster {
         let nodes = try (0..<3).map { _ in try TestNode() }
+        let witnessName = witness ? nodes[2].name : nil
         let pki = NSTemporaryDirectory() + "peer-failover-pki-\(getpid())"
         let peerctl = PeerdProcess.binDirectory + "/peerctl"
         try? FileManager.default.removeItem(atPath: pki)
@@ -46,8 +47,21 @@ import Testing
         }
         try Self.token.write(toFile: pki + "/cf-token", atomically: true, encoding: .utf8)
         chmod(pki + "/cf-token", 0o600)
-        let members = nodes.map { "    - name: \($0.name)\n      address: \($0.address):\($0.port + 1000)" }.joined(separator: "\n")
+        let members = nodes.map {
+            "    - name: \($0.name)\n      address: \($0.address):\($0.port + 1000)" + ($0.name == witnessName ? "\n      role: witness" : "")
+        }.joined(separator: "\n")
         for node in nodes {
+            if node.name == witnessName {
+                // A witness's whole config: who it is, where it keeps state, and the mesh. No app, no nginx.
+                try """
+                node:
+                  name: \(node.name)
+                  address: \(node.address)
+                state_dir: \(node.directory)/state
+                control:
+                  socket: \(node.directory)/run/peerd.sock
+                """.write(toFile: node.configPath, atomically: true, encoding: .utf8)
+            }
             let extra = """
 
                 mesh:
@@ -79,12 +93,12 @@ import Testing
         }
         var peers: [PeerdProcess] = []
         for node in nodes {
-            try node.startNginx()
+            if node.name != witnessName { try node.startNginx() }
             let peer = PeerdProcess(node: node)
             try await peer.start()
             peers.append(peer)
         }
-        for peer in peers {
+        for peer in peers where peer.node.name != witnessName {
             let deployed = try peer.peerctl(["deploy", TestBed.image("v1")])
             #expect(deployed.status == 0, "\(deployed.output)")
         }
@@ -158,6 +172,36 @@ import Testing
             for m in stub.mutations {
                 #expect(m.after.contains { $0.name == Self.name }, "a write left no record: \(m)")
             }
+        }
+    }
+
+    /// Two app nodes and a witness (a third, small peerd that only votes): losing either app node, the other
+    /// leads with the witness's vote and takes the dead one out of DNS. The witness never leads, has no record,
+    /// and refuses deploys.
+    @Test func twoNodesAndAWitnessFailOver() async throws {
+        try await TestBed.require()
+        let stub = CloudflareStub(token: Self.token, zone: Self.zone)
+        let bound = AsyncStream<Int>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
+            defer { group.cancelAll() }
+            var ports = bound.stream.makeAsyncIterator()
+            let port = try #require(await ports.next())
+            let cluster = try await cluster(stubPort: port, witness: true)
+            defer { cluster.tearDown() }
+            let (a, b, w) = (cluster.nodes[0], cluster.nodes[1], cluster.nodes[2])
+            #expect(await eventually(within: .seconds(30)) { addresses(stub) == [a.address, b.address] }, "\(stub.records)")
+            #expect(cluster.who(cluster.peers[2])?.thisNodeLeads == false)
+            let refused = try cluster.peers[2].peerctl(["deploy", TestBed.image("v1")])
+            #expect(refused.status != 0 && refused.output.contains("witness"), "\(refused.output)")
+
+            // Kill whichever app node leads: the other one takes over with the witness and removes it.
+            let leader = try #require(cluster.who(cluster.peers[0])?.leader)
+            let (dead, alive) = leader == a.name ? (a, b) : (b, a)
+            cluster.peer(dead.name).kill()
+            #expect(await eventually(within: .seconds(15)) { addresses(stub) == [alive.address] }, "\(addresses(stub))")
+            #expect(cluster.who(cluster.peer(alive.name))?.thisNodeLeads == true)
+            #expect(!addresses(stub).contains(w.address))
         }
     }
 }
