@@ -163,7 +163,7 @@ let package = Package(
         // The Cloudflare API / notification stand-in as a process, for cluster/ scripts (benchmarks, demo).
         .executableTarget(name: "peer-stub", dependencies: ["PeerTestKit"], path: "Tests/StubServer", swiftSettings: strict),
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
-        .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "PeerCore"], swiftSettings: strict),
+        .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "DNSPlanning", "PeerCore"], swiftSettings: strict),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore"], swiftSettings: strict),
         .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon", "Membership"], swiftSettings: strict),
         .testTarget(
@@ -179,7 +179,7 @@ let package = Package(
         .testTarget(name: "PKITests", dependencies: ["PKI", .product(name: "X509", package: "swift-certificates")], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PeerDaemon", "Docker", "Nginx", "PeerTestKit"],
+            dependencies: ["PeerDaemon", "Docker", "Nginx", "PeerTestKit", "CloudflareDNS", "DNSPlanning", "Notify"],
             swiftSettings: strict
         ),
     ]

@@ -58,7 +58,8 @@ public struct Lease: Sendable {
     private enum Role: Sendable {
         case follower(nextCampaign: Instant?)
         case candidate(term: UInt64, attempt: UInt64, sent: Instant, grants: Set<MemberID>)
-        case leader(term: UInt64, validUntil: Instant, renewing: (attempt: UInt64, sent: Instant, grants: Set<MemberID>)?, nextRenew: Instant)
+        case leader(
+            term: UInt64, validUntil: Instant, renewing: (attempt: UInt64, term: UInt64, sent: Instant, grants: Set<MemberID>)?, nextRenew: Instant)
     }
     private var role: Role = .follower(nextCampaign: nil)
     private var attempt: UInt64 = 0
@@ -101,6 +102,16 @@ public struct Lease: Sendable {
 
     public var isCandidate: Bool { if case .candidate = role { true } else { false } }
 
+    /// For logs and debugging: this node's role and what it holds.
+    public func describe(now: Instant) -> String {
+        let g = grant.map { "grant \($0.to)#\($0.term) for \(($0.until - now).compactDescription)" } ?? "no grant"
+        switch role {
+        case .follower(let next): return "follower (next campaign in \(next.map { ($0 - now).compactDescription } ?? "-")), \(g), promised \(promised), quiet \(now < quietUntil)"
+        case .candidate(let t, let a, let sent, let grants): return "candidate #\(t) attempt \(a) sent \((now - sent).compactDescription) ago, grants \(grants.sorted()), \(g)"
+        case .leader(let t, let until, _, _): return "leader #\(t) for \((until - now).compactDescription), \(g)"
+        }
+    }
+
     /// `aliveCandidates`: the members that can lead and that membership sees alive, this one included. The
     /// first of them by name campaigns first; the others wait a stagger each, so they rarely collide.
     public mutating func tick(now: Instant, aliveCandidates: [MemberID]) -> [Directive] {
@@ -113,20 +124,19 @@ public struct Lease: Sendable {
                 break
             }
             if now >= nextRenew {
+                // Renew under our term, or under a higher one if someone promised a higher term to another
+                // (a voter that did would refuse ours forever): our own voters accept a higher term from us.
+                let renewTerm = highestSeen > term ? highestSeen + 1 : term
                 attempt += 1
                 var grants: Set<MemberID> = []
-                if vote(for: me, term: term, now: now, into: &directives) { grants.insert(me) }
-                role = .leader(term: term, validUntil: validUntil, renewing: (attempt, now, grants), nextRenew: now + settings.renewInterval)
-                for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: term, attempt: attempt))) }
+                if vote(for: me, term: renewTerm, now: now, into: &directives) { grants.insert(me) }
+                role = .leader(term: term, validUntil: validUntil, renewing: (attempt, renewTerm, now, grants), nextRenew: now + settings.renewInterval)
+                for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: renewTerm, attempt: attempt))) }
                 checkRenewal(now: now, into: &directives)
             }
             _ = renewing
         case .candidate(let term, _, let sent, _):
-            if now >= sent + settings.requestTimeout {
-                role = .follower(nextCampaign: now + backoff())
-                if let grant, grant.to == me, grant.term == term { self.grant = nil }
-                for voter in voters where voter != me { directives.append(.send(to: voter, .release(term: term))) }
-            }
+            if now >= sent + settings.requestTimeout { abandonCampaign(term: term, now: now, into: &directives) }
         case .follower(let nextCampaign):
             guard canLead, now >= quietUntil else { break }
             if knownLeader(now: now) != nil {
@@ -149,6 +159,9 @@ public struct Lease: Sendable {
         switch message {
         case .request(let term, let attempt):
             highestSeen = max(highestSeen, term)
+            // A campaign for a higher term wins over ours: give ours up (its grants back), so the two do not
+            // hold each other's votes until both time out.
+            if case .candidate(let mine, _, _, _) = role, term > mine { abandonCampaign(term: mine, now: now, into: &directives) }
             if vote(for: from, term: term, now: now, into: &directives) {
                 directives.append(.send(to: from, .grant(term: term, attempt: attempt)))
             } else {
@@ -169,7 +182,7 @@ public struct Lease: Sendable {
                 } else {
                     role = .candidate(term: t, attempt: a, sent: sent, grants: grants)
                 }
-            case .leader(let t, let validUntil, .some(let renewing), let nextRenew) where t == term && renewing.attempt == attempt:
+            case .leader(let t, let validUntil, .some(let renewing), let nextRenew) where renewing.term == term && renewing.attempt == attempt:
                 var r = renewing
                 r.grants.insert(from)
                 role = .leader(term: t, validUntil: validUntil, renewing: r, nextRenew: nextRenew)
@@ -178,8 +191,12 @@ public struct Lease: Sendable {
                 break
             }
 
-        case .reject(_, _, let promisedThere, _):
+        case .reject(let term, let attempt, let promisedThere, _):
             highestSeen = max(highestSeen, promisedThere)
+            // Someone else already holds a higher term: this campaign cannot win.
+            if case .candidate(let mine, let a, _, _) = role, mine == term, a == attempt, promisedThere > mine {
+                abandonCampaign(term: mine, now: now, into: &directives)
+            }
 
         case .release(let term):
             if let grant, grant.to == from, grant.term == term { self.grant = nil }
@@ -196,8 +213,15 @@ public struct Lease: Sendable {
     }
 
     private mutating func checkRenewal(now: Instant, into directives: inout [Directive]) {
-        guard case .leader(let term, let validUntil, .some(let renewing), let nextRenew) = role, renewing.grants.count >= majority else { return }
-        role = .leader(term: term, validUntil: max(validUntil, validity(sent: renewing.sent)), renewing: nil, nextRenew: nextRenew)
+        guard case .leader(_, let validUntil, .some(let renewing), let nextRenew) = role, renewing.grants.count >= majority else { return }
+        role = .leader(term: renewing.term, validUntil: max(validUntil, validity(sent: renewing.sent)), renewing: nil, nextRenew: nextRenew)
+    }
+
+    /// A campaign that did not win: back to follower, the votes it got given back.
+    private mutating func abandonCampaign(term: UInt64, now: Instant, into directives: inout [Directive]) {
+        role = .follower(nextCampaign: now + backoff())
+        if let grant, grant.to == me, grant.term == term { self.grant = nil }
+        for voter in voters where voter != me { directives.append(.send(to: voter, .release(term: term))) }
     }
 
     private mutating func campaign(now: Instant, into directives: inout [Directive]) {
@@ -234,8 +258,10 @@ public struct Lease: Sendable {
         return true
     }
 
+    /// After a lost campaign: random over a whole request timeout, so two candidates that collided (same term,
+    /// each holding its own vote) do not collide again however long the messages take.
     private mutating func backoff() -> Duration {
-        settings.stagger + .nanoseconds(Int64.random(in: 0...max(1, settings.stagger.nanoseconds * 2), using: &rng))
+        settings.stagger + .nanoseconds(Int64.random(in: 0...max(1, settings.requestTimeout.nanoseconds), using: &rng))
     }
 }
 
@@ -263,6 +289,6 @@ public struct LeaseSettings: Sendable, Hashable {
 
     /// Leader failover in about 2.5–3 s; a leader's lease has ≥ 1.8 s left after each renewal.
     public static let standard = LeaseSettings(
-        duration: .milliseconds(2500), renewInterval: .milliseconds(400), requestTimeout: .milliseconds(400), maxDrift: 0.01,
+        duration: .milliseconds(2500), renewInterval: .milliseconds(400), requestTimeout: .seconds(1), maxDrift: 0.01,
         margin: .milliseconds(100), stagger: .milliseconds(150))
 }
