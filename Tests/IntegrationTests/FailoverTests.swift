@@ -175,6 +175,49 @@ import Testing
         }
     }
 
+    /// The leader is cut off from the other two (iptables), but not from the DNS API: it must stop writing when
+    /// its lease runs out — it sees the others as dead and would remove their records — while the other two
+    /// elect a new leader under a higher term, which removes the cut-off node's record.
+    @Test func aPartitionedLeaderStopsWriting() async throws {
+        try await TestBed.require()
+        let stub = CloudflareStub(token: Self.token, zone: Self.zone)
+        let bound = AsyncStream<Int>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
+            defer { group.cancelAll() }
+            var ports = bound.stream.makeAsyncIterator()
+            let port = try #require(await ports.next())
+            let cluster = try await cluster(stubPort: port)
+            defer {
+                MeshProcessTests.Firewall.clear()
+                cluster.tearDown()
+            }
+            let all = Set(cluster.nodes.map(\.address))
+            #expect(await eventually(within: .seconds(30)) { addresses(stub) == all }, "\(stub.records)")
+            let leaderName = try #require(cluster.who(cluster.peers[0])?.leader)
+            let oldTerm = try #require(cluster.who(cluster.peer(leaderName))?.term)
+            let leader = cluster.nodes[cluster.names.firstIndex(of: leaderName)!]
+            let others = cluster.nodes.filter { $0.name != leaderName }
+            let logLinesBefore = cluster.peer(leaderName).log().split(separator: "\n").count
+            for other in others {
+                try MeshProcessTests.Firewall.add(["-s", leader.address, "-d", other.address, "-j", "DROP"])
+                try MeshProcessTests.Firewall.add(["-s", other.address, "-d", leader.address, "-j", "DROP"])
+            }
+            #expect(await eventually(within: .seconds(15)) { addresses(stub) == Set(others.map(\.address)) }, "\(addresses(stub))")
+            let newLeader = others.compactMap { cluster.who(cluster.peer($0.name)) }.first { $0.thisNodeLeads }
+            #expect((newLeader?.term ?? 0) > oldTerm)
+            // Give the cut-off node every chance to misbehave, then read what it did.
+            try await Task.sleep(for: .seconds(3))
+            let after = cluster.peer(leaderName).log().split(separator: "\n").dropFirst(logLinesBefore)
+            #expect(after.contains { $0.contains("this node no longer leads") })
+            #expect(!after.contains { $0.contains("DNS record removed") }, "the cut-off leader wrote DNS: \(after.filter { $0.contains("DNS") })")
+            #expect(addresses(stub) == Set(others.map(\.address)))
+            for m in stub.mutations {
+                #expect(m.after.contains { $0.name == Self.name }, "a write left no record: \(m)")
+            }
+        }
+    }
+
     /// Two app nodes and a witness (a third, small peerd that only votes): losing either app node, the other
     /// leads with the witness's vote and takes the dead one out of DNS. The witness never leads, has no record,
     /// and refuses deploys.
