@@ -8,14 +8,45 @@ public struct AppStatus: Sendable, Hashable, Codable {
     public var image: String?
     /// The node's public address (`node.address`): what its DNS record points at. nil for a witness.
     public var address: String?
+    /// The node's deploy under way and its last finished one, so the leader can tell the operator how they went
+    /// (two fields: a deploy that starts right after another finished must not hide that one's result).
+    public var runningDeploy: DeployMark?
+    public var lastDeploy: DeployMark?
+    /// Days until this node's mesh certificate expires.
+    public var certificateDaysLeft: Int?
 
-    public init(healthy: Bool?, image: String?, address: String? = nil) {
+    public init(
+        healthy: Bool?, image: String?, address: String? = nil, runningDeploy: DeployMark? = nil, lastDeploy: DeployMark? = nil,
+        certificateDaysLeft: Int? = nil
+    ) {
         self.healthy = healthy
         self.image = image
         self.address = address
+        self.runningDeploy = runningDeploy
+        self.lastDeploy = lastDeploy
+        self.certificateDaysLeft = certificateDaysLeft
     }
 
     public static let none = AppStatus(healthy: nil, image: nil)
+}
+
+/// A node's latest deploy or rollback, as gossiped.
+public struct DeployMark: Sendable, Hashable, Codable {
+    public var id: String
+    /// `deploy` or `rollback`.
+    public var kind: String
+    public var image: String
+    /// `running`, `succeeded`, `failed` or `interrupted`.
+    public var state: String
+    public var reason: String?
+
+    public init(id: String, kind: String, image: String, state: String, reason: String? = nil) {
+        self.id = id
+        self.kind = kind
+        self.image = image
+        self.state = state
+        self.reason = reason
+    }
 }
 
 public enum MemberStatus: UInt8, Sendable, Hashable, Codable, CustomStringConvertible {

@@ -31,9 +31,14 @@ public enum Daemon {
                             body: "\(config.node.name) holds the leader lease (term \(term)): it now edits DNS and sends notifications.",
                             key: "leader/\(term)"))
                     },
+                    onNotice: { notice in await dispatcher.withLockedValue({ $0 })?.post(notice) },
                     appCheck: {
                         let check = await engine.appCheck()
-                        return AppStatus(healthy: check.healthy, image: check.image)
+                        let deploys = await engine.deploys()
+                        return AppStatus(
+                            healthy: check.healthy, image: check.image,
+                            runningDeploy: deploys.running.map { DeployMark(id: $0.id, kind: "deploy", image: $0.image, state: "running") },
+                            lastDeploy: deploys.last.map { DeployMark(id: $0.id, kind: $0.kind, image: $0.image, state: $0.state, reason: $0.reason) })
                     })
             }
             var extra: [ServiceGroupConfiguration.ServiceConfiguration] = []

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Leadership
 import Membership
+import Notify
 import PeerFiles
 import NIOCore
 import NIOPosix
@@ -51,6 +52,8 @@ public actor MembershipService: Service {
     nonisolated let leaseFile: String
     nonisolated let canLead: Set<MemberID>
     nonisolated let onLeadership: @Sendable (UInt64?) async -> Void
+    /// Where the leader's notices go (the dispatcher, which also checks the lease before sending).
+    nonisolated let onNotice: @Sendable (Notice) async -> Void
     private var keys: [MemberID: SymmetricKey] = [:]
     private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
     private var counters = Counters()
@@ -60,10 +63,12 @@ public actor MembershipService: Service {
     public init(
         config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock = SystemClock(), logger: Logger,
         leaseSettings: LeaseSettings = .standard, onLeadership: @escaping @Sendable (UInt64?) async -> Void = { _ in },
+        onNotice: @escaping @Sendable (Notice) async -> Void = { _ in },
         appCheck: @escaping @Sendable () async -> AppStatus
     ) throws {
         self.mesh = mesh
         self.onLeadership = onLeadership
+        self.onNotice = onNotice
         self.me = MemberID(config.node.name)
         self.logger = logger
         self.clock = clock
@@ -218,10 +223,11 @@ public actor MembershipService: Service {
             if rounds % 3600 == 0 { warnIfCertificateExpiresSoon() }
             var observed = await appCheck()
             observed.address = canLead.contains(me) ? publicAddress : nil
+            observed.certificateDaysLeft = ClusterCA.daysLeft(certificate)
             failures = observed.healthy == false ? failures + 1 : 0
             var next = observed
             if observed.healthy == false, failures < 3, swim.me.app.healthy == true, swim.me.app.image == observed.image {
-                next = swim.me.app
+                next.healthy = true  // not yet: one slow answer is not an outage
             }
             if next != swim.me.app {
                 logger.info(
@@ -333,6 +339,7 @@ public actor MembershipService: Service {
                 await send(.swim(envelope), to: to)
             case .changed(let state, let previous):
                 log(state, previous: previous)
+                if lease.validTerm(now: clock.now()) != nil { await notices(for: state, previous: previous) }
             }
         }
     }
@@ -370,6 +377,40 @@ public actor MembershipService: Service {
             try await outbound.write(AddressedEnvelope(remoteAddress: address, data: sealed))
         } catch {
             logger.debug("datagram not sent", metadata: ["mesh.member": "\(to)", "error": "\(error)"])
+        }
+    }
+
+    /// What the leader tells the operator about a member's change (deploys, certificates). A leader reports
+    /// what changes while it leads; the DNS service reports removals and returns.
+    private func notices(for state: MemberState, previous: MemberState) async {
+        let who = state.id.name
+        for deploy in [state.app.lastDeploy, state.app.runningDeploy].compactMap({ $0 })
+        where deploy != previous.app.lastDeploy && deploy != previous.app.runningDeploy {
+            let what = deploy.kind == "rollback" ? "rollback to \(deploy.image)" : "deploy of \(deploy.image)"
+            let key = "deploy/\(who)/\(deploy.id)/\(deploy.state)"
+            switch deploy.state {
+            case "running":
+                await onNotice(Notice(kind: .deployStarted, title: "\(who): \(what) started", body: "deploy \(deploy.id)", key: key))
+            case "succeeded":
+                await onNotice(Notice(
+                    kind: deploy.kind == "rollback" ? .deployRolledBack : .deployFinished, title: "\(who): \(what) done",
+                    body: "deploy \(deploy.id) serves \(deploy.image)", key: key))
+            default:
+                await onNotice(Notice(
+                    kind: .deployFailed, title: "\(who): \(what) \(deploy.state)",
+                    body: "deploy \(deploy.id): \(deploy.reason ?? "no reason given"); the previous version keeps serving", key: key))
+            }
+        }
+        if let days = state.app.certificateDaysLeft, days <= 30 {
+            // Once when it crosses 30, 7 and 1 days left.
+            let bucket = days <= 1 ? 1 : days <= 7 ? 7 : 30
+            let before = previous.app.certificateDaysLeft.map { $0 <= 1 ? 1 : $0 <= 7 ? 7 : $0 <= 30 ? 30 : 31 } ?? 31
+            if bucket < before || previous.app.certificateDaysLeft == nil {
+                await onNotice(Notice(
+                    kind: .certificateExpiring, title: "\(who): mesh certificate expires in \(days) days",
+                    body: "Renew it: peerctl cert issue \(who) --address IP --force, copy it to \(who), restart peerd.",
+                    key: "cert/\(who)/\(bucket)"))
+            }
         }
     }
 

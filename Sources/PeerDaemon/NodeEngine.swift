@@ -186,6 +186,12 @@ public actor NodeEngine: Service {
 
     public func history() -> [DeployRecord] { state.history }
 
+    /// The running deploy and the last finished one: (id, kind, image, state, reason).
+    public func deploys() -> (running: (id: String, image: String)?, last: (id: String, kind: String, image: String, state: String, reason: String?)?) {
+        let last = state.history.last { $0.kind != .restore }.map { ($0.id, $0.kind.rawValue, $0.image, $0.result.rawValue, $0.reason) }
+        return (active.map { ($0.id, $0.image) }, last)
+    }
+
     /// What this node serves and whether it answers its health check right now (for the membership gossip).
     public func appCheck() async -> (image: String?, healthy: Bool) {
         guard let current = state.current else { return (nil, false) }

@@ -138,8 +138,17 @@ import Testing
             let leaderName = try #require(cluster.who(cluster.peers[0])?.leader)
             let firstTerm = try #require(cluster.who(cluster.peer(leaderName))?.term)
 
-            // kill -9 a follower: its record goes, once; the foreign record stays.
             let follower = try #require(cluster.names.first { $0 != leaderName })
+            // Deploys on any node are reported by the leader (the node gossips its deploy's state).
+            #expect(try cluster.peer(follower).peerctl(["deploy", TestBed.image("v2")]).status == 0)
+            #expect(try cluster.peer(follower).peerctl(["deploy", TestBed.image("crash")]).status != 0)
+            #expect(await eventually(within: .seconds(10)) {
+                let titles = stub.notifications.filter { $0.backend == "ntfy" }.compactMap { $0.headers["title"] }
+                return titles.contains { $0.contains("\(follower): deploy of \(TestBed.image("v2")) done") }
+                    && titles.contains { $0.contains("\(follower): deploy of \(TestBed.image("crash")) failed") }
+            }, "\(stub.notifications.compactMap { $0.headers["title"] })")
+
+            // kill -9 a follower: its record goes, once; the foreign record stays.
             let followerAddress = cluster.nodes[cluster.names.firstIndex(of: follower)!].address
             let writesBefore = stub.mutations.count
             cluster.peer(follower).kill()

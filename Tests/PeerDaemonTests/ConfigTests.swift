@@ -53,7 +53,10 @@ import Testing
         let portable = text.replacingOccurrences(of: "  env_file: /etc/peer/shop.env # KEY=value lines, read at every deploy (keep it 0600)\n", with: "")
             .replacingOccurrences(of: "password_file: /etc/peer/ghcr-token", with: "password_env: GHCR_TOKEN")
             .replacingOccurrences(of: "/etc/peer/pki/", with: pki + "/")
-        let config = try parse(portable, environment: ["GHCR_TOKEN": "x"])
+            .replacingOccurrences(of: "token_file: /etc/peer/cloudflare-token", with: "token_env: CF_TOKEN")
+        let config = try parse(portable, environment: ["GHCR_TOKEN": "x", "CF_TOKEN": "y"])
+        #expect(config.dns?.name == "shop.example.com")
+        #expect(config.notify?.ntfy?.topic == "shop-alerts-8f3k2c9q")
         #expect(config.app.image == "ghcr.io/acme/shop:1.4.2")
         #expect(config.registries.first?.server == "ghcr.io")
         #expect(config.app.volumes == ["/srv/shop/uploads:/app/uploads"])
@@ -87,6 +90,54 @@ import Testing
         let tuned = try #require(try parse(Self.meshYAML(pki, extra: "  profile: wan\n  membership:\n    probe_interval: 2s\n")).mesh)
         #expect(tuned.membership.probeInterval == .seconds(2))
         #expect(tuned.membership.suspicionMax == SWIMSettings.wan.suspicionMax)
+    }
+
+    @Test func dnsAndNotifyMistakesAreExplained() throws {
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let mesh = Self.meshYAML(pki)
+        let cases: [(String, [String: String], String, String)] = [
+            (Self.minimal + "\ndns:\n  zone: example.com\n  name: shop.example.com\n  token_env: T\n", ["T": "x"], "dns", "needs a mesh"),
+            ("dns:\n  zone: example.com\n  name: shop.example.org\n  token_env: T\n", ["T": "x"], "dns.name", "not in zone"),
+            ("dns:\n  zone: example.com\n  name: shop.example.com\n", [:], "dns.token", "is missing"),
+            ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_env: NOPE\n", [:], "dns.token_env", "not set"),
+            ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_env: T\n  token_file: /x\n", ["T": "x"], "dns.token", "more than once"),
+            ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_env: T\n  ttl: 30\n", ["T": "x"], "dns.ttl", "1 (automatic) or 60"),
+            ("notify:\n  ntfy:\n    topic: has spaces\n", [:], "notify.ntfy.topic", "letters, digits"),
+            ("notify:\n  slack:\n    url: https://hooks.slack.com/services/T/B/x\n", [:], "notify.slack.url", "others can read"),
+        ]
+        for (extra, env, key, problem) in cases {
+            let yaml = extra.hasPrefix(Self.minimal) ? extra : mesh + extra
+            let e = try #require(error(yaml, environment: env), "expected an error about \(key)")
+            #expect(e.key == key, "\(e)")
+            #expect("\(e)".contains(problem), "\(e)")
+        }
+    }
+
+    @Test func aWitnessNeedsNoAppOrNginx() throws {
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let yaml = """
+            node:
+              name: web-1
+              address: 203.0.113.10
+            mesh:
+              listen: 10.0.0.5:7946
+              ca: \(pki)/ca.pem
+              cert: \(pki)/web-1.pem
+              key: \(pki)/web-1-key.pem
+              members:
+                - name: web-1
+                  address: 10.0.0.5:7946
+                  role: witness
+                - name: web-2
+                  address: 10.0.0.6:7946
+            """
+        let config = try parse(yaml)
+        #expect(config.isWitness)
+        // Not a witness: the app section is required again.
+        let e = try #require(error(yaml.replacingOccurrences(of: "      role: witness\n", with: "")))
+        #expect(e.key == "app")
     }
 
     @Test func meshMistakesAreExplained() throws {
