@@ -54,6 +54,7 @@ public struct SWIM: Sendable {
     private var rtt: [MemberID: Duration] = [:]
     private var rng: SplitMix64
     private var seq: UInt64 = 0
+    private let startedAt: Instant
 
     private struct Probe: Sendable {
         var target: MemberID
@@ -101,6 +102,7 @@ public struct SWIM: Sendable {
         self.settings = settings
         self.me = MemberState(id: me, address: address, incarnation: incarnation, app: app)
         self.rng = SplitMix64(seed: seed)
+        self.startedAt = now
         for (id, address) in seeds where id != me {
             members[id] = MemberState(id: id, address: address)
         }
@@ -279,6 +281,9 @@ public struct SWIM: Sendable {
     /// This node suspects `id` itself (failed probe; `refused`: after its connection was refused).
     private mutating func suspect(_ id: MemberID, refused: Bool, now: Instant, into directives: inout [Directive]) {
         guard var state = members[id] else { return }
+        // Just started, and never heard from it: more likely our own connections are still being set up (a
+        // restarted node in a big cluster has dozens of handshakes to make) than it being gone. Others judge it.
+        if now < startedAt + settings.startupGrace, lastSeen[id] == nil, state.status == .alive { return }
         switch state.status {
         case .alive:
             let previous = state

@@ -21,6 +21,8 @@ public struct SWIMSettings: Sendable, Hashable {
     /// slow or lossy links get.
     public var refusedProbeTimeout: Duration
     public var refusedSuspicion: Duration
+    /// For this long after start, a member this node has not heard from yet is not suspected by it.
+    public var startupGrace: Duration = .seconds(5)
     /// Each update is piggybacked `retransmitMultiplier × ⌈log2(members + 1)⌉` times.
     public var retransmitMultiplier: Int
     /// At most this many updates per message (besides the sender's own state).

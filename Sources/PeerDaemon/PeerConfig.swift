@@ -143,7 +143,11 @@ public struct PeerConfig: Sendable, Hashable {
 
     /// This node only votes in the leader lease (its own `mesh.members` entry says `role: witness`): no app,
     /// no nginx, no DNS record.
-    public var isWitness: Bool { mesh?.members.first { $0.name == node.name }?.role == .witness }
+    public var isWitness: Bool {
+        guard let mesh else { return false }
+        let name = node.name
+        return mesh.members.contains { $0.name == name && $0.role == .witness }
+    }
 
     /// The swap's timing settings.
     public var swapSettings: Swap.Settings {

@@ -48,7 +48,7 @@ import Testing
         var swim = node(a)
         var now = Instant.zero
         var changes: [MemberState] = []
-        while now < Instant.zero + .seconds(10) {
+        while now < Instant.zero + .seconds(15) {  // 5 s of start-up grace, then probe and suspicion
             for case .changed(let state, _) in swim.tick(now: now) { changes.append(state) }
             now = now + .milliseconds(20)
         }

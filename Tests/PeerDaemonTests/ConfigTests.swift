@@ -104,7 +104,6 @@ import Testing
             ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_env: T\n  token_file: /x\n", ["T": "x"], "dns.token", "more than once"),
             ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_env: T\n  ttl: 30\n", ["T": "x"], "dns.ttl", "1 (automatic) or 60"),
             ("notify:\n  ntfy:\n    topic: has spaces\n", [:], "notify.ntfy.topic", "letters, digits"),
-            ("notify:\n  slack:\n    url: https://hooks.slack.com/services/T/B/x\n", [:], "notify.slack.url", "others can read"),
         ]
         for (extra, env, key, problem) in cases {
             let yaml = extra.hasPrefix(Self.minimal) ? extra : mesh + extra
@@ -112,6 +111,23 @@ import Testing
             #expect(e.key == key, "\(e)")
             #expect("\(e)".contains(problem), "\(e)")
         }
+    }
+
+    @Test func inlineWebhookURLsRequireAPrivateFile() throws {
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let path = pki + "/peer.yml"
+        try (Self.meshYAML(pki) + "notify:\n  slack:\n    url: https://hooks.slack.com/services/T/B/x\n").write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o644)
+        do {
+            _ = try PeerConfig.load(path: path, environment: [:])
+            Issue.record("a webhook URL in a world-readable config was accepted")
+        } catch {
+            #expect(error.key == "notify.slack.url")
+            #expect("\(error)".contains("chmod 600"))
+        }
+        chmod(path, 0o600)
+        #expect(try PeerConfig.load(path: path, environment: [:]).notify?.slack == .inline("https://hooks.slack.com/services/T/B/x"))
     }
 
     @Test func aWitnessNeedsNoAppOrNginx() throws {
