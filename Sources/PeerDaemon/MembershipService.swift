@@ -55,6 +55,8 @@ public actor MembershipService: Service {
     /// Where the leader's notices go (the dispatcher, which also checks the lease before sending).
     nonisolated let onNotice: @Sendable (Notice) async -> Void
     private var keys: [MemberID: SymmetricKey] = [:]
+    /// Members that can lead and that membership sees alive, kept up to date from its changes.
+    private var aliveCandidates: [MemberID] = []
     private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
     private var counters = Counters()
     private let encoder = JSONEncoder()
@@ -112,6 +114,7 @@ public actor MembershipService: Service {
         lease = Lease(
             me: me, voters: mesh.members.map { MemberID($0.name) }, canLead: canLead.contains(me), promised: promised,
             settings: leaseSettings, seed: seed.next(), now: clock.now())
+        aliveCandidates = canLead.sorted()
     }
 
     // MARK: - Views
@@ -207,8 +210,7 @@ public actor MembershipService: Service {
             let now = clock.now()
             let directives = swim.tick(now: now)
             await carryOut(directives)
-            let alive = swim.view.filter { $0.state.status == .alive && canLead.contains($0.state.id) }.map(\.state.id)
-            await carryOut(lease.tick(now: now, aliveCandidates: alive))
+            await carryOut(lease.tick(now: now, aliveCandidates: aliveCandidates))
             try await clock.sleep(for: interval)
         }
     }
@@ -339,6 +341,9 @@ public actor MembershipService: Service {
                 await send(.swim(envelope), to: to)
             case .changed(let state, let previous):
                 log(state, previous: previous)
+                if state.status != previous.status {
+                    aliveCandidates = swim.view.filter { $0.state.status == .alive && canLead.contains($0.state.id) }.map(\.state.id)
+                }
                 if lease.validTerm(now: clock.now()) != nil { await notices(for: state, previous: previous) }
             }
         }

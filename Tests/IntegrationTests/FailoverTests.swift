@@ -227,6 +227,72 @@ import Testing
         }
     }
 
+    /// A token Cloudflare refuses: the leader says so (log and notification, without the token) and keeps
+    /// running; nothing is written.
+    @Test func aRefusedTokenIsReportedAndHarmsNothing() async throws {
+        try await TestBed.require()
+        let stub = CloudflareStub(token: Self.token, zone: Self.zone)
+        stub.seed(name: Self.name, content: "198.51.100.77")
+        let bound = AsyncStream<Int>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
+            defer { group.cancelAll() }
+            var ports = bound.stream.makeAsyncIterator()
+            let port = try #require(await ports.next())
+            let node = try TestNode()
+            let pki = NSTemporaryDirectory() + "peer-token-pki-\(getpid())"
+            defer {
+                node.tearDown()
+                try? FileManager.default.removeItem(atPath: pki)
+            }
+            let peerctl = PeerdProcess.binDirectory + "/peerctl"
+            #expect(try Shell.run(peerctl, ["ca", "init", "--dir", pki]).status == 0)
+            #expect(try Shell.run(peerctl, ["cert", "issue", "--dir", pki, node.name, "--address", node.address]).status == 0)
+            let wrong = "wrong-token-SECRET-value"
+            try wrong.write(toFile: pki + "/cf-token", atomically: true, encoding: .utf8)
+            chmod(pki + "/cf-token", 0o600)
+            // A mesh of one: it is its own majority, so it leads at once.
+            let extra = """
+
+                mesh:
+                  listen: \(node.address):\(node.port + 1000)
+                  ca: \(pki)/ca.pem
+                  cert: \(pki)/\(node.name).pem
+                  key: \(pki)/\(node.name)-key.pem
+                  members:
+                    - name: \(node.name)
+                      address: \(node.address):\(node.port + 1000)
+                dns:
+                  api_base: http://127.0.0.1:\(port)/client/v4
+                  zone: \(Self.zone)
+                  name: \(Self.name)
+                  token_file: \(pki)/cf-token
+                notify:
+                  ntfy:
+                    server: http://127.0.0.1:\(port)/notify/ntfy
+                    topic: peer-token-test
+
+                """
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: node.configPath))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data(extra.utf8))
+            try handle.close()
+            let peer = PeerdProcess(node: node)
+            try await peer.start()
+            defer { peer.kill() }
+            #expect(await eventually(within: .seconds(15)) {
+                stub.notifications.contains { $0.headers["title"]?.contains("Cloudflare token rejected") == true }
+            })
+            let note = stub.notifications.first { $0.headers["title"]?.contains("token") == true }
+            #expect(note?.body.contains("9109") == true)
+            #expect(note?.body.contains(wrong) == false, "the token must not appear in a notification")
+            #expect(!peer.log().contains(wrong), "the token must not appear in the log")
+            #expect(stub.mutations.isEmpty)
+            #expect(try peer.peerctl(["who"]).output.contains("leader: \(node.name)"))
+            #expect(try peer.peerctl(["status"]).status == 0)
+        }
+    }
+
     /// Two app nodes and a witness (a third, small peerd that only votes): losing either app node, the other
     /// leads with the witness's vote and takes the dead one out of DNS. The witness never leads, has no record,
     /// and refuses deploys.
