@@ -1,0 +1,155 @@
+import PeerCore
+
+/// A cluster-wide deploy: roll `image` across the nodes one at a time, in `order`; stop and roll back the
+/// nodes already updated when one fails.
+///
+/// The intent is replicated by gossip and persisted by every node; there is no coordinator. Each node decides
+/// its own next step from the intent and what every node reports about it (``RolloutReport``), with the pure
+/// function ``Rollout/decide(intent:me:reports:alive:now:doneSince:downSince:)``. So the crash of any one node —
+/// including the one that received the deploy — stops nothing but that node's own part.
+public struct RolloutIntent: Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Hashable, Codable { case deploy, rollback }
+
+    public var id: String
+    /// Cluster-wide order of intents: the highest (seq, id) is the current one.
+    public var seq: UInt64
+    public var kind: Kind
+    public var image: String
+    /// What the cluster served before; nodes go back to it if the rollout fails.
+    public var previousImage: String?
+    /// Node names, in rolling order.
+    public var order: [String]
+    public var requestedBy: String
+    /// How long a node must have reported healthy before the next one starts.
+    public var settleMs: Int64
+    /// How long to wait for a node that is down before failing the rollout.
+    public var nodeTimeoutMs: Int64
+
+    public init(
+        id: String, seq: UInt64, kind: Kind, image: String, previousImage: String?, order: [String], requestedBy: String,
+        settleMs: Int64, nodeTimeoutMs: Int64
+    ) {
+        self.id = id
+        self.seq = seq
+        self.kind = kind
+        self.image = image
+        self.previousImage = previousImage
+        self.order = order
+        self.requestedBy = requestedBy
+        self.settleMs = settleMs
+        self.nodeTimeoutMs = nodeTimeoutMs
+    }
+
+    public func isNewer(than other: RolloutIntent?) -> Bool {
+        guard let other else { return true }
+        return (seq, id) > (other.seq, other.id)
+    }
+}
+
+/// What one node says about the current intent (gossiped with its state).
+public struct RolloutReport: Sendable, Hashable, Codable {
+    public enum Phase: String, Sendable, Hashable, Codable {
+        /// It has the intent (persisted) and waits for its turn.
+        case waiting
+        /// Its blue/green swap to the intent's image is running.
+        case swapping
+        /// It serves the intent's image and passed its health check.
+        case done
+        /// Its swap failed (the previous version kept serving): the rollout stops.
+        case failed
+        /// The rollout failed elsewhere; it is swapping back to the previous image.
+        case rollingBack
+        /// Back on the previous image (or never left it).
+        case rolledBack
+    }
+
+    public var intent: String
+    public var phase: Phase
+    public var reason: String?
+
+    public init(intent: String, phase: Phase, reason: String? = nil) {
+        self.intent = intent
+        self.phase = phase
+        self.reason = reason
+    }
+}
+
+public enum Rollout {
+    public enum Decision: Sendable, Hashable {
+        /// Nothing to do now (wait for the turn, or already finished).
+        case wait(report: RolloutReport.Phase, why: String)
+        /// Swap this node to `image`.
+        case swap(image: String, report: RolloutReport.Phase)
+        /// Report this phase (no action).
+        case report(RolloutReport.Phase, reason: String?)
+    }
+
+    public enum Outcome: Sendable, Hashable {
+        case running
+        case succeeded
+        /// `failedAt`: the node whose swap failed or that never reported.
+        case failed(node: String, reason: String)
+    }
+
+    /// The state of a rollout as a whole, from the reports.
+    public static func outcome(intent: RolloutIntent, reports: [String: RolloutReport]) -> Outcome {
+        let mine = reports.filter { $0.value.intent == intent.id }
+        if let (node, failure) = mine.first(where: { $0.value.phase == .failed }).map({ ($0.key, $0.value) }) {
+            let settled = intent.order.allSatisfy { name in
+                guard let r = mine[name] else { return true }  // never started: nothing to undo
+                return [.failed, .rolledBack, .waiting].contains(r.phase)
+            }
+            return settled ? .failed(node: node, reason: failure.reason ?? "failed") : .running
+        }
+        if intent.order.allSatisfy({ mine[$0]?.phase == .done }) { return .succeeded }
+        return .running
+    }
+
+    /// This node's next step. `reports`: every member's latest report (this node's included); `alive`: members
+    /// the membership sees alive; `doneSince`: when this node first saw each of the others report `done` for
+    /// this intent (for the settle time); `downSince`: since when each member not alive has been so.
+    public static func decide(
+        intent: RolloutIntent, me: String, reports: [String: RolloutReport], alive: Set<String>, now: Instant,
+        doneSince: [String: Instant], downSince: [String: Instant]
+    ) -> Decision {
+        let mine = reports[me].flatMap { $0.intent == intent.id ? $0 : nil }
+        let failed = reports.first { $0.value.intent == intent.id && $0.value.phase == .failed }
+
+        // A failure anywhere: undo this node's part.
+        if let failed, failed.key != me {
+            switch mine?.phase {
+            case .done, .swapping, .rollingBack:
+                if let previous = intent.previousImage { return .swap(image: previous, report: .rollingBack) }
+                return .report(.failed, reason: "no previous image to roll back to")
+            case .rolledBack, .failed:
+                return .wait(report: mine!.phase, why: "rollout failed at \(failed.key)")
+            case .waiting, nil:
+                return .report(.rolledBack, reason: "rollout failed at \(failed.key) before this node's turn")
+            }
+        }
+        if let mine, [.done, .failed, .rolledBack].contains(mine.phase) {
+            return .wait(report: mine.phase, why: "finished")
+        }
+        guard let position = intent.order.firstIndex(of: me) else {
+            return .wait(report: .waiting, why: "not in this rollout's order")
+        }
+        // Our turn when every node before us is done and has been for the settle time.
+        for name in intent.order[..<position] {
+            let report = reports[name].flatMap { $0.intent == intent.id ? $0 : nil }
+            if report?.phase == .done {
+                let since = doneSince[name] ?? now
+                if now - since < .milliseconds(intent.settleMs) {
+                    return .wait(report: .waiting, why: "\(name) settling")
+                }
+                continue
+            }
+            if !alive.contains(name), let since = downSince[name], now - since >= .milliseconds(intent.nodeTimeoutMs) {
+                // The whole rollout fails (and is undone) rather than leave the cluster half-updated.
+                return .report(.failed, reason: "\(name) was down for more than \(intent.nodeTimeoutMs / 1000) s before its turn")
+            }
+            return .wait(report: .waiting, why: "waiting for \(name)")
+        }
+        if mine?.phase == .swapping { return .wait(report: .swapping, why: "swapping") }
+        return .swap(image: intent.image, report: .swapping)
+    }
+}
