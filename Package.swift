@@ -28,7 +28,7 @@ let package = Package(
         // Pure: no I/O, no NIO.
         .target(name: "PeerCore", swiftSettings: strict),
         .target(name: "Deployment", dependencies: ["PeerCore"], swiftSettings: strict),
-        .target(name: "Membership", dependencies: ["PeerCore"], swiftSettings: strict),
+        .target(name: "Membership", dependencies: ["PeerCore", "Deployment"], swiftSettings: strict),
         .target(name: "Leadership", dependencies: ["PeerCore"], swiftSettings: strict),
         .target(name: "DNSPlanning", dependencies: ["PeerCore"], swiftSettings: strict),
         // Crash-safe files (atomic replace, modes from creation).

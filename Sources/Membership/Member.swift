@@ -1,3 +1,4 @@
+import Deployment
 import PeerCore
 
 /// What a member says about its app, gossiped with its liveness so every peer knows every node's app health and
@@ -14,6 +15,9 @@ public struct AppStatus: Sendable, Hashable, Codable {
     public var lastDeploy: DeployMark?
     /// Days until this node's mesh certificate expires.
     public var certificateDaysLeft: Int?
+    /// The cluster deploy this node knows (persisted) and its own part in it.
+    public var rollout: RolloutIntent?
+    public var rolloutReport: RolloutReport?
 
     public init(
         healthy: Bool?, image: String?, address: String? = nil, runningDeploy: DeployMark? = nil, lastDeploy: DeployMark? = nil,

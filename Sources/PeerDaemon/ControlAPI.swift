@@ -52,18 +52,29 @@ public enum ControlAPI {
         public init(image: String) { self.image = image }
     }
 
-    /// One line of a deploy's NDJSON stream: `accepted`, then `progress` lines, then one `result`.
+    /// One line of a deploy's NDJSON stream: `accepted`, then `progress` lines, then one `result` — or, for a
+    /// cluster rollout, `accepted`, `node` lines (a node's phase or swap step) and one `rollout` result.
     public struct Event: Codable, Sendable, Hashable {
-        public enum Kind: String, Codable, Sendable { case accepted, progress, result }
+        public enum Kind: String, Codable, Sendable { case accepted, progress, result, node, rollout }
         public var type: Kind
         public var id: String?
         public var image: String?
         public var progress: ProgressLine?
         public var record: DeployRecord?
+        public var node: String?
+        public var phase: String?
+        public var reason: String?
+        public var succeeded: Bool?
 
         public static func accepted(id: String, image: String) -> Event { Event(type: .accepted, id: id, image: image) }
         public static func progress(_ line: ProgressLine) -> Event { Event(type: .progress, progress: line) }
         public static func result(_ record: DeployRecord) -> Event { Event(type: .result, id: record.id, record: record) }
+        public static func node(_ name: String, phase: String, reason: String?) -> Event {
+            Event(type: .node, node: name, phase: phase, reason: reason)
+        }
+        public static func rollout(id: String, image: String, succeeded: Bool, reason: String?) -> Event {
+            Event(type: .rollout, id: id, image: image, reason: reason, succeeded: succeeded)
+        }
     }
 
     public struct ProgressLine: Codable, Sendable, Hashable {

@@ -1,3 +1,4 @@
+import Deployment
 import Foundation
 import Hummingbird
 import Logging
@@ -14,7 +15,7 @@ import PeerFiles
 ///     POST /v1/rollback   → the same stream, swapping back to the previous image
 enum ControlServer {
     static func application(
-        engine: NodeEngine, membership: MembershipService?, socketPath: String, logger: Logger
+        engine: NodeEngine, membership: MembershipService?, rollouts: RolloutService?, socketPath: String, logger: Logger
     ) throws -> some ApplicationProtocol {
         try prepareSocket(socketPath)
         let router = Router()
@@ -45,10 +46,12 @@ enum ControlServer {
             guard let deploy = try? ControlAPI.decoder.decode(ControlAPI.DeployRequest.self, from: Data(buffer: body)) else {
                 return try json(ControlAPI.ErrorBody(error: "expected a JSON body {\"image\": \"…\"}"), status: .badRequest)
             }
+            if let rollouts { return try await roll(rollouts, image: deploy.image) }
             return try await submit(engine, .deploy, image: deploy.image)
         }
         router.post("/v1/rollback") { _, _ in
-            try await submit(engine, .rollback, image: nil)
+            if let rollouts { return try await roll(rollouts, image: nil) }
+            return try await submit(engine, .rollback, image: nil)
         }
         var appLogger = logger
         appLogger[metadataKey: "peer.component"] = "control"
@@ -60,6 +63,31 @@ enum ControlServer {
                 chmod(socketPath, 0o600)
             },
             logger: appLogger)
+    }
+
+    /// A cluster rollout: the same NDJSON stream, with `node` lines and a `rollout` result.
+    private static func roll(_ rollouts: RolloutService, image: String?) async throws -> Response {
+        if let image {
+            do { _ = try ImageReference(parsing: image) } catch {
+                return try json(ControlAPI.ErrorBody(error: "\(image) is not an image reference: \(error.reason)"), status: .badRequest)
+            }
+        }
+        let events: AsyncStream<ControlAPI.Event>
+        do {
+            events = try await rollouts.submit(image: image, requestedBy: "peerctl")
+        } catch let busy as RolloutService.Busy {
+            return try json(ControlAPI.ErrorBody(error: busy.description), status: .conflict)
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "application/x-ndjson"],
+            body: ResponseBody { writer in
+                for await event in events {
+                    var line = try ControlAPI.encoder.encode(event)
+                    line.append(UInt8(ascii: "\n"))
+                    try await writer.write(ByteBuffer(bytes: line))
+                }
+                try await writer.finish(nil)
+            })
     }
 
     private static func submit(_ engine: NodeEngine, _ kind: DeployRecord.Kind, image: String?) async throws -> Response {

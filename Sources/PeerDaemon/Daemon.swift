@@ -21,6 +21,7 @@ public enum Daemon {
             let nginx = NginxProxy(settings: config.nginxSettings, http: http, logger: logger)
             let engine = NodeEngine(config: config, runtime: docker, proxy: nginx, http: http, logger: logger)
             let dispatcher = NIOLockedValueBox<NoticeDispatcher?>(nil)
+            let rolloutBox = NIOLockedValueBox<RolloutService?>(nil)
             let membership = try config.mesh.map { mesh in
                 try MembershipService(
                     config: config, mesh: mesh, logger: logger,
@@ -35,8 +36,10 @@ public enum Daemon {
                     appCheck: {
                         let check = await engine.appCheck()
                         let deploys = await engine.deploys()
+                        // Behind the cluster's version (back from a crash during a rollout): out of DNS until it caught up.
+                        let behind = await rolloutBox.withLockedValue({ $0 })?.isBehind() ?? false
                         return AppStatus(
-                            healthy: check.healthy, image: check.image,
+                            healthy: check.healthy && !behind, image: check.image,
                             runningDeploy: deploys.running.map { DeployMark(id: $0.id, kind: "deploy", image: $0.image, state: "running") },
                             lastDeploy: deploys.last.map { DeployMark(id: $0.id, kind: $0.kind, image: $0.image, state: $0.state, reason: $0.reason) })
                     })
@@ -56,8 +59,16 @@ public enum Daemon {
                         notices: dispatcher.withLockedValue { $0 }, logger: logger)))
                 }
             }
+            // On a mesh, peerctl deploy rolls across the cluster (witnesses run no app and take no part).
+            var rollouts: RolloutService?
+            if let membership, !config.isWitness {
+                let service = RolloutService(config: config, engine: engine, mesh: membership, logger: logger)
+                rollouts = service
+                rolloutBox.withLockedValue { $0 = service }
+                extra.append(.init(service: service))
+            }
             let control = try ControlServer.application(
-                engine: engine, membership: membership, socketPath: config.controlSocket, logger: logger)
+                engine: engine, membership: membership, rollouts: rollouts, socketPath: config.controlSocket, logger: logger)
             logger.info(
                 "peerd starting",
                 metadata: ["peer.node": "\(config.node.name)", "peer.config": "\(config.path)", "peer.control": "\(config.controlSocket)"])

@@ -1,4 +1,5 @@
 import Crypto
+import Deployment
 import Foundation
 import Logging
 import Leadership
@@ -152,6 +153,29 @@ public actor MembershipService: Service {
         }
     }
 
+    public struct RolloutMember: Sendable {
+        public var name: String
+        public var alive: Bool
+        public var intent: RolloutIntent?
+        public var report: RolloutReport?
+    }
+
+    /// Every app node's rollout state as gossiped (this node's from its own state).
+    public func rolloutView() -> [RolloutMember] {
+        swim.view.filter { canLead.contains($0.state.id) }.map {
+            RolloutMember(name: $0.state.id.name, alive: $0.state.status != .dead, intent: $0.state.app.rollout, report: $0.state.app.rolloutReport)
+        }
+    }
+
+    /// Announces this node's rollout state at once (not at the next app check).
+    public func publishRollout(intent: RolloutIntent?, report: RolloutReport?) async {
+        var app = swim.me.app
+        guard app.rollout != intent || app.rolloutReport != report else { return }
+        app.rollout = intent
+        app.rolloutReport = report
+        await carryOut(swim.setApp(app, now: clock.now()))
+    }
+
     public func members() -> ControlAPI.Members {
         let now = clock.now()
         return ControlAPI.Members(
@@ -225,6 +249,8 @@ public actor MembershipService: Service {
             if rounds % 3600 == 0 { warnIfCertificateExpiresSoon() }
             var observed = await appCheck()
             observed.address = canLead.contains(me) ? publicAddress : nil
+            observed.rollout = swim.me.app.rollout
+            observed.rolloutReport = swim.me.app.rolloutReport
             observed.certificateDaysLeft = ClusterCA.daysLeft(certificate)
             failures = observed.healthy == false ? failures + 1 : 0
             var next = observed

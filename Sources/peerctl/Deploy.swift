@@ -4,7 +4,7 @@ import PeerDaemon
 
 struct Deploy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Deploy an image on this node: pull, start, health-check, switch nginx, drain, stop the old one.")
+        abstract: "Deploy an image: on a mesh, rolled across the nodes one at a time (stopped and rolled back at the first failure); alone, on this node: pull, start, health-check, switch nginx, drain, stop the old one.")
 
     @OptionGroup var connection: Connection
 
@@ -20,7 +20,7 @@ struct Deploy: AsyncParsableCommand {
 }
 
 struct Rollback: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Swap back to the image that served before the current one.")
+    static let configuration = CommandConfiguration(abstract: "Swap back (on a mesh: the whole cluster) to the image that served before the current one.")
 
     @OptionGroup var connection: Connection
 
@@ -35,6 +35,7 @@ struct Rollback: AsyncParsableCommand {
 /// Prints each step as it happens and exits non-zero unless the deploy succeeded.
 func stream(connection: Connection, image: String?, json: Bool) async throws {
     var result: DeployRecord?
+    var rollout: Bool?
     do {
         try await connection.withClient { client in
             try await client.deploy(image: image) { event in
@@ -43,11 +44,16 @@ func stream(connection: Connection, image: String?, json: Bool) async throws {
                 } else {
                     render(event)
                 }
-                if let record = event.record { result = record }
+                if let record = event.record, event.type == .result { result = record }
+                if event.type == .rollout { rollout = event.succeeded ?? false }
             }
         }
     } catch {
         throw fail("\(error)")
+    }
+    if let rollout {
+        if !rollout { throw ExitCode.failure }
+        return
     }
     guard let result else { throw fail("peerd closed the stream before the deploy ended; see peerctl status") }
     if result.result != .succeeded { throw ExitCode.failure }
@@ -80,5 +86,13 @@ private func render(_ event: ControlAPI.Event) {
             if let previous = r.previousImage { print("\(previous) keeps serving.") }
         }
         for warning in r.warnings { print("warning: \(warning)") }
+    case .node:
+        print("  \(event.node ?? "?"): \(event.phase ?? "?")\(event.reason.map { " — \($0)" } ?? "")")
+    case .rollout:
+        if event.succeeded == true {
+            print("rollout \(event.id ?? "?") succeeded: every node serves \(event.image ?? "?")")
+        } else {
+            print("rollout \(event.id ?? "?") FAILED at \(event.reason ?? "?"); the nodes it reached were rolled back")
+        }
     }
 }

@@ -98,10 +98,9 @@ import Testing
             try await peer.start()
             peers.append(peer)
         }
-        for peer in peers where peer.node.name != witnessName {
-            let deployed = try peer.peerctl(["deploy", TestBed.image("v1")])
-            #expect(deployed.status == 0, "\(deployed.output)")
-        }
+        // One deploy, on any node, rolls across all of them.
+        let deployed = try peers[0].peerctl(["deploy", TestBed.image("v1")])
+        #expect(deployed.status == 0, "\(deployed.output)")
         return Cluster(nodes: nodes, peers: peers, pki: pki)
     }
 
@@ -139,13 +138,15 @@ import Testing
             let firstTerm = try #require(cluster.who(cluster.peer(leaderName))?.term)
 
             let follower = try #require(cluster.names.first { $0 != leaderName })
-            // Deploys on any node are reported by the leader (the node gossips its deploy's state).
+            // Deploys on every node are reported by the leader (each node gossips its deploy's state): a good
+            // one rolls through all three, a broken one stops at the first node in the rolling order.
+            let first = cluster.names.sorted()[0]
             #expect(try cluster.peer(follower).peerctl(["deploy", TestBed.image("v2")]).status == 0)
             #expect(try cluster.peer(follower).peerctl(["deploy", TestBed.image("crash")]).status != 0)
             #expect(await eventually(within: .seconds(10)) {
                 let titles = stub.notifications.filter { $0.backend == "ntfy" }.compactMap { $0.headers["title"] }
-                return titles.contains { $0.contains("\(follower): deploy of \(TestBed.image("v2")) done") }
-                    && titles.contains { $0.contains("\(follower): deploy of \(TestBed.image("crash")) failed") }
+                return cluster.names.allSatisfy { n in titles.contains { $0.contains("\(n): deploy of \(TestBed.image("v2")) done") } }
+                    && titles.contains { $0.contains("\(first): deploy of \(TestBed.image("crash")) failed") }
             }, "\(stub.notifications.compactMap { $0.headers["title"] })")
 
             // kill -9 a follower: its record goes, once; the foreign record stays.
@@ -224,6 +225,74 @@ import Testing
             for m in stub.mutations {
                 #expect(m.after.contains { $0.name == Self.name }, "a write left no record: \(m)")
             }
+        }
+    }
+
+    func serving(_ peer: PeerdProcess) -> String? {
+        guard let r = try? peer.peerctl(["status", "--json"]), r.status == 0,
+            let status = try? ControlAPI.decoder.decode(ControlAPI.NodeStatus.self, from: Data(r.output.utf8))
+        else { return nil }
+        return status.serving?.image
+    }
+
+    func history(_ peer: PeerdProcess) -> [DeployRecord] {
+        guard let r = try? peer.peerctl(["deploys", "--json"]), r.status == 0 else { return [] }
+        return (try? ControlAPI.decoder.decode([DeployRecord].self, from: Data(r.output.utf8))) ?? []
+    }
+
+    /// `peerctl deploy` on any node rolls the image across the cluster one node at a time, in name order; a
+    /// broken image stops at the first node (which keeps serving the previous version) and goes no further; the
+    /// node that received a deploy can be killed mid-rollout and the rollout still completes, that node
+    /// catching up when it is back.
+    @Test func rollingDeploys() async throws {
+        try await TestBed.require()
+        let stub = CloudflareStub(token: Self.token, zone: Self.zone)
+        let bound = AsyncStream<Int>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
+            defer { group.cancelAll() }
+            var ports = bound.stream.makeAsyncIterator()
+            let port = try #require(await ports.next())
+            let cluster = try await cluster(stubPort: port)
+            defer { cluster.tearDown() }
+            let order = cluster.names.sorted()
+            #expect(cluster.peers.allSatisfy { serving($0) == TestBed.image("v1") })
+
+            // A good image, from the last node in the order: every node, in order, one at a time.
+            let good = try cluster.peer(order[2]).peerctl(["deploy", TestBed.image("v2")])
+            #expect(good.status == 0, "\(good.output)")
+            #expect(good.output.contains("succeeded"), "\(good.output)")
+            #expect(cluster.peers.allSatisfy { serving($0) == TestBed.image("v2") })
+            let records = order.compactMap { name in history(cluster.peer(name)).last { $0.image == TestBed.image("v2") } }
+            #expect(records.count == 3)
+            for (a, b) in zip(records, records.dropFirst()) {
+                // The next node started after the previous one finished (durationMs from startedAt).
+                #expect(b.startedAt >= a.startedAt.addingTimeInterval(Double(a.durationMs) / 1000 - 0.05), "\(records.map(\.startedAt))")
+            }
+
+            // A broken image: tried on the first node only, refused there; nobody serves it.
+            let bad = try cluster.peer(order[1]).peerctl(["deploy", TestBed.image("crash")])
+            #expect(bad.status != 0)
+            #expect(bad.output.contains("FAILED"), "\(bad.output)")
+            #expect(cluster.peers.allSatisfy { serving($0) == TestBed.image("v2") })
+            #expect(history(cluster.peer(order[0])).contains { $0.image == TestBed.image("crash") })
+            #expect(!history(cluster.peer(order[1])).contains { $0.image == TestBed.image("crash") })
+            #expect(!history(cluster.peer(order[2])).contains { $0.image == TestBed.image("crash") })
+
+            // A second deploy while one runs is refused, naming the running one.
+            let receiver = cluster.peer(order[2])
+            let output = receiver.node.directory + "/deploy-v3.out"
+            let pid = try Spawn.start(PeerdProcess.binDirectory + "/peerctl", ["deploy", TestBed.image("v3"), "--config", receiver.node.configPath], output: output)
+            #expect(await eventually(within: .seconds(10)) { ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("accepted") })
+            let second = try cluster.peer(order[0]).peerctl(["deploy", TestBed.image("v1")])
+            #expect(second.status != 0 && second.output.contains("still rolling out"), "\(second.output)")
+
+            // kill -9 the node that received it: the others go on; it catches up when it is back.
+            receiver.kill()
+            _ = Spawn.wait(pid)
+            #expect(await eventually(within: .seconds(60)) { serving(cluster.peer(order[0])) == TestBed.image("v3") && serving(cluster.peer(order[1])) == TestBed.image("v3") })
+            try await receiver.start()
+            #expect(await eventually(within: .seconds(60)) { serving(receiver) == TestBed.image("v3") }, "\(receiver.log().suffix(2000))")
         }
     }
 

@@ -1,0 +1,263 @@
+import Deployment
+import Foundation
+import Logging
+import Membership
+import PeerCore
+import PeerFiles
+import ServiceLifecycle
+
+/// Runs this node's part of cluster deploys (``Rollout``): adopts the newest intent it hears of (persisting it
+/// before gossiping that it has it), decides its next step every 100 ms from the reports every member gossips,
+/// runs its own blue/green swaps through the ``NodeEngine``, and serves `peerctl deploy` on a node of a mesh.
+public actor RolloutService: Service {
+    struct Persisted: Codable {
+        var intent: RolloutIntent?
+        var report: RolloutReport?
+    }
+
+    public struct Busy: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    nonisolated let engine: NodeEngine
+    nonisolated let mesh: MembershipService
+    nonisolated let me: String
+    nonisolated let file: String
+    nonisolated let logger: Logger
+    nonisolated let clock: any PeerClock
+    nonisolated let settle: Duration
+    nonisolated let nodeTimeout: Duration
+    private var intent: RolloutIntent?
+    private var report: RolloutReport?
+    private var doneSince: [String: Instant] = [:]
+    private var downSince: [String: Instant] = [:]
+    private var swapping = false
+    private var swapResults: AsyncStream<(image: String, phase: RolloutReport.Phase, record: DeployRecord?)>.Continuation?
+    private var watchers: [UUID: AsyncStream<ControlAPI.Event>.Continuation] = [:]
+    private var lastReports: [String: RolloutReport] = [:]
+
+    public init(
+        config: PeerConfig, engine: NodeEngine, mesh: MembershipService, clock: any PeerClock = SystemClock(), logger: Logger,
+        settle: Duration = .seconds(1), nodeTimeout: Duration = .seconds(120)
+    ) {
+        self.engine = engine
+        self.mesh = mesh
+        self.me = config.node.name
+        self.file = config.stateDirectory + "/rollout.json"
+        self.logger = logger
+        self.clock = clock
+        self.settle = settle
+        self.nodeTimeout = nodeTimeout
+        if let data = FileManager.default.contents(atPath: file), let saved = try? JSONDecoder().decode(Persisted.self, from: data) {
+            intent = saved.intent
+            report = saved.report
+        }
+    }
+
+    // MARK: - peerctl deploy
+
+    /// Starts a cluster deploy of `image` (or a rollback to the previous image when nil) and streams its
+    /// progress. Refused while another one runs.
+    public func submit(image requested: String?, requestedBy: String) async throws -> AsyncStream<ControlAPI.Event> {
+        let view = await mesh.rolloutView()
+        let newest = ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+        if let newest, Rollout.outcome(intent: newest, reports: reports(view)) == .running {
+            throw Busy(description: "deploy \(newest.id) of \(newest.image) (requested by \(newest.requestedBy)) is still rolling out; wait for it or see peerctl status")
+        }
+        let status = await engine.status()
+        let serving = status.serving?.image
+        let image: String
+        let kind: RolloutIntent.Kind
+        if let requested {
+            image = requested
+            kind = .deploy
+        } else {
+            guard let previous = newest?.previousImage ?? status.previousImage else {
+                throw Busy(description: "nothing to roll back to: the cluster has no previous image")
+            }
+            image = previous
+            kind = .rollback
+        }
+        let order = await mesh.servingView().map(\.name).sorted()
+        let new = RolloutIntent(
+            id: NodeEngine.newID(), seq: (newest?.seq ?? 0) + 1, kind: kind, image: image,
+            previousImage: kind == .rollback ? newest?.image ?? serving : (newest.map { Rollout.outcome(intent: $0, reports: reports(view)) == .succeeded ? $0.image : $0.previousImage } ?? serving) ?? serving,
+            order: order, requestedBy: requestedBy, settleMs: settle.milliseconds, nodeTimeoutMs: nodeTimeout.milliseconds)
+        try await adopt(new)
+        let (stream, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self)
+        watchers[UUID()] = continuation
+        // Accepted once every member that is alive has it (persisted) — so losing this node loses nothing.
+        let deadline = clock.now() + .seconds(5)
+        while clock.now() < deadline {
+            let view = await mesh.rolloutView()
+            if view.filter(\.alive).allSatisfy({ $0.intent?.id == new.id || $0.name == me }) { break }
+            try? await clock.sleep(for: .milliseconds(50))
+        }
+        continuation.yield(.accepted(id: new.id, image: new.image))
+        logger.info("rollout accepted", metadata: ["deploy.id": "\(new.id)", "deploy.image": "\(new.image)", "deploy.order": "\(new.order)"])
+        return stream
+    }
+
+    public func current() -> (intent: RolloutIntent?, report: RolloutReport?) { (intent, report) }
+
+    /// This node serves an older version than the cluster's last finished rollout: keep it out of DNS until it
+    /// has caught up.
+    public func isBehind() async -> Bool {
+        guard let intent, let report, report.intent == intent.id else { return false }
+        let serving = await engine.status().serving?.image
+        let view = await mesh.rolloutView()
+        return report.phase == .waiting && Rollout.outcome(intent: intent, reports: reports(view)) == .succeeded && serving != intent.image
+    }
+
+    // MARK: - Running
+
+    public func run() async throws {
+        await settleAfterRestart()
+        let (results, continuation) = AsyncStream.makeStream(of: (image: String, phase: RolloutReport.Phase, record: DeployRecord?).self)
+        swapResults = continuation
+        try await cancelWhenGracefulShutdown {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask {
+                    for await result in results { await self.finished(result.image, result.phase, result.record) }
+                }
+                while !Task.isCancelled {
+                    if let (image, phase) = await self.step() {
+                        group.addTask { await self.runSwap(image: image, phase: phase) }
+                    }
+                    try await self.clock.sleep(for: .milliseconds(100))
+                }
+                continuation.finish()
+            }
+        }
+    }
+
+    /// After a crash mid-swap, what the engine serves tells how the swap ended.
+    private func settleAfterRestart() async {
+        guard let intent, let report, report.intent == intent.id else { return }
+        let serving = await engine.status().serving?.image
+        switch report.phase {
+        case .swapping: setReport(serving == intent.image ? .done : .waiting)
+        case .rollingBack: setReport(serving == intent.previousImage ? .rolledBack : .done)
+        default: break
+        }
+        await publish()
+    }
+
+    /// One decision; returns a swap to start.
+    private func step() async -> (String, RolloutReport.Phase)? {
+        let view = await mesh.rolloutView()
+        let now = clock.now()
+        // Adopt a newer intent heard from someone else.
+        if let newer = view.compactMap(\.intent).max(by: { ($0.seq, $0.id) < ($1.seq, $1.id) }), newer.isNewer(than: intent) {
+            do { try await adopt(newer) } catch {
+                logger.error("cannot persist the rollout; not taking part", metadata: ["error": "\(error)"])
+                return nil
+            }
+        }
+        guard let intent else { return nil }
+        let reports = reports(view)
+        for member in view {
+            if reports[member.name]?.intent == intent.id, reports[member.name]?.phase == .done {
+                if doneSince[member.name] == nil { doneSince[member.name] = now }
+            } else {
+                doneSince[member.name] = nil
+            }
+            if member.alive { downSince[member.name] = nil } else if downSince[member.name] == nil { downSince[member.name] = now }
+        }
+        notifyWatchers(intent: intent, reports: reports)
+        guard !swapping else { return nil }
+        let decision = Rollout.decide(
+            intent: intent, me: me, reports: reports, alive: Set(view.filter(\.alive).map(\.name)), now: now,
+            doneSince: doneSince, downSince: downSince)
+        switch decision {
+        case .wait:
+            return nil
+        case .report(let phase, let reason):
+            setReport(phase, reason: reason)
+            await publish()
+            return nil
+        case .swap(let image, let phase):
+            setReport(phase)
+            await publish()
+            swapping = true
+            return (image, phase)
+        }
+    }
+
+    private func runSwap(image: String, phase: RolloutReport.Phase) async {
+        var record: DeployRecord?
+        do {
+            let (_, events) = try await engine.submit(.deploy, image: image)
+            for await event in events {
+                if case .result = event.type { record = event.record }
+                if case .progress = event.type, let line = event.progress {
+                    broadcast(.node(me, phase: "\(line.step)", reason: nil))
+                }
+            }
+        } catch {
+            record = nil
+            logger.error("rollout swap could not start", metadata: ["error": "\(error)"])
+        }
+        swapResults?.yield((image, phase, record))
+    }
+
+    private func broadcast(_ event: ControlAPI.Event) { for w in watchers.values { w.yield(event) } }
+
+    private func finished(_ image: String, _ phase: RolloutReport.Phase, _ record: DeployRecord?) async {
+        swapping = false
+        let ok = record?.result == .succeeded
+        switch phase {
+        case .swapping: setReport(ok ? .done : .failed, reason: ok ? nil : record?.reason ?? "the swap did not start")
+        default: setReport(ok ? .rolledBack : .failed, reason: ok ? nil : "rollback failed: \(record?.reason ?? "?")")
+        }
+        await publish()
+    }
+
+    /// Takes an intent as this node's: persisted first, then announced.
+    private func adopt(_ new: RolloutIntent) async throws {
+        intent = new
+        report = RolloutReport(intent: new.id, phase: .waiting)
+        doneSince = [:]
+        try persist()
+        lastReports = [:]
+        await publish()
+    }
+
+    private func setReport(_ phase: RolloutReport.Phase, reason: String? = nil) {
+        guard let intent else { return }
+        report = RolloutReport(intent: intent.id, phase: phase, reason: reason)
+        try? persist()
+    }
+
+    private func persist() throws {
+        let data = try JSONEncoder().encode(Persisted(intent: intent, report: report))
+        try AtomicFile.write(Array(data), to: file, mode: 0o600)
+    }
+
+    private func publish() async {
+        await mesh.publishRollout(intent: intent, report: report)
+    }
+
+    private func reports(_ view: [MembershipService.RolloutMember]) -> [String: RolloutReport] {
+        var out: [String: RolloutReport] = [:]
+        for member in view { if let r = member.report { out[member.name] = r } }
+        if let report { out[me] = report }
+        return out
+    }
+
+    private func notifyWatchers(intent: RolloutIntent, reports: [String: RolloutReport]) {
+        for (name, report) in reports where report.intent == intent.id && lastReports[name] != report {
+            lastReports[name] = report
+            broadcast(.node(name, phase: report.phase.rawValue, reason: report.reason))
+        }
+        let outcome = Rollout.outcome(intent: intent, reports: reports)
+        guard outcome != .running, !watchers.isEmpty else { return }
+        switch outcome {
+        case .succeeded: broadcast(.rollout(id: intent.id, image: intent.image, succeeded: true, reason: nil))
+        case .failed(let node, let reason): broadcast(.rollout(id: intent.id, image: intent.image, succeeded: false, reason: "\(node): \(reason)"))
+        case .running: break
+        }
+        for w in watchers.values { w.finish() }
+        watchers = [:]
+    }
+}
