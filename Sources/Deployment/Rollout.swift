@@ -17,6 +17,8 @@ public struct RolloutIntent: Sendable, Hashable, Codable {
     public var image: String
     /// What the cluster served before; nodes go back to it if the rollout fails.
     public var previousImage: String?
+    /// What served before `previousImage`: where `peerctl rollback` goes if this rollout failed.
+    public var olderImage: String?
     /// Node names, in rolling order.
     public var order: [String]
     public var requestedBy: String

@@ -16,6 +16,20 @@ public enum ControlAPI {
         public var datagramsReceived: Int
         public var bytesReceived: Int
         public var datagramsDropped: Int
+        /// The cluster's latest rollout, as this node knows it.
+        public var rollout: Rollout?
+
+        public struct Rollout: Codable, Sendable {
+            public var id: String
+            public var kind: String
+            public var image: String
+            public var previousImage: String?
+            public var requestedBy: String
+            public var order: [String]
+            /// running, succeeded, failed
+            public var outcome: String
+            public var failure: String?
+        }
 
         public struct Member: Codable, Sendable {
             public var name: String
@@ -29,6 +43,8 @@ public enum ControlAPI {
             /// Milliseconds since this node last heard from it directly.
             public var lastSeenMsAgo: Int?
             public var rttMs: Double?
+            /// Its part in the latest rollout (waiting, swapping, done, failed, rollingBack, rolledBack).
+            public var rolloutPhase: String?
         }
     }
 
@@ -49,7 +65,12 @@ public enum ControlAPI {
 
     public struct DeployRequest: Codable, Sendable {
         public var image: String
-        public init(image: String) { self.image = image }
+        /// Who asked (an operator over the mesh); `peerctl on NODE` when absent.
+        public var requestedBy: String?
+        public init(image: String, requestedBy: String? = nil) {
+            self.image = image
+            self.requestedBy = requestedBy
+        }
     }
 
     /// One line of a deploy's NDJSON stream: `accepted`, then `progress` lines, then one `result` — or, for a

@@ -34,11 +34,17 @@ public struct ControlClient: Sendable {
 
     /// Starts a deploy (image given) or a rollback (nil) and calls `onEvent` for each event as it arrives.
     public func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
+        try await deploy(image: image, requestedBy: nil, onEvent: onEvent)
+    }
+
+    public func deploy(image: String?, requestedBy: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
         var request = try self.request(image == nil ? "/v1/rollback" : "/v1/deploy")
         request.method = .POST
         if let image {
             request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(ControlAPI.DeployRequest(image: image))))
+            request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(ControlAPI.DeployRequest(image: image, requestedBy: requestedBy))))
+        } else if let requestedBy {
+            request.headers.add(name: "X-Peer-Requested-By", value: requestedBy)
         }
         let response = try await execute(request, timeout: .hours(2))
         guard response.status == .ok else {

@@ -1,5 +1,6 @@
 import Deployment
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -46,11 +47,14 @@ enum ControlServer {
             guard let deploy = try? ControlAPI.decoder.decode(ControlAPI.DeployRequest.self, from: Data(buffer: body)) else {
                 return try json(ControlAPI.ErrorBody(error: "expected a JSON body {\"image\": \"…\"}"), status: .badRequest)
             }
-            if let rollouts { return try await roll(rollouts, image: deploy.image) }
+            if let rollouts { return try await roll(rollouts, image: deploy.image, requestedBy: deploy.requestedBy ?? "peerctl on \(engine.config.node.name)") }
             return try await submit(engine, .deploy, image: deploy.image)
         }
-        router.post("/v1/rollback") { _, _ in
-            if let rollouts { return try await roll(rollouts, image: nil) }
+        router.post("/v1/rollback") { request, _ in
+            if let rollouts {
+                let by = request.headers[HTTPField.Name("X-Peer-Requested-By")!] ?? "peerctl on \(engine.config.node.name)"
+                return try await roll(rollouts, image: nil, requestedBy: by)
+            }
             return try await submit(engine, .rollback, image: nil)
         }
         var appLogger = logger
@@ -66,7 +70,7 @@ enum ControlServer {
     }
 
     /// A cluster rollout: the same NDJSON stream, with `node` lines and a `rollout` result.
-    private static func roll(_ rollouts: RolloutService, image: String?) async throws -> Response {
+    private static func roll(_ rollouts: RolloutService, image: String?, requestedBy: String) async throws -> Response {
         if let image {
             do { _ = try ImageReference(parsing: image) } catch {
                 return try json(ControlAPI.ErrorBody(error: "\(image) is not an image reference: \(error.reason)"), status: .badRequest)
@@ -74,7 +78,7 @@ enum ControlServer {
         }
         let events: AsyncStream<ControlAPI.Event>
         do {
-            events = try await rollouts.submit(image: image, requestedBy: "peerctl")
+            events = try await rollouts.submit(image: image, requestedBy: requestedBy)
         } catch let busy as RolloutService.Busy {
             return try json(ControlAPI.ErrorBody(error: busy.description), status: .conflict)
         }

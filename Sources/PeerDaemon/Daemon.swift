@@ -33,6 +33,9 @@ public enum Daemon {
                             key: "leader/\(term)"))
                     },
                     onNotice: { notice in await dispatcher.withLockedValue({ $0 })?.post(notice) },
+                    operatorHandler: { [gateway = OperatorGateway(socketPath: config.controlSocket, http: http, logger: logger)] connection, name in
+                        await gateway.serve(connection, operator: name)
+                    },
                     appCheck: {
                         let check = await engine.appCheck()
                         let deploys = await engine.deploys()

@@ -55,6 +55,7 @@ public actor MembershipService: Service {
     nonisolated let onLeadership: @Sendable (UInt64?) async -> Void
     /// Where the leader's notices go (the dispatcher, which also checks the lease before sending).
     nonisolated let onNotice: @Sendable (Notice) async -> Void
+    nonisolated let operatorHandler: (@Sendable (MeshConnection, String) async -> Void)?
     private var keys: [MemberID: SymmetricKey] = [:]
     /// Members that can lead and that membership sees alive, kept up to date from its changes.
     private var aliveCandidates: [MemberID] = []
@@ -67,11 +68,13 @@ public actor MembershipService: Service {
         config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock = SystemClock(), logger: Logger,
         leaseSettings: LeaseSettings = .standard, onLeadership: @escaping @Sendable (UInt64?) async -> Void = { _ in },
         onNotice: @escaping @Sendable (Notice) async -> Void = { _ in },
+        operatorHandler: (@Sendable (MeshConnection, String) async -> Void)? = nil,
         appCheck: @escaping @Sendable () async -> AppStatus
     ) throws {
         self.mesh = mesh
         self.onLeadership = onLeadership
         self.onNotice = onNotice
+        self.operatorHandler = operatorHandler
         self.me = MemberID(config.node.name)
         self.logger = logger
         self.clock = clock
@@ -83,9 +86,12 @@ public actor MembershipService: Service {
         let names = Set(mesh.members.map(\.name))
         let certificatePEM = try read(mesh.certificate)
         do {
+            // Members, and operators (peerctl from a laptop or CI with an operator certificate).
             tls = try MeshTLS(caPEM: try read(mesh.ca), certificatePEM: certificatePEM, keyPEM: try read(mesh.key)) { who in
-                if case .node(let name) = who { return names.contains(name) }
-                return false
+                switch who {
+                case .node(let name): names.contains(name)
+                case .operator: operatorHandler != nil
+                }
             }
             certificate = try Certificate(pemEncoded: certificatePEM)
         } catch {
@@ -178,17 +184,37 @@ public actor MembershipService: Service {
 
     public func members() -> ControlAPI.Members {
         let now = clock.now()
+        let views = swim.view
+        let intent = views.compactMap(\.state.app.rollout).max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+        var reports: [String: RolloutReport] = [:]
+        for view in views { if let r = view.state.app.rolloutReport { reports[view.state.id.name] = r } }
+        let summary = intent.map { intent -> ControlAPI.Members.Rollout in
+            let outcome = Rollout.outcome(intent: intent, reports: reports)
+            var text = "running"
+            var failure: String?
+            switch outcome {
+            case .running: text = "running"
+            case .succeeded: text = "succeeded"
+            case .failed(let node, let reason):
+                text = "failed"
+                failure = "\(node): \(reason)"
+            }
+            return ControlAPI.Members.Rollout(
+                id: intent.id, kind: intent.kind.rawValue, image: intent.image, previousImage: intent.previousImage,
+                requestedBy: intent.requestedBy, order: intent.order, outcome: text, failure: failure)
+        }
         return ControlAPI.Members(
             node: me.name, profile: mesh.profile,
-            members: swim.view.map { view in
+            members: views.map { view in
                 ControlAPI.Members.Member(
                     name: view.state.id.name, address: view.state.address, status: "\(view.state.status)",
                     incarnation: view.state.incarnation, appHealthy: view.state.app.healthy, image: view.state.app.image,
                     isSelf: view.state.id == me, lastSeenMsAgo: view.lastSeen.map { Int((now - $0).milliseconds) },
-                    rttMs: view.rtt.map { Double($0.nanoseconds) / 1e6 })
+                    rttMs: view.rtt.map { Double($0.nanoseconds) / 1e6 },
+                    rolloutPhase: intent.flatMap { i in view.state.app.rolloutReport.flatMap { $0.intent == i.id ? $0.phase.rawValue : nil } })
             },
             datagramsSent: counters.datagramsSent, bytesSent: counters.bytesSent, datagramsReceived: counters.datagramsReceived,
-            bytesReceived: counters.bytesReceived, datagramsDropped: counters.datagramsDropped)
+            bytesReceived: counters.bytesReceived, datagramsDropped: counters.datagramsDropped, rollout: summary)
     }
 
     // MARK: - Running
@@ -271,6 +297,10 @@ public actor MembershipService: Service {
 
     private func listen() async throws {
         try await Mesh.listen(host: mesh.host, port: mesh.port, tls: tls, logger: logger) { connection in
+            if case .operator(let name) = connection.peer {
+                await self.operatorHandler?(connection, name)
+                return
+            }
             let member = MemberID(connection.peer.name)
             await self.verified(member, certificate: connection.certificate)
             try? await connection.channel.executeThenClose { inbound, _ in

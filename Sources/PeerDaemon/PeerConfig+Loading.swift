@@ -31,7 +31,7 @@ extension PeerConfig {
             throw ConfigError(file: path, key: "", line: nil, problem: "is not valid YAML (\(error))", fix: "")
         }
         let top = try Section(file: path, key: "", node: root)
-        try top.allowOnly(["node", "app", "registries", "nginx", "docker", "state_dir", "control", "mesh", "dns", "notify"])
+        try top.allowOnly(["node", "app", "registries", "nginx", "docker", "state_dir", "control", "mesh", "dns", "notify", "rollout"])
 
         let nodeSection = try top.section("node", required: true)!
         try nodeSection.allowOnly(["name", "address"])
@@ -190,12 +190,25 @@ extension PeerConfig {
             notify = n
         }
 
-        return PeerConfig(
+        var config = PeerConfig(
             path: path, node: Node(name: nodeName, address: address), app: app, registries: registries, nginx: nginx,
             dockerSocket: try dockerSection?.string("socket") ?? "/var/run/docker.sock",
             stateDirectory: try top.string("state_dir") ?? "/var/lib/peer",
             controlSocket: try controlSection?.string("socket") ?? "/run/peer/peerd.sock",
             mesh: mesh, dns: dns, notify: notify)
+        if let section = try top.section("rollout") {
+            try section.allowOnly(["order", "settle", "node_timeout"])
+            let order = try section.stringList("order")
+            if let mesh {
+                for name in order where !mesh.members.contains(where: { $0.name == name && $0.role == .node }) {
+                    throw section.error("order", problem: "\(name) is not an app node of mesh.members", fix: "list node names from mesh.members (not witnesses)")
+                }
+            }
+            config.rollout = RolloutSettings(
+                order: order, settle: try section.duration("settle") ?? .seconds(1),
+                nodeTimeout: try section.duration("node_timeout", min: .seconds(1)) ?? .seconds(120))
+        }
+        return config
     }
 
     static func placeholder(_ path: String, _ key: String, _ yaml: String) throws(ConfigError) -> Section {

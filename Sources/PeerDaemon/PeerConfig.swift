@@ -129,6 +129,16 @@ public struct PeerConfig: Sendable, Hashable {
         public var discord: Secret?
     }
 
+    /// How cluster deploys roll (on a mesh).
+    public struct RolloutSettings: Sendable, Hashable {
+        /// Nodes in this order first (the rest by name after them).
+        public var order: [String]
+        /// How long a node must have served the new version healthily before the next one starts.
+        public var settle: Duration
+        /// How long to wait for a node that is down before failing (and undoing) the rollout.
+        public var nodeTimeout: Duration
+    }
+
     public var path: String
     public var node: Node
     public var app: App
@@ -140,6 +150,7 @@ public struct PeerConfig: Sendable, Hashable {
     public var mesh: Mesh?
     public var dns: DNS?
     public var notify: Notify?
+    public var rollout = RolloutSettings(order: [], settle: .seconds(1), nodeTimeout: .seconds(120))
 
     /// This node only votes in the leader lease (its own `mesh.members` entry says `role: witness`): no app,
     /// no nginx, no DNS record.

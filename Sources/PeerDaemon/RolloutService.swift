@@ -36,10 +36,12 @@ public actor RolloutService: Service {
     private var watchers: [UUID: AsyncStream<ControlAPI.Event>.Continuation] = [:]
     private var lastReports: [String: RolloutReport] = [:]
 
-    public init(
-        config: PeerConfig, engine: NodeEngine, mesh: MembershipService, clock: any PeerClock = SystemClock(), logger: Logger,
-        settle: Duration = .seconds(1), nodeTimeout: Duration = .seconds(120)
-    ) {
+    nonisolated let preferredOrder: [String]
+
+    public init(config: PeerConfig, engine: NodeEngine, mesh: MembershipService, clock: any PeerClock = SystemClock(), logger: Logger) {
+        let settle = config.rollout.settle
+        let nodeTimeout = config.rollout.nodeTimeout
+        self.preferredOrder = config.rollout.order
         self.engine = engine
         self.mesh = mesh
         self.me = config.node.name
@@ -59,42 +61,61 @@ public actor RolloutService: Service {
     /// Starts a cluster deploy of `image` (or a rollback to the previous image when nil) and streams its
     /// progress. Refused while another one runs.
     public func submit(image requested: String?, requestedBy: String) async throws -> AsyncStream<ControlAPI.Event> {
-        let view = await mesh.rolloutView()
-        let newest = ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+        var view = await mesh.rolloutView()
+        var newest = ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+        // A rollout that just finished elsewhere may still look running here for a gossip round or two.
+        let patience = clock.now() + .seconds(3)
+        while let n = newest, Rollout.outcome(intent: n, reports: reports(view)) == .running, clock.now() < patience {
+            try? await clock.sleep(for: .milliseconds(100))
+            view = await mesh.rolloutView()
+            newest = ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+        }
         if let newest, Rollout.outcome(intent: newest, reports: reports(view)) == .running {
             throw Busy(description: "deploy \(newest.id) of \(newest.image) (requested by \(newest.requestedBy)) is still rolling out; wait for it or see peerctl status")
         }
         let status = await engine.status()
-        let serving = status.serving?.image
+        // What the cluster serves now, and what it served before that: from the newest rollout (if it failed,
+        // the cluster is back on its previous image), or this node's own history before any rollout.
+        let succeeded = newest.map { Rollout.outcome(intent: $0, reports: reports(view)) == .succeeded } ?? false
+        let current = newest.map { succeeded ? $0.image : $0.previousImage } ?? status.serving?.image
+        let before = newest.map { succeeded ? $0.previousImage : $0.olderImage } ?? status.previousImage
         let image: String
         let kind: RolloutIntent.Kind
         if let requested {
             image = requested
             kind = .deploy
         } else {
-            guard let previous = newest?.previousImage ?? status.previousImage else {
-                throw Busy(description: "nothing to roll back to: the cluster has no previous image")
-            }
-            image = previous
+            guard let before else { throw Busy(description: "nothing to roll back to: the cluster has no previous image") }
+            image = before
             kind = .rollback
         }
-        let order = await mesh.servingView().map(\.name).sorted()
-        let new = RolloutIntent(
-            id: NodeEngine.newID(), seq: (newest?.seq ?? 0) + 1, kind: kind, image: image,
-            previousImage: kind == .rollback ? newest?.image ?? serving : (newest.map { Rollout.outcome(intent: $0, reports: reports(view)) == .succeeded ? $0.image : $0.previousImage } ?? serving) ?? serving,
+        let nodes = await mesh.servingView().map(\.name)
+        let order = preferredOrder.filter(nodes.contains) + nodes.filter { !preferredOrder.contains($0) }.sorted()
+        var new = RolloutIntent(
+            id: NodeEngine.newID(), seq: (newest?.seq ?? 0) + 1, kind: kind, image: image, previousImage: current,
             order: order, requestedBy: requestedBy, settleMs: settle.milliseconds, nodeTimeoutMs: nodeTimeout.milliseconds)
+        new.olderImage = before
         try await adopt(new)
         let (stream, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self)
         watchers[UUID()] = continuation
         // Accepted once every member that is alive has it (persisted) — so losing this node loses nothing.
         let deadline = clock.now() + .seconds(5)
-        while clock.now() < deadline {
-            let view = await mesh.rolloutView()
-            if view.filter(\.alive).allSatisfy({ $0.intent?.id == new.id || $0.name == me }) { break }
+        var holders = 0
+        var alive = 0
+        while true {
+            let view = await mesh.rolloutView().filter(\.alive)
+            holders = view.filter { $0.intent?.id == new.id || $0.name == me }.count
+            alive = view.count
+            if holders == alive || clock.now() >= deadline { break }
             try? await clock.sleep(for: .milliseconds(50))
         }
-        continuation.yield(.accepted(id: new.id, image: new.image))
-        logger.info("rollout accepted", metadata: ["deploy.id": "\(new.id)", "deploy.image": "\(new.image)", "deploy.order": "\(new.order)"])
+        var accepted = ControlAPI.Event.accepted(id: new.id, image: new.image)
+        accepted.reason = "held by \(holders) of \(alive) live nodes"
+        continuation.yield(accepted)
+        logger.info(
+            "rollout accepted",
+            metadata: ["deploy.id": "\(new.id)", "deploy.seq": "\(new.seq)", "deploy.image": "\(new.image)", "deploy.order": "\(new.order)",
+                "deploy.replaces": "\(newest?.id ?? "-")"])
         return stream
     }
 
@@ -149,6 +170,7 @@ public actor RolloutService: Service {
         let now = clock.now()
         // Adopt a newer intent heard from someone else.
         if let newer = view.compactMap(\.intent).max(by: { ($0.seq, $0.id) < ($1.seq, $1.id) }), newer.isNewer(than: intent) {
+            logger.info("rollout adopted", metadata: ["deploy.id": "\(newer.id)", "deploy.seq": "\(newer.seq)", "deploy.image": "\(newer.image)"])
             do { try await adopt(newer) } catch {
                 logger.error("cannot persist the rollout; not taking part", metadata: ["error": "\(error)"])
                 return nil

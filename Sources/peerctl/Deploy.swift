@@ -14,8 +14,11 @@ struct Deploy: AsyncParsableCommand {
     @Flag(help: "Print the event stream as JSON lines.")
     var json = false
 
+    @Flag(help: "Return once the deploy is accepted (replicated to the cluster); follow it with peerctl status.")
+    var detach = false
+
     func run() async throws {
-        try await stream(connection: connection, image: image, json: json)
+        try await stream(connection: connection, image: image, json: json, detach: detach)
     }
 }
 
@@ -33,7 +36,7 @@ struct Rollback: AsyncParsableCommand {
 }
 
 /// Prints each step as it happens and exits non-zero unless the deploy succeeded.
-func stream(connection: Connection, image: String?, json: Bool) async throws {
+func stream(connection: Connection, image: String?, json: Bool, detach: Bool = false) async throws {
     var result: DeployRecord?
     var rollout: Bool?
     do {
@@ -44,7 +47,12 @@ func stream(connection: Connection, image: String?, json: Bool) async throws {
                 } else {
                     render(event)
                 }
+                fflush(nil)  // each line as it happens, also into a pipe or a CI log
                 if let record = event.record, event.type == .result { result = record }
+                if detach, event.type == .accepted {
+                    if !json { print("detached: the deploy goes on in peerd; peerctl status shows how it goes") }
+                    Foundation.exit(0)
+                }
                 if event.type == .rollout { rollout = event.succeeded ?? false }
             }
         }
@@ -62,7 +70,7 @@ func stream(connection: Connection, image: String?, json: Bool) async throws {
 private func render(_ event: ControlAPI.Event) {
     switch event.type {
     case .accepted:
-        print("deploy \(event.id ?? "?") accepted: \(event.image ?? "?")")
+        print("deploy \(event.id ?? "?") accepted: \(event.image ?? "?")\(event.reason.map { " (\($0))" } ?? "")")
     case .progress:
         guard let p = event.progress else { return }
         let clock = String(format: "%7.3fs", Double(p.totalMs) / 1000)

@@ -10,15 +10,35 @@ struct Peerctl: AsyncParsableCommand {
         abstract: "Control the peerd on this node.",
         version: ControlAPI.version,
         subcommands: [Deploy.self, Rollback.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, CA.self, Cert.self])
+
 }
 
-/// Where to find peerd: its config (for the control socket), or the socket itself.
+/// Where to find peerd: this node's control socket (from its config, or given), or a node over the mesh with
+/// an operator certificate (`--peer`).
 struct Connection: ParsableArguments {
     @Option(name: .long, help: "The node's config file (to find the control socket).")
     var config: String = PeerConfig.defaultPath
 
     @Option(name: .long, help: "The control socket, overriding the one in the config.")
     var socket: String?
+
+    @Option(name: .long, help: "Talk to a node over the mesh instead: HOST:PORT of its mesh.listen (needs --cert, --key, --ca).")
+    var peer: String?
+
+    @Option(name: .long, help: "Operator certificate (peerctl cert issue-operator NAME), for --peer.")
+    var cert: String?
+
+    @Option(name: .long, help: "Its private key, for --peer.")
+    var key: String?
+
+    @Option(name: .long, help: "The cluster CA certificate, for --peer.")
+    var ca: String?
+
+    func validate() throws {
+        if peer != nil, cert == nil || key == nil || ca == nil {
+            throw ValidationError("--peer needs --cert, --key and --ca (an operator certificate: peerctl cert issue-operator NAME)")
+        }
+    }
 
     func socketPath() throws -> String {
         if let socket { return socket }
@@ -29,7 +49,19 @@ struct Connection: ParsableArguments {
         }
     }
 
-    func withClient<T>(_ body: (ControlClient) async throws -> T) async throws -> T {
+    func withClient<T>(_ body: (any ControlChannel) async throws -> T) async throws -> T {
+        if let peer {
+            guard let colon = peer.lastIndex(of: ":"), let port = Int(peer[peer.index(after: colon)...]) else {
+                throw ValidationError("--peer \(peer): expected HOST:PORT, e.g. 203.0.113.10:7946")
+            }
+            let host = String(peer[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            let read = { (path: String) throws -> String in
+                guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("\(path) cannot be read") }
+                return String(decoding: data, as: UTF8.self)
+            }
+            let client = try RemoteControlClient(host: host, port: port, caPEM: try read(ca!), certificatePEM: try read(cert!), keyPEM: try read(key!))
+            return try await body(client)
+        }
         let path = try socketPath()
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
         do {

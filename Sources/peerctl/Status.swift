@@ -35,6 +35,21 @@ struct Status: AsyncParsableCommand {
         rows.append(("peerd", "\(status.peerd.version), pid \(status.peerd.pid), \(status.peerd.rssBytes / (1 << 20)) MiB resident"))
         let width = rows.map(\.0.count).max() ?? 0
         for (key, value) in rows { print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(value)") }
+        // On a mesh: every node's version and the rollout.
+        guard let members = try? await connection.withClient({ try await $0.members() }) else { return }
+        print("")
+        if let r = members.rollout {
+            print("rollout \(r.id): \(r.kind) \(r.image) (previous \(r.previousImage ?? "none"), requested by \(r.requestedBy)): \(r.outcome)\(r.failure.map { " — \($0)" } ?? "")")
+        }
+        var table = [["NODE", "STATE", "APP", "IMAGE", "ROLLOUT"]]
+        for m in members.members where m.appHealthy != nil || m.image != nil || m.rolloutPhase != nil || !m.isSelf {
+            table.append([
+                m.name + (m.isSelf ? " (this node)" : ""), m.status, m.appHealthy.map { $0 ? "healthy" : "UNHEALTHY" } ?? "-", m.image ?? "-",
+                m.rolloutPhase ?? "-",
+            ])
+        }
+        let widths = (0..<table[0].count).map { c in table.map { $0[c].count }.max() ?? 0 }
+        for row in table { print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")) }
     }
 }
 

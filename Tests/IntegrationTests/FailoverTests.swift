@@ -279,6 +279,23 @@ import Testing
             #expect(!history(cluster.peer(order[1])).contains { $0.image == TestBed.image("crash") })
             #expect(!history(cluster.peer(order[2])).contains { $0.image == TestBed.image("crash") })
 
+            // From CI: an operator certificate, over the mesh port of any node.
+            let peerctl = PeerdProcess.binDirectory + "/peerctl"
+            #expect(try Shell.run(peerctl, ["cert", "issue-operator", "ci", "--dir", cluster.pki]).status == 0)
+            let remote = ["--peer", "\(cluster.nodes[0].address):\(cluster.nodes[0].port + 1000)", "--cert", cluster.pki + "/operator-ci.pem",
+                "--key", cluster.pki + "/operator-ci-key.pem", "--ca", cluster.pki + "/ca.pem"]
+            let who = try Shell.run(peerctl, ["who"] + remote)
+            #expect(who.status == 0 && who.output.contains("leader:"), "\(who.output)")
+            let rollback = try Shell.run(peerctl, ["rollback"] + remote)
+            #expect(rollback.status == 0, "\(rollback.output)")
+            #expect(cluster.peers.allSatisfy { serving($0) == TestBed.image("v1") })
+            #expect(try Shell.run(peerctl, ["deploy", TestBed.image("v2")] + remote).status == 0)
+            #expect(cluster.peers.allSatisfy { serving($0) == TestBed.image("v2") })
+            #expect(cluster.peers[0].log().contains("operator request"))
+            // A node's certificate is not an operator's.
+            let wrong = try Shell.run(peerctl, ["who", "--peer", remote[1], "--cert", cluster.pki + "/\(order[0]).pem", "--key", cluster.pki + "/\(order[0])-key.pem", "--ca", cluster.pki + "/ca.pem"])
+            #expect(wrong.status != 0 && wrong.output.contains("operator certificate"), "\(wrong.output)")
+
             // A second deploy while one runs is refused, naming the running one.
             let receiver = cluster.peer(order[2])
             let output = receiver.node.directory + "/deploy-v3.out"

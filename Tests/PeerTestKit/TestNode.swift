@@ -113,6 +113,7 @@ public final class TestNode: Sendable {
         if let ids = try? containers(), !ids.isEmpty {
             _ = try? Shell.run("docker", ["rm", "-f"] + ids)
         }
-        try? FileManager.default.removeItem(atPath: directory)
+        // PEER_KEEP_TEST_DIRS=1 keeps the node's files (config, logs) for a post-mortem.
+        if ProcessInfo.processInfo.environment["PEER_KEEP_TEST_DIRS"] == nil { try? FileManager.default.removeItem(atPath: directory) }
     }
 }

@@ -1,0 +1,124 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import PKI
+import Transport
+import X509
+
+/// What `peerctl` can ask peerd, locally (the unix socket) or remotely (the mesh port, with an operator
+/// certificate).
+public protocol ControlChannel: Sendable {
+    func status() async throws -> ControlAPI.NodeStatus
+    func members() async throws -> ControlAPI.Members
+    func who() async throws -> ControlAPI.Who
+    func history() async throws -> [DeployRecord]
+    func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws
+}
+
+extension ControlClient: ControlChannel {}
+
+/// One request of an operator over the mesh: the first frame of its connection. The answer is one frame
+/// (the JSON of the result, or `{"error": …}`) — for a deploy, one frame per event — then the node closes.
+public struct OperatorRequest: Codable, Sendable {
+    public enum Operation: String, Codable, Sendable { case status, members, who, deploys, deploy, rollback }
+    public var op: Operation
+    public var image: String?
+}
+
+/// `peerctl --peer HOST:PORT --cert operator.pem --key operator-key.pem --ca ca.pem …`: the control API over the
+/// mesh's mutual TLS. The node's certificate must be a node of the cluster CA; ours an operator's.
+public struct RemoteControlClient: ControlChannel {
+    public let host: String
+    public let port: Int
+    public let tls: MeshTLS
+
+    public init(host: String, port: Int, caPEM: String, certificatePEM: String, keyPEM: String) throws {
+        self.host = host
+        self.port = port
+        guard let certificate = try? Certificate(pemEncoded: certificatePEM), case .operator = PeerIdentity(certificate: certificate) else {
+            throw ControlClient.Failure(description: "--cert is not an operator certificate; make one with: peerctl cert issue-operator NAME")
+        }
+        tls = try MeshTLS(caPEM: caPEM, certificatePEM: certificatePEM, keyPEM: keyPEM) { who in
+            if case .node = who { return true }
+            return false
+        }
+    }
+
+    func exchange(_ request: OperatorRequest, onFrame: (Data) throws -> Void) async throws {
+        let connection = try await Mesh.dial(host: host, port: port, tls: tls)
+        try await connection.channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(bytes: try JSONEncoder().encode(request)))
+            for try await frame in inbound {
+                let data = Data(buffer: frame)
+                if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], object.count == 1,
+                    let message = object["error"] as? String
+                {
+                    throw ControlClient.Failure(description: message)
+                }
+                try onFrame(data)
+            }
+        }
+    }
+
+    func one<T: Decodable>(_ op: OperatorRequest.Operation) async throws -> T {
+        var result: T?
+        try await exchange(OperatorRequest(op: op)) { result = try ControlAPI.decoder.decode(T.self, from: $0) }
+        guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering") }
+        return result
+    }
+
+    public func status() async throws -> ControlAPI.NodeStatus { try await one(.status) }
+    public func members() async throws -> ControlAPI.Members { try await one(.members) }
+    public func who() async throws -> ControlAPI.Who { try await one(.who) }
+    public func history() async throws -> [DeployRecord] { try await one(.deploys) }
+
+    public func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
+        try await exchange(OperatorRequest(op: image == nil ? .rollback : .deploy, image: image)) {
+            onEvent(try ControlAPI.decoder.decode(ControlAPI.Event.self, from: $0))
+        }
+    }
+}
+
+/// The node's side: an operator's request, carried out through the local control API (the same code paths as
+/// `peerctl` on the node), logged with the operator's name.
+struct OperatorGateway: Sendable {
+    let socketPath: String
+    let http: HTTPClient
+    let logger: Logger
+
+    func serve(_ connection: MeshConnection, operator name: String) async {
+        try? await connection.channel.executeThenClose { inbound, outbound in
+            var frames = inbound.makeAsyncIterator()
+            guard let first = try await frames.next() else { return }
+            let client = ControlClient(socketPath: socketPath, http: http)
+            func send(_ value: some Encodable) async throws {
+                try await outbound.write(ByteBuffer(bytes: try ControlAPI.encoder.encode(value)))
+            }
+            do {
+                let request = try JSONDecoder().decode(OperatorRequest.self, from: Data(buffer: first))
+                logger.info("operator request", metadata: ["operator.name": "\(name)", "operator.op": "\(request.op.rawValue)", "deploy.image": "\(request.image ?? "-")"])
+                switch request.op {
+                case .status: try await send(try await client.status())
+                case .members: try await send(try await client.members())
+                case .who: try await send(try await client.who())
+                case .deploys: try await send(try await client.history())
+                case .deploy, .rollback:
+                    let (stream, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self)
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            defer { continuation.finish() }
+                            try await client.deploy(image: request.op == .deploy ? request.image : nil, requestedBy: "operator \(name)") {
+                                continuation.yield($0)
+                            }
+                        }
+                        for await event in stream { try await send(event) }
+                        try await group.waitForAll()
+                    }
+                }
+            } catch {
+                try? await send(ControlAPI.ErrorBody(error: "\(error)"))
+            }
+        }
+    }
+}
