@@ -52,8 +52,8 @@ public struct DNSChangeSet: Sendable, Hashable {
 ///
 /// - Desired: the address of every member that serves (alive, app healthy). Removal is immediate; a member that
 ///   comes back must serve for ``holdDown`` before its record returns (no flapping).
-/// - Only records the cluster manages are touched: A/AAAA records of the name whose content is a member's
-///   address, or that carry peer's comment. Anything else on the name is left alone.
+/// - Only records the cluster manages are touched: A/AAAA records of the name whose content is the address of a
+///   member this node knows. Anything else on the name is left alone.
 /// - Never zero: when no member serves (a shared database is down, say), nothing is removed and the plan says
 ///   `failOpen` so the leader alerts — like Cloudflare's own load balancer, which serves from every origin when
 ///   all are unhealthy. A plan also never deletes the last record of the name.
@@ -81,10 +81,11 @@ public struct DNSPlanner: Sendable {
                 servingSince[member.address] = nil
             }
         }
+        // Ours: records of the name that point at a member we know. A record with peer's comment that points
+        // elsewhere (a member whose state this node has not heard yet, or one no longer configured) is left alone.
         let addresses = Set(members.map(\.address))
         let ours = records.filter {
-            ($0.type == "A" || $0.type == "AAAA") && $0.name.lowercased() == name.lowercased()
-                && (addresses.contains($0.content) || $0.comment == Self.comment)
+            ($0.type == "A" || $0.type == "AAAA") && $0.name.lowercased() == name.lowercased() && addresses.contains($0.content)
         }
         let present = Set(ours.map(\.content))
         var desired: Set<String> = []

@@ -26,6 +26,8 @@ public struct RolloutIntent: Sendable, Hashable, Codable {
     public var settleMs: Int64
     /// How long to wait for a node that is down before failing the rollout.
     public var nodeTimeoutMs: Int64
+    /// How many nodes swap at the same time (in batches along `order`); 1 by default.
+    public var parallel: Int? = nil
 
     public init(
         id: String, seq: UInt64, kind: Kind, image: String, previousImage: String?, order: [String], requestedBy: String,
@@ -135,8 +137,9 @@ public enum Rollout {
         guard let position = intent.order.firstIndex(of: me) else {
             return .wait(report: .waiting, why: "not in this rollout's order")
         }
-        // Our turn when every node before us is done and has been for the settle time.
-        for name in intent.order[..<position] {
+        // Our turn when every node of the batches before ours is done and has been for the settle time.
+        let batch = max(1, intent.parallel ?? 1)
+        for name in intent.order[..<(position / batch * batch)] {
             let report = reports[name].flatMap { $0.intent == intent.id ? $0 : nil }
             if report?.phase == .done {
                 let since = doneSince[name] ?? now

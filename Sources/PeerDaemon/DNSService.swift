@@ -56,6 +56,9 @@ public actor DNSService: Service {
     }
 
     private func step() async {
+        // A node that just started does not know the others' state yet: it would take their records for
+        // strangers. It writes nothing until its view has had the start-up grace to fill in.
+        if clock.now() < mesh.startedAt + mesh.mesh.membership.startupGrace + .seconds(1) { return }
         guard await mesh.fence(atLeast: Self.writeWindow) != nil else {
             // Not the leader: forget what we knew; a new term starts from a fresh list.
             records = nil

@@ -132,6 +132,9 @@ public actor MembershipService: Service {
         public var counters: Counters
     }
 
+    /// Since when this node's membership runs (the DNS service waits for the view to fill in).
+    public nonisolated let startedAt = SystemClock().now()
+
     public func snapshot() -> Snapshot { Snapshot(views: swim.view, now: clock.now(), counters: counters) }
 
     /// The term under which this node leads, if it does with at least `atLeast` of its lease left: ask right
@@ -222,6 +225,9 @@ public actor MembershipService: Service {
     public func run() async throws {
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            // NIO reads datagrams into 2 KiB buffers by default: a full-sync message is bigger, and a truncated
+            // datagram does not authenticate.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: SealedDatagram.maximumSize + 1))
             .bind(host: mesh.host, port: mesh.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
@@ -255,7 +261,7 @@ public actor MembershipService: Service {
     private func tickLoop() async throws {
         let settings = mesh.membership
         let shortest = min(settings.directTimeout, settings.probeInterval, settings.refusedProbeTimeout)
-        let interval = min(max(shortest / 4, .milliseconds(25)), .milliseconds(50))
+        let interval = min(max(shortest / 3, .milliseconds(25)), .milliseconds(50))
         while !Task.isCancelled {
             let now = clock.now()
             let directives = swim.tick(now: now)

@@ -197,7 +197,7 @@ extension PeerConfig {
             controlSocket: try controlSection?.string("socket") ?? "/run/peer/peerd.sock",
             mesh: mesh, dns: dns, notify: notify)
         if let section = try top.section("rollout") {
-            try section.allowOnly(["order", "settle", "node_timeout"])
+            try section.allowOnly(["order", "settle", "node_timeout", "parallel"])
             let order = try section.stringList("order")
             if let mesh {
                 for name in order where !mesh.members.contains(where: { $0.name == name && $0.role == .node }) {
@@ -206,7 +206,8 @@ extension PeerConfig {
             }
             config.rollout = RolloutSettings(
                 order: order, settle: try section.duration("settle") ?? .seconds(1),
-                nodeTimeout: try section.duration("node_timeout", min: .seconds(1)) ?? .seconds(120))
+                nodeTimeout: try section.duration("node_timeout", min: .seconds(1)) ?? .seconds(120),
+                parallel: try section.int("parallel", range: 1...100) ?? 1)
         }
         return config
     }

@@ -137,6 +137,8 @@ public struct PeerConfig: Sendable, Hashable {
         public var settle: Duration
         /// How long to wait for a node that is down before failing (and undoing) the rollout.
         public var nodeTimeout: Duration
+        /// Nodes swapping at the same time.
+        public var parallel: Int = 1
     }
 
     public var path: String

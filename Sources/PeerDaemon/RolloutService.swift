@@ -37,11 +37,13 @@ public actor RolloutService: Service {
     private var lastReports: [String: RolloutReport] = [:]
 
     nonisolated let preferredOrder: [String]
+    nonisolated let parallel: Int
 
     public init(config: PeerConfig, engine: NodeEngine, mesh: MembershipService, clock: any PeerClock = SystemClock(), logger: Logger) {
         let settle = config.rollout.settle
         let nodeTimeout = config.rollout.nodeTimeout
         self.preferredOrder = config.rollout.order
+        self.parallel = config.rollout.parallel
         self.engine = engine
         self.mesh = mesh
         self.me = config.node.name
@@ -95,6 +97,7 @@ public actor RolloutService: Service {
             id: NodeEngine.newID(), seq: (newest?.seq ?? 0) + 1, kind: kind, image: image, previousImage: current,
             order: order, requestedBy: requestedBy, settleMs: settle.milliseconds, nodeTimeoutMs: nodeTimeout.milliseconds)
         new.olderImage = before
+        if parallel > 1 { new.parallel = parallel }
         try await adopt(new)
         let (stream, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self)
         watchers[UUID()] = continuation
@@ -125,7 +128,7 @@ public actor RolloutService: Service {
     /// has caught up.
     public func isBehind() async -> Bool {
         guard let intent, let report, report.intent == intent.id else { return false }
-        let serving = await engine.status().serving?.image
+        let serving = await engine.servingImage()
         let view = await mesh.rolloutView()
         return report.phase == .waiting && Rollout.outcome(intent: intent, reports: reports(view)) == .succeeded && serving != intent.image
     }
@@ -155,7 +158,7 @@ public actor RolloutService: Service {
     /// After a crash mid-swap, what the engine serves tells how the swap ended.
     private func settleAfterRestart() async {
         guard let intent, let report, report.intent == intent.id else { return }
-        let serving = await engine.status().serving?.image
+        let serving = await engine.servingImage()
         switch report.phase {
         case .swapping: setReport(serving == intent.image ? .done : .waiting)
         case .rollingBack: setReport(serving == intent.previousImage ? .rolledBack : .done)

@@ -25,13 +25,14 @@ struct RolloutCluster {
     var attemptedBad: Set<String> = []
     var inFlight: [(at: Int64, from: String, to: String, report: RolloutReport)] = []
 
-    init(size: Int, image: String, seed: UInt64) {
+    init(size: Int, image: String, seed: UInt64, parallel: Int = 1) {
         names = (1...size).map { "n\($0)" }
         nodes = Dictionary(uniqueKeysWithValues: names.map { ($0, Node(serving: "app:1")) })
         rng = SplitMix64(seed: seed)
         intent = RolloutIntent(
             id: "r1", seq: 1, kind: .deploy, image: image, previousImage: "app:1", order: names, requestedBy: "test", settleMs: 300,
             nodeTimeoutMs: 5_000)
+        if parallel > 1 { intent.parallel = parallel }
     }
 
     var alive: Set<String> { Set(names.filter { nodes[$0]!.alive }) }
@@ -74,7 +75,7 @@ struct RolloutCluster {
                     if phase == .swapping {
                         if image == "bad" { attemptedBad.insert(name) }
                         let swapping = names.filter { nodes[$0]!.swap?.phase == .swapping && $0 != name }
-                        if !swapping.isEmpty { violations.append("\(name) starts while \(swapping) swap forward") }
+                        if swapping.count >= (intent.parallel ?? 1) { violations.append("\(name) starts while \(swapping) swap forward") }
                     }
                     node.swap = (image, now + Int64.random(in: 200_000_000...2_000_000_000, using: &rng), phase)
                     node.report = RolloutReport(intent: intent.id, phase: phase)
@@ -136,6 +137,19 @@ struct RolloutCluster {
             for _ in 0..<2000 where sim.outcome == .running { sim.step() }
             #expect(sim.outcome == .succeeded, "seed \(seed): \(sim.outcome)")
             #expect(sim.nodes.values.allSatisfy { $0.serving == "app:2" }, "seed \(seed)")
+            #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations)")
+        }
+    }
+
+    @Test func twoAtATime() {
+        for seed in UInt64(0)..<100 {
+            var sim = RolloutCluster(size: 5, image: "app:2", seed: seed, parallel: 2)
+            var most = 0
+            for _ in 0..<2000 where sim.outcome == .running {
+                sim.step()
+                most = max(most, sim.nodes.values.filter { $0.swap?.phase == .swapping }.count)
+            }
+            #expect(sim.outcome == .succeeded && most <= 2, "seed \(seed): \(sim.outcome), \(most) at once")
             #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations)")
         }
     }

@@ -1,0 +1,187 @@
+"""Shared by the cluster/ Python scripts: a 3-node cluster of real peerd (release build), each with its own
+nginx and the test app, one mesh with real certificates, DNS at the Cloudflare stand-in (peer-stub)."""
+import datetime, json, os, shutil, subprocess, sys, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("PEER_BIN", os.path.join(ROOT, ".build/release"))
+STUB_BIN = os.path.join(ROOT, ".build/debug/peer-stub")
+DIR = os.environ.get("PEER_CLUSTER_DIR", os.path.join(ROOT, "cluster/.run/cluster3"))
+PREFIX = "127.0.7."
+STUB = "http://127.0.0.1:8787"
+ZONE, NAME, TOKEN = "example.test", "shop.example.test", "bench-token-0123456789"
+IMAGE = os.environ.get("PEER_REGISTRY", "127.0.0.1:5000") + "/peer-testapp:v1"
+NODES = ["f1", "f2", "f3"]
+SETTLE = os.environ.get("PEER_ROLLOUT_SETTLE", "1s")
+procs = {}
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
+
+
+def node_dir(n):
+    return f"{DIR}/{n}"
+
+
+def addr(n):
+    return PREFIX + n[1:]
+
+
+def write_node(n):
+    d = node_dir(n)
+    for sub in ["nginx/sites", "nginx/logs", "nginx/temp", "state"]:
+        os.makedirs(f"{d}/{sub}", exist_ok=True)
+    os.chmod(f"{d}/nginx/temp", 0o777)
+    with open(f"{d}/nginx/nginx.conf", "w") as f:
+        f.write(f"""pid {d}/nginx/nginx.pid;
+error_log {d}/nginx/logs/error.log warn;
+worker_processes 1;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/nginx/temp/body; proxy_temp_path {d}/nginx/temp/proxy;
+    fastcgi_temp_path {d}/nginx/temp/fastcgi; uwsgi_temp_path {d}/nginx/temp/uwsgi; scgi_temp_path {d}/nginx/temp/scgi;
+    include {d}/nginx/sites/*.conf;
+}}
+""")
+    members = "\n".join(f"    - name: {m}\n      address: {addr(m)}:7946" for m in NODES)
+    with open(f"{d}/peer.yml", "w") as f:
+        f.write(f"""node:
+  name: {n}
+  address: {addr(n)}
+app:
+  name: testapp
+  port: 8080
+  health:
+    path: /health
+    timeout: 10s
+  stop_grace: 2s
+  drain_timeout: 2s
+nginx:
+  site: {d}/nginx/sites/peer-testapp.conf
+  listen: {addr(n)}:8080
+  server_name: shop.example.test
+  prefix: {d}/nginx
+  config: {d}/nginx/nginx.conf
+  pid_file: {d}/nginx/nginx.pid
+state_dir: {d}/state
+control:
+  socket: {d}/peerd.sock
+mesh:
+  listen: {addr(n)}:7946
+  ca: {DIR}/pki/ca.pem
+  cert: {DIR}/pki/{n}.pem
+  key: {DIR}/pki/{n}-key.pem
+  members:
+{members}
+dns:
+  api_base: {STUB}/client/v4
+  zone: {ZONE}
+  name: {NAME}
+  token_file: {DIR}/pki/cf-token
+  hold_down: 2s
+rollout:
+  settle: {SETTLE}
+""")
+    os.chmod(f"{d}/peer.yml", 0o600)
+
+
+def start(n):
+    log = open(f"{node_dir(n)}/peerd.log", "a")
+    procs[n] = subprocess.Popen([f"{BIN}/peerd", "--config", f"{node_dir(n)}/peer.yml", "--log-format", "json"],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    for _ in range(100):
+        if sh(f"{BIN}/peerctl", "status", "--config", f"{node_dir(n)}/peer.yml", check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+    sys.exit(f"{n} did not start")
+
+
+def kill(n):
+    procs[n].kill()
+    procs[n].wait()
+
+
+def state():
+    with urllib.request.urlopen(STUB + "/_stub/state", timeout=5) as r:
+        return json.load(r)
+
+
+def contents():
+    return {r["content"] for r in state()["records"] if r["name"] == NAME}
+
+
+def wait(cond, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def events(n, msg):
+    out = []
+    try:
+        for line in open(f"{node_dir(n)}/peerd.log"):
+            if f'"msg":"{msg}"' in line:
+                e = json.loads(line)
+                e["t"] = datetime.datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp()
+                out.append(e)
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def who(n):
+    r = sh(f"{BIN}/peerctl", "who", "--json", "--config", f"{node_dir(n)}/peer.yml", check=False)
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+def leader():
+    for n in NODES:
+        w = who(n) if procs.get(n) and procs[n].poll() is None else None
+        if w and w.get("thisNodeLeads"):
+            return n
+    return None
+
+
+
+
+def up():
+    """Builds what is missing, writes certificates and configs, starts the stub, nginx and peerd, deploys v1."""
+    if not os.access(f"{BIN}/peerd", os.X_OK):
+        subprocess.run(["swift", "build", "-c", "release", "--product", "peerd"], cwd=ROOT, check=True)
+        subprocess.run(["swift", "build", "-c", "release", "--product", "peerctl"], cwd=ROOT, check=True)
+    if not os.access(STUB_BIN, os.X_OK):
+        subprocess.run(["swift", "build", "--product", "peer-stub"], cwd=ROOT, check=True)
+    shutil.rmtree(DIR, ignore_errors=True)
+    os.makedirs(f"{DIR}/pki")
+    sh(f"{BIN}/peerctl", "ca", "init", "--dir", f"{DIR}/pki", "--cluster", "cluster3")
+    for n in NODES:
+        sh(f"{BIN}/peerctl", "cert", "issue", "--dir", f"{DIR}/pki", n, "--address", addr(n))
+    with open(f"{DIR}/pki/cf-token", "w") as f:
+        f.write(TOKEN)
+    os.chmod(f"{DIR}/pki/cf-token", 0o600)
+    procs["stub"] = subprocess.Popen([STUB_BIN, "127.0.0.1", "8787", ZONE, f"{DIR}/pki/cf-token"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    for n in NODES:
+        write_node(n)
+        sh("nginx", "-p", f"{node_dir(n)}/nginx", "-c", f"{node_dir(n)}/nginx/nginx.conf", "-e", f"{node_dir(n)}/nginx/logs/error.log")
+        start(n)
+    r = sh(f"{BIN}/peerctl", "deploy", IMAGE, "--config", f"{node_dir(NODES[0])}/peer.yml", check=False)
+    if r.returncode != 0:
+        sys.exit(f"the first rollout failed: {r.stdout}{r.stderr}")
+
+
+def down():
+    for n in NODES:
+        if n in procs and procs[n].poll() is None:
+            procs[n].terminate()
+            procs[n].wait()
+        pid = f"{node_dir(n)}/nginx/nginx.pid"
+        if os.path.exists(pid):
+            sh("kill", "-QUIT", open(pid).read().strip(), check=False)
+        sh("sh", "-c", f"docker ps -aq --filter label=dev.peer.node={n} | xargs -r docker rm -f", check=False)
+    if "stub" in procs:
+        procs["stub"].terminate()
