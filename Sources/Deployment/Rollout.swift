@@ -28,6 +28,9 @@ public struct RolloutIntent: Sendable, Hashable, Codable {
     public var nodeTimeoutMs: Int64
     /// How many nodes swap at the same time (in batches along `order`); 1 by default.
     public var parallel: Int? = nil
+    /// A node that is down when its turn comes is skipped (it catches up when it is back) instead of waited
+    /// for up to `nodeTimeoutMs`.
+    public var skipDown: Bool? = nil
 
     public init(
         id: String, seq: UInt64, kind: Kind, image: String, previousImage: String?, order: [String], requestedBy: String,
@@ -96,7 +99,8 @@ public enum Rollout {
     }
 
     /// The state of a rollout as a whole, from the reports.
-    public static func outcome(intent: RolloutIntent, reports: [String: RolloutReport]) -> Outcome {
+    /// `alive`: with ``RolloutIntent/skipDown``, nodes that are down do not hold the rollout up.
+    public static func outcome(intent: RolloutIntent, reports: [String: RolloutReport], alive: Set<String>? = nil) -> Outcome {
         let mine = reports.filter { $0.value.intent == intent.id }
         if let (node, failure) = mine.first(where: { $0.value.phase == .failed }).map({ ($0.key, $0.value) }) {
             let settled = intent.order.allSatisfy { name in
@@ -105,7 +109,8 @@ public enum Rollout {
             }
             return settled ? .failed(node: node, reason: failure.reason ?? "failed") : .running
         }
-        if intent.order.allSatisfy({ mine[$0]?.phase == .done }) { return .succeeded }
+        let skipped = { (name: String) in intent.skipDown == true && alive.map { !$0.contains(name) } == true }
+        if intent.order.allSatisfy({ mine[$0]?.phase == .done || skipped($0) }) { return .succeeded }
         return .running
     }
 
@@ -148,6 +153,7 @@ public enum Rollout {
                 }
                 continue
             }
+            if !alive.contains(name), intent.skipDown == true { continue }  // it catches up when it is back
             if !alive.contains(name), let since = downSince[name], now - since >= .milliseconds(intent.nodeTimeoutMs) {
                 // The whole rollout fails (and is undone) rather than leave the cluster half-updated.
                 return .report(.failed, reason: "\(name) was down for more than \(intent.nodeTimeoutMs / 1000) s before its turn")

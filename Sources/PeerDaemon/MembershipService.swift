@@ -192,7 +192,8 @@ public actor MembershipService: Service {
         var reports: [String: RolloutReport] = [:]
         for view in views { if let r = view.state.app.rolloutReport { reports[view.state.id.name] = r } }
         let summary = intent.map { intent -> ControlAPI.Members.Rollout in
-            let outcome = Rollout.outcome(intent: intent, reports: reports)
+            let alive = Set(views.filter { $0.state.status != .dead }.map(\.state.id.name))
+            let outcome = Rollout.outcome(intent: intent, reports: reports, alive: alive)
             var text = "running"
             var failure: String?
             switch outcome {

@@ -197,7 +197,11 @@ extension PeerConfig {
             controlSocket: try controlSection?.string("socket") ?? "/run/peer/peerd.sock",
             mesh: mesh, dns: dns, notify: notify)
         if let section = try top.section("rollout") {
-            try section.allowOnly(["order", "settle", "node_timeout", "parallel"])
+            try section.allowOnly(["order", "settle", "node_timeout", "parallel", "down_nodes"])
+            let downText = try section.string("down_nodes") ?? "wait"
+            guard let downNodes = RolloutSettings.DownNodes(rawValue: downText) else {
+                throw section.error("down_nodes", problem: "must be wait or skip", fix: "wait: the rollout waits node_timeout for a node that is down, then fails and is undone; skip: it goes on and the node catches up when back")
+            }
             let order = try section.stringList("order")
             if let mesh {
                 for name in order where !mesh.members.contains(where: { $0.name == name && $0.role == .node }) {
@@ -207,7 +211,7 @@ extension PeerConfig {
             config.rollout = RolloutSettings(
                 order: order, settle: try section.duration("settle") ?? .seconds(1),
                 nodeTimeout: try section.duration("node_timeout", min: .seconds(1)) ?? .seconds(120),
-                parallel: try section.int("parallel", range: 1...100) ?? 1)
+                parallel: try section.int("parallel", range: 1...100) ?? 1, downNodes: downNodes)
         }
         return config
     }

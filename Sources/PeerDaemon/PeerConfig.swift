@@ -139,6 +139,9 @@ public struct PeerConfig: Sendable, Hashable {
         public var nodeTimeout: Duration
         /// Nodes swapping at the same time.
         public var parallel: Int = 1
+        public enum DownNodes: String, Sendable, Hashable { case wait, skip }
+        /// A node that is down when its turn comes: wait for it (up to `nodeTimeout`, then fail), or skip it.
+        public var downNodes: DownNodes = .wait
     }
 
     public var path: String

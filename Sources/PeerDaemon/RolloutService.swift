@@ -38,12 +38,14 @@ public actor RolloutService: Service {
 
     nonisolated let preferredOrder: [String]
     nonisolated let parallel: Int
+    nonisolated let skipDown: Bool
 
     public init(config: PeerConfig, engine: NodeEngine, mesh: MembershipService, clock: any PeerClock = SystemClock(), logger: Logger) {
         let settle = config.rollout.settle
         let nodeTimeout = config.rollout.nodeTimeout
         self.preferredOrder = config.rollout.order
         self.parallel = config.rollout.parallel
+        self.skipDown = config.rollout.downNodes == .skip
         self.engine = engine
         self.mesh = mesh
         self.me = config.node.name
@@ -67,18 +69,18 @@ public actor RolloutService: Service {
         var newest = ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
         // A rollout that just finished elsewhere may still look running here for a gossip round or two.
         let patience = clock.now() + .seconds(3)
-        while let n = newest, Rollout.outcome(intent: n, reports: reports(view)) == .running, clock.now() < patience {
+        while let n = newest, Rollout.outcome(intent: n, reports: reports(view), alive: Self.alive(view)) == .running, clock.now() < patience {
             try? await clock.sleep(for: .milliseconds(100))
             view = await mesh.rolloutView()
             newest = ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
         }
-        if let newest, Rollout.outcome(intent: newest, reports: reports(view)) == .running {
+        if let newest, Rollout.outcome(intent: newest, reports: reports(view), alive: Self.alive(view)) == .running {
             throw Busy(description: "deploy \(newest.id) of \(newest.image) (requested by \(newest.requestedBy)) is still rolling out; wait for it or see peerctl status")
         }
         let status = await engine.status()
         // What the cluster serves now, and what it served before that: from the newest rollout (if it failed,
         // the cluster is back on its previous image), or this node's own history before any rollout.
-        let succeeded = newest.map { Rollout.outcome(intent: $0, reports: reports(view)) == .succeeded } ?? false
+        let succeeded = newest.map { Rollout.outcome(intent: $0, reports: reports(view), alive: Self.alive(view)) == .succeeded } ?? false
         let current = newest.map { succeeded ? $0.image : $0.previousImage } ?? status.serving?.image
         let before = newest.map { succeeded ? $0.previousImage : $0.olderImage } ?? status.previousImage
         let image: String
@@ -98,6 +100,7 @@ public actor RolloutService: Service {
             order: order, requestedBy: requestedBy, settleMs: settle.milliseconds, nodeTimeoutMs: nodeTimeout.milliseconds)
         new.olderImage = before
         if parallel > 1 { new.parallel = parallel }
+        if skipDown { new.skipDown = true }
         try await adopt(new)
         let (stream, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self)
         watchers[UUID()] = continuation
@@ -128,9 +131,10 @@ public actor RolloutService: Service {
     /// has caught up.
     public func isBehind() async -> Bool {
         guard let intent, let report, report.intent == intent.id else { return false }
-        let serving = await engine.servingImage()
-        let view = await mesh.rolloutView()
-        return report.phase == .waiting && Rollout.outcome(intent: intent, reports: reports(view)) == .succeeded && serving != intent.image
+        guard report.phase == .waiting || report.phase == .swapping, await engine.servingImage() != intent.image else { return false }
+        // Every other node of the rollout is done: the cluster has moved on without this one (it was down).
+        let others = reports(await mesh.rolloutView())
+        return intent.order.filter { $0 != me }.allSatisfy { others[$0]?.intent == intent.id && others[$0]?.phase == .done }
     }
 
     // MARK: - Running
@@ -189,7 +193,7 @@ public actor RolloutService: Service {
             }
             if member.alive { downSince[member.name] = nil } else if downSince[member.name] == nil { downSince[member.name] = now }
         }
-        notifyWatchers(intent: intent, reports: reports)
+        notifyWatchers(intent: intent, reports: reports, alive: Self.alive(view))
         guard !swapping else { return nil }
         let decision = Rollout.decide(
             intent: intent, me: me, reports: reports, alive: Set(view.filter(\.alive).map(\.name)), now: now,
@@ -270,12 +274,14 @@ public actor RolloutService: Service {
         return out
     }
 
-    private func notifyWatchers(intent: RolloutIntent, reports: [String: RolloutReport]) {
+    static func alive(_ view: [MembershipService.RolloutMember]) -> Set<String> { Set(view.filter(\.alive).map(\.name)) }
+
+    private func notifyWatchers(intent: RolloutIntent, reports: [String: RolloutReport], alive: Set<String>) {
         for (name, report) in reports where report.intent == intent.id && lastReports[name] != report {
             lastReports[name] = report
             broadcast(.node(name, phase: report.phase.rawValue, reason: report.reason))
         }
-        let outcome = Rollout.outcome(intent: intent, reports: reports)
+        let outcome = Rollout.outcome(intent: intent, reports: reports, alive: alive)
         guard outcome != .running, !watchers.isEmpty else { return }
         switch outcome {
         case .succeeded: broadcast(.rollout(id: intent.id, image: intent.image, succeeded: true, reason: nil))

@@ -94,6 +94,20 @@ struct ConfigCommand: AsyncParsableCommand {
                 print("  health \(loaded.app.health.path), timeout \(loaded.app.health.timeout.compactDescription)")
                 print("  nginx site \(loaded.nginx.site), listen \(loaded.nginx.listen), server_name \(loaded.nginx.serverName)")
                 print("  state in \(loaded.stateDirectory), control socket \(loaded.controlSocket)")
+                if let mesh = loaded.mesh {
+                    let roles = mesh.members.map { $0.role == .witness ? "\($0.name) (witness)" : $0.name }
+                    print("  mesh on \(mesh.host):\(mesh.port), \(mesh.profile) profile, members \(roles.joined(separator: ", "))\(loaded.isWitness ? "; this node is a witness" : "")")
+                }
+                if let dns = loaded.dns {
+                    // The token itself is never printed: only where it comes from.
+                    let source: String
+                    switch dns.token {
+                    case .inline: source = "inline (config is 0600)"
+                    case .environment(let name): source = "$\(name)"
+                    case .file(let path): source = path
+                    }
+                    print("  dns: \(dns.name) in zone \(dns.zone), token from \(source), hold-down \(dns.holdDown.compactDescription)")
+                }
             } catch {
                 throw fail("\(error)")
             }

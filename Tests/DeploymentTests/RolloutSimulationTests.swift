@@ -125,7 +125,7 @@ struct RolloutCluster {
     }
 
     var outcome: Rollout.Outcome {
-        Rollout.outcome(intent: intent, reports: Dictionary(uniqueKeysWithValues: names.compactMap { n in nodes[n]!.report.map { (n, $0) } }))
+        Rollout.outcome(intent: intent, reports: Dictionary(uniqueKeysWithValues: names.compactMap { n in nodes[n]!.report.map { (n, $0) } }), alive: alive)
     }
 }
 
@@ -137,6 +137,22 @@ struct RolloutCluster {
             for _ in 0..<2000 where sim.outcome == .running { sim.step() }
             #expect(sim.outcome == .succeeded, "seed \(seed): \(sim.outcome)")
             #expect(sim.nodes.values.allSatisfy { $0.serving == "app:2" }, "seed \(seed)")
+            #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations)")
+        }
+    }
+
+    @Test func aDownNodeIsSkippedAndCatchesUpWhenBack() {
+        for seed in UInt64(0)..<100 {
+            var sim = RolloutCluster(size: 4, image: "app:2", seed: seed)
+            sim.intent.skipDown = true
+            sim.crash("n2")
+            for _ in 0..<2000 where sim.outcome == .running { sim.step() }
+            #expect(sim.outcome == .succeeded, "seed \(seed): \(sim.outcome)")
+            #expect(sim.names.filter { $0 != "n2" }.allSatisfy { sim.nodes[$0]!.serving == "app:2" }, "seed \(seed)")
+            #expect(sim.nodes["n2"]!.serving == "app:1")
+            sim.restart("n2")
+            for _ in 0..<500 where sim.nodes["n2"]!.serving != "app:2" { sim.step() }
+            #expect(sim.nodes["n2"]!.serving == "app:2", "seed \(seed): n2 did not catch up")
             #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations)")
         }
     }
