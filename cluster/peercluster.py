@@ -4,9 +4,11 @@ import datetime, json, os, shutil, subprocess, sys, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("PEER_BIN", os.path.join(ROOT, ".build/release"))
+BUILD = "debug" if BIN.endswith("debug") else "release"
 STUB_BIN = os.path.join(ROOT, ".build/debug/peer-stub")
 DIR = os.environ.get("PEER_CLUSTER_DIR", os.path.join(ROOT, "cluster/.run/cluster3"))
-PREFIX = "127.0.7."
+PREFIX = os.environ.get("PEER_CLUSTER_PREFIX", "127.0.7.")
+OFFSET = int(os.environ.get("PEER_CLUSTER_OFFSET", "0"))
 STUB = "http://127.0.0.1:8787"
 ZONE, NAME, TOKEN = "example.test", "shop.example.test", "bench-token-0123456789"
 IMAGE = os.environ.get("PEER_REGISTRY", "127.0.0.1:5000") + "/peer-testapp:v1"
@@ -24,7 +26,7 @@ def node_dir(n):
 
 
 def addr(n):
-    return PREFIX + n[1:]
+    return PREFIX + str(int(n[1:]) + OFFSET)
 
 
 def write_node(n):
@@ -80,6 +82,10 @@ dns:
   name: {NAME}
   token_file: {DIR}/pki/cf-token
   hold_down: 2s
+notify:
+  ntfy:
+    server: {STUB}/notify/ntfy
+    topic: peer-cluster
 rollout:
   settle: {SETTLE}
 """)
@@ -151,8 +157,8 @@ def leader():
 def up():
     """Builds what is missing, writes certificates and configs, starts the stub, nginx and peerd, deploys v1."""
     if not os.access(f"{BIN}/peerd", os.X_OK):
-        subprocess.run(["swift", "build", "-c", "release", "--product", "peerd"], cwd=ROOT, check=True)
-        subprocess.run(["swift", "build", "-c", "release", "--product", "peerctl"], cwd=ROOT, check=True)
+        subprocess.run(["swift", "build", "-c", BUILD, "--product", "peerd"], cwd=ROOT, check=True)
+        subprocess.run(["swift", "build", "-c", BUILD, "--product", "peerctl"], cwd=ROOT, check=True)
     if not os.access(STUB_BIN, os.X_OK):
         subprocess.run(["swift", "build", "--product", "peer-stub"], cwd=ROOT, check=True)
     shutil.rmtree(DIR, ignore_errors=True)

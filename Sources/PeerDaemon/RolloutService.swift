@@ -219,8 +219,8 @@ public actor RolloutService: Service {
             let (_, events) = try await engine.submit(.deploy, image: image)
             for await event in events {
                 if case .result = event.type { record = event.record }
-                if case .progress = event.type, let line = event.progress {
-                    broadcast(.node(me, phase: "\(line.step)", reason: nil))
+                if case .progress = event.type, let line = event.progress, line.status != "done" {
+                    broadcast(.node(me, phase: line.step, reason: line.status == "started" ? nil : line.detail))
                 }
             }
         } catch {
