@@ -123,12 +123,8 @@ public struct SlackWebhook: Notifier {
     public init(url: String) { self.url = url }
 
     public func send(_ notice: Notice, http: HTTPClient) async throws {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
         let text = "*\(Self.escape(notice.title))*\n\(Self.escape(notice.body))"
-        request.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: ["text": text])))
-        try await post(request, http: http, backend: name)
+        try await postJSON(["text": text], to: url, http: http, backend: name)
     }
 
     static func escape(_ s: String) -> String {
@@ -143,14 +139,18 @@ public struct DiscordWebhook: Notifier {
     public init(url: String) { self.url = url }
 
     public func send(_ notice: Notice, http: HTTPClient) async throws {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
         let content = String("**\(notice.title)**\n\(notice.body)".prefix(2000))
-        let body: [String: Any] = ["content": content, "allowed_mentions": ["parse": [String]()]]
-        request.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
-        try await post(request, http: http, backend: name)
+        try await postJSON(["content": content, "allowed_mentions": ["parse": [String]()]], to: url, http: http, backend: name)
     }
+}
+
+/// A webhook call: `body` as JSON, POSTed to `url`.
+func postJSON(_ body: [String: Any], to url: String, http: HTTPClient, backend: String) async throws {
+    var request = HTTPClientRequest(url: url)
+    request.method = .POST
+    request.headers.add(name: "Content-Type", value: "application/json")
+    request.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
+    try await post(request, http: http, backend: backend)
 }
 
 func post(_ request: HTTPClientRequest, http: HTTPClient, backend: String) async throws {

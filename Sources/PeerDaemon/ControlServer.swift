@@ -82,16 +82,7 @@ enum ControlServer {
         } catch let busy as RolloutService.Busy {
             return try json(ControlAPI.ErrorBody(error: busy.description), status: .conflict)
         }
-        return Response(
-            status: .ok, headers: [.contentType: "application/x-ndjson"],
-            body: ResponseBody { writer in
-                for await event in events {
-                    var line = try ControlAPI.encoder.encode(event)
-                    line.append(UInt8(ascii: "\n"))
-                    try await writer.write(ByteBuffer(bytes: line))
-                }
-                try await writer.finish(nil)
-            })
+        return ndjson(events)
     }
 
     private static func submit(_ engine: NodeEngine, _ kind: DeployRecord.Kind, image: String?) async throws -> Response {
@@ -103,10 +94,15 @@ enum ControlServer {
         } catch let refused as NodeEngine.Refused {
             return try json(ControlAPI.ErrorBody(error: refused.description), status: .badRequest)
         }
-        return Response(
+        return ndjson(events)
+    }
+
+    /// A deploy's events as NDJSON, one line as each happens. The deploy runs in the engine or the rollout
+    /// service, not here: a client that goes away only stops reading progress.
+    private static func ndjson(_ events: AsyncStream<ControlAPI.Event>) -> Response {
+        Response(
             status: .ok, headers: [.contentType: "application/x-ndjson"],
             body: ResponseBody { writer in
-                // The deploy runs in the engine, not here: a client that goes away only stops reading progress.
                 for await event in events {
                     var line = try ControlAPI.encoder.encode(event)
                     line.append(UInt8(ascii: "\n"))

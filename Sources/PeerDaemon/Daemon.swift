@@ -118,17 +118,9 @@ public enum Daemon {
     /// Resolves registry secrets from the config, the environment or files. Secrets are never logged.
     public static func registryCredentials(_ config: PeerConfig) throws -> [RegistryCredential] {
         try config.registries.map { registry in
-            let password: String
-            switch registry.password {
-            case .inline(let value): password = value
-            case .environment(let name): password = ProcessInfo.processInfo.environment[name] ?? ""
-            case .file(let path):
-                guard let data = FileManager.default.contents(atPath: path) else {
-                    throw StartupError(description: "\(config.path): registries: password_file \(path) cannot be read")
-                }
-                password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            }
-            return RegistryCredential(server: registry.server, username: registry.username, password: password)
+            RegistryCredential(
+                server: registry.server, username: registry.username,
+                password: try resolve(registry.password, config, "registries.password"))
         }
     }
 }

@@ -93,32 +93,14 @@ extension PeerConfig {
             drainTimeout: try appSection.duration("drain_timeout", min: .milliseconds(100)) ?? .seconds(30))
 
         var registries: [Registry] = []
-        for (index, entry) in try top.sectionList("registries").enumerated() {
+        for entry in try top.sectionList("registries") {
             try entry.allowOnly(["server", "username", "password", "password_env", "password_file"])
             let server = try entry.string("server", required: true)!
             let username = try entry.string("username", required: true)!
-            let secrets = try [
-                entry.string("password").map(Registry.Secret.inline), entry.string("password_env").map(Registry.Secret.environment),
-                entry.string("password_file").map(Registry.Secret.file),
-            ].compactMap { $0 }
-            guard secrets.count == 1, let secret = secrets.first else {
+            guard ["password", "password_env", "password_file"].filter({ entry.value($0) != nil }).count == 1 else {
                 throw entry.error("", problem: "needs exactly one of password, password_env, password_file", fix: "password_file: /etc/peer/registry-token (mode 0600) keeps the secret out of this file")
             }
-            switch secret {
-            case .inline:
-                if let mode = Self.mode(of: path), mode & 0o077 != 0 {
-                    throw entry.error("password", problem: "is a secret in a file others can read (mode \(String(mode, radix: 8)))", fix: "chmod 600 \(path), or use password_file / password_env")
-                }
-            case .environment(let name):
-                if environment[name] == nil {
-                    throw entry.error("password_env", problem: "names $\(name), which is not set", fix: "set it in peerd's environment (systemd: EnvironmentFile=)")
-                }
-            case .file(let file):
-                if !FileManager.default.isReadableFile(atPath: file) {
-                    throw entry.error("password_file", problem: "\(file) cannot be read", fix: "create it with mode 0600")
-                }
-            }
-            _ = index
+            let secret = try Self.secret(entry, "password", path: path, environment: environment, required: true)!
             registries.append(Registry(server: server, username: username, password: secret))
         }
 

@@ -44,12 +44,7 @@ public struct PeerConfig: Sendable, Hashable {
     public struct Registry: Sendable, Hashable {
         public var server: String
         public var username: String
-        public enum Secret: Sendable, Hashable {
-            case inline(String)
-            case environment(String)
-            case file(String)
-        }
-        public var password: Secret
+        public var password: PeerConfig.Secret
     }
 
     public struct Nginx: Sendable, Hashable {

@@ -66,13 +66,13 @@ public actor RolloutService: Service {
     /// progress. Refused while another one runs.
     public func submit(image requested: String?, requestedBy: String) async throws -> AsyncStream<ControlAPI.Event> {
         var view = await mesh.rolloutView()
-        var newest = ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+        var newest = self.newest(in: view)
         // A rollout that just finished elsewhere may still look running here for a gossip round or two.
         let patience = clock.now() + .seconds(3)
         while let n = newest, Rollout.outcome(intent: n, reports: reports(view), alive: Self.alive(view)) == .running, clock.now() < patience {
             try? await clock.sleep(for: .milliseconds(100))
             view = await mesh.rolloutView()
-            newest = ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+            newest = self.newest(in: view)
         }
         if let newest, Rollout.outcome(intent: newest, reports: reports(view), alive: Self.alive(view)) == .running {
             throw Busy(description: "deploy \(newest.id) of \(newest.image) (requested by \(newest.requestedBy)) is still rolling out; wait for it or see peerctl status")
@@ -176,7 +176,7 @@ public actor RolloutService: Service {
         let view = await mesh.rolloutView()
         let now = clock.now()
         // Adopt a newer intent heard from someone else.
-        if let newer = view.compactMap(\.intent).max(by: { ($0.seq, $0.id) < ($1.seq, $1.id) }), newer.isNewer(than: intent) {
+        if let newer = newest(in: view), newer.isNewer(than: intent) {
             logger.info("rollout adopted", metadata: ["deploy.id": "\(newer.id)", "deploy.seq": "\(newer.seq)", "deploy.image": "\(newer.image)"])
             do { try await adopt(newer) } catch {
                 logger.error("cannot persist the rollout; not taking part", metadata: ["error": "\(error)"])
@@ -272,6 +272,11 @@ public actor RolloutService: Service {
         for member in view { if let r = member.report { out[member.name] = r } }
         if let report { out[me] = report }
         return out
+    }
+
+    /// The newest intent this node knows: its own or one gossiped by a member.
+    private func newest(in view: [MembershipService.RolloutMember]) -> RolloutIntent? {
+        ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
     }
 
     static func alive(_ view: [MembershipService.RolloutMember]) -> Set<String> { Set(view.filter(\.alive).map(\.name)) }

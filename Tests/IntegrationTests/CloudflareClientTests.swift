@@ -17,12 +17,7 @@ import Testing
         _ body: @Sendable (CloudflareStub, CloudflareClient, Int) async throws -> Void
     ) async throws {
         let stub = CloudflareStub(token: Self.token, zone: "example.test")
-        let bound = AsyncStream<Int>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
-            defer { group.cancelAll() }
-            var ports = bound.stream.makeAsyncIterator()
-            let port = try #require(await ports.next())
+        try await stub.serving { port in
             var logger = Logger(label: "test")
             logger.logLevel = .critical
             let client = CloudflareClient(

@@ -105,12 +105,7 @@ import Testing
     }
 
     func eventually(within timeout: Duration, _ condition: () -> Bool) async -> Bool {
-        let end = ContinuousClock.now + timeout
-        while ContinuousClock.now < end {
-            if condition() { return true }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        return condition()
+        await TestBed.eventually(within: timeout, condition)
     }
 
     func addresses(_ stub: CloudflareStub) -> Set<String> {
@@ -122,12 +117,7 @@ import Testing
         let stub = CloudflareStub(token: Self.token, zone: Self.zone)
         // Someone else's record on the name: peer must leave it alone.
         stub.seed(name: Self.name, content: "198.51.100.77")
-        let bound = AsyncStream<Int>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
-            defer { group.cancelAll() }
-            var ports = bound.stream.makeAsyncIterator()
-            let port = try #require(await ports.next())
+        try await stub.serving { port in
             let cluster = try await cluster(stubPort: port)
             defer { cluster.tearDown() }
             let all = Set(cluster.nodes.map(\.address))
@@ -191,12 +181,7 @@ import Testing
     @Test func aPartitionedLeaderStopsWriting() async throws {
         try await TestBed.require()
         let stub = CloudflareStub(token: Self.token, zone: Self.zone)
-        let bound = AsyncStream<Int>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
-            defer { group.cancelAll() }
-            var ports = bound.stream.makeAsyncIterator()
-            let port = try #require(await ports.next())
+        try await stub.serving { port in
             let cluster = try await cluster(stubPort: port)
             defer {
                 MeshProcessTests.Firewall.clear()
@@ -247,12 +232,7 @@ import Testing
     @Test func rollingDeploys() async throws {
         try await TestBed.require()
         let stub = CloudflareStub(token: Self.token, zone: Self.zone)
-        let bound = AsyncStream<Int>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
-            defer { group.cancelAll() }
-            var ports = bound.stream.makeAsyncIterator()
-            let port = try #require(await ports.next())
+        try await stub.serving { port in
             let cluster = try await cluster(stubPort: port)
             defer { cluster.tearDown() }
             let order = cluster.names.sorted()
@@ -319,12 +299,7 @@ import Testing
         try await TestBed.require()
         let stub = CloudflareStub(token: Self.token, zone: Self.zone)
         stub.seed(name: Self.name, content: "198.51.100.77")
-        let bound = AsyncStream<Int>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
-            defer { group.cancelAll() }
-            var ports = bound.stream.makeAsyncIterator()
-            let port = try #require(await ports.next())
+        try await stub.serving { port in
             let node = try TestNode()
             let pki = NSTemporaryDirectory() + "peer-token-pki-\(getpid())"
             defer {
@@ -385,12 +360,7 @@ import Testing
     @Test func twoNodesAndAWitnessFailOver() async throws {
         try await TestBed.require()
         let stub = CloudflareStub(token: Self.token, zone: Self.zone)
-        let bound = AsyncStream<Int>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await stub.run(onBound: { bound.continuation.yield($0) }) }
-            defer { group.cancelAll() }
-            var ports = bound.stream.makeAsyncIterator()
-            let port = try #require(await ports.next())
+        try await stub.serving { port in
             let cluster = try await cluster(stubPort: port, witness: true)
             defer { cluster.tearDown() }
             let (a, b, w) = (cluster.nodes[0], cluster.nodes[1], cluster.nodes[2])

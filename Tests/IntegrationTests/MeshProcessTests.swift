@@ -48,6 +48,12 @@ import Testing
             log(node).split(separator: "\n").filter { $0.contains("\"msg\":\"member dead\"") }.map(String.init)
         }
 
+        /// How many "member dead" lines each node has logged so far.
+        func deathCounts() -> [String: Int] { Dictionary(uniqueKeysWithValues: names.map { ($0, deaths(in: $0).count) }) }
+
+        /// The "member dead" lines `node` logged after `counts` was taken.
+        func deaths(in node: String, after counts: [String: Int]) -> ArraySlice<String> { deaths(in: node)[...].dropFirst(counts[node] ?? 0) }
+
         func kill(_ node: String) throws { _ = try run(["kill", node, dir]) }
         func start(_ node: String) throws {
             let result = try run(["start", node, dir])
@@ -60,14 +66,8 @@ import Testing
         }
     }
 
-    /// Polls until `condition` holds or `timeout` passes; returns whether it held.
     func eventually(within timeout: Duration, _ condition: () -> Bool) async -> Bool {
-        let end = ContinuousClock.now + timeout
-        while ContinuousClock.now < end {
-            if condition() { return true }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        return condition()
+        await TestBed.eventually(within: timeout, condition)
     }
 
     /// iptables rules tagged with our comment, removed however the test ends.
@@ -95,13 +95,13 @@ import Testing
 
         // (Members that start a little later than the others may be declared dead and come back during the
         // start; only what happens from the kill on counts.)
-        let before = Dictionary(uniqueKeysWithValues: mesh.names.map { ($0, mesh.deaths(in: $0).count) })
+        let before = mesh.deathCounts()
         try mesh.kill("m2")
         let others = ["m1", "m3", "m4"]
         #expect(await eventually(within: .seconds(10)) { others.allSatisfy { mesh.status(of: "m2", by: $0) == "dead" } })
         // Nobody else was taken for dead.
         for node in others {
-            let after = mesh.deaths(in: node).dropFirst(before[node] ?? 0)
+            let after = mesh.deaths(in: node, after: before)
             #expect(after.allSatisfy { $0.contains("\"member.name\":\"m2\"") }, "\(node): \(after)")
         }
 
@@ -129,12 +129,12 @@ import Testing
         }
         #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
         // m1 and m2 cannot reach each other at all; both still reach m3.
-        let before = Dictionary(uniqueKeysWithValues: mesh.names.map { ($0, mesh.deaths(in: $0).count) })
+        let before = mesh.deathCounts()
         try Firewall.add(["-s", Self.prefix + "1", "-d", Self.prefix + "2", "-j", "DROP"])
         try Firewall.add(["-s", Self.prefix + "2", "-d", Self.prefix + "1", "-j", "DROP"])
         try await Task.sleep(for: .seconds(15))
         for node in mesh.names {
-            let after = mesh.deaths(in: node).dropFirst(before[node] ?? 0)
+            let after = mesh.deaths(in: node, after: before)
             #expect(after.isEmpty, "\(node): \(after)")
         }
         #expect(mesh.status(of: "m2", by: "m1") == "alive")
@@ -148,11 +148,11 @@ import Testing
             mesh.down()
         }
         #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
-        let before = Dictionary(uniqueKeysWithValues: mesh.names.map { ($0, mesh.deaths(in: $0).count) })
+        let before = mesh.deathCounts()
         try Firewall.add(["-s", Self.prefix + "0/24", "-d", Self.prefix + "0/24", "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP"])
         try await Task.sleep(for: .seconds(30))
         for node in mesh.names {
-            let after = mesh.deaths(in: node).dropFirst(before[node] ?? 0)
+            let after = mesh.deaths(in: node, after: before)
             #expect(after.isEmpty, "\(node): \(after)")
         }
         // And it still sees a real death through the loss.

@@ -89,6 +89,18 @@ public final class CloudflareStub: Sendable {
 
     // MARK: - Server
 
+    /// Serves on a free port of 127.0.0.1 while `body` runs (it gets the port), then stops.
+    public func serving<T: Sendable>(_ body: @Sendable (Int) async throws -> T) async throws -> T {
+        let bound = AsyncStream<Int>.makeStream()
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.run(onBound: { bound.continuation.yield($0) }) }
+            defer { group.cancelAll() }
+            var ports = bound.stream.makeAsyncIterator()
+            guard let port = await ports.next() else { throw TestBed.NotReady(description: "the Cloudflare stub did not start") }
+            return try await body(port)
+        }
+    }
+
     /// Serves on `host:port` (0: any free port) until cancelled; `onBound` gets the port.
     public func run(host: String = "127.0.0.1", port: Int = 0, onBound: @escaping @Sendable (Int) async -> Void) async throws {
         let router = Router()

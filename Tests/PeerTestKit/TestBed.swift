@@ -33,6 +33,16 @@ public enum TestBed {
     }
 
     /// Fails (does not skip) when the test bed is not up: a test that silently skips proves nothing.
+    /// Polls `condition` every 100 ms until it holds or `timeout` passes; returns whether it held.
+    public static func eventually(within timeout: Duration, _ condition: () -> Bool) async -> Bool {
+        let end = ContinuousClock.now + timeout
+        while ContinuousClock.now < end {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return condition()
+    }
+
     public static func require() async throws {
         guard FileManager.default.fileExists(atPath: dockerSocket) else {
             throw NotReady(description: "no dockerd at \(dockerSocket): run cluster/testbed up first")
