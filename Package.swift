@@ -105,6 +105,9 @@ let package = Package(
             dependencies: [
                 "Deployment", "PeerFiles",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -150,7 +153,9 @@ let package = Package(
         .target(
             name: "PeerTestKit",
             dependencies: [
-                "PeerCore", "Deployment", "PeerDaemon",
+                "PeerCore", "Deployment", "PeerDaemon", "PKI",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -166,7 +171,7 @@ let package = Package(
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
         .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "DNSPlanning", "PeerCore"], swiftSettings: strict),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore"], swiftSettings: strict),
-        .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon", "Membership"], swiftSettings: strict),
+        .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon", "Membership", "Nginx", "Deployment"], swiftSettings: strict),
         .testTarget(
             name: "TransportTests",
             dependencies: [
@@ -177,7 +182,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "PKITests", dependencies: ["PKI", .product(name: "X509", package: "swift-certificates")], swiftSettings: strict),
+        .testTarget(name: "PKITests", dependencies: ["PKI", "PeerTestKit", .product(name: "X509", package: "swift-certificates")], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["PeerDaemon", "Docker", "Nginx", "PeerTestKit", "CloudflareDNS", "DNSPlanning", "Notify"],

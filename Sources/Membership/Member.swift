@@ -18,6 +18,9 @@ public struct AppStatus: Sendable, Hashable, Codable {
     /// The cluster deploy this node knows (persisted) and its own part in it.
     public var rollout: RolloutIntent?
     public var rolloutReport: RolloutReport?
+    /// The origin certificate this node's nginx serves (`peerctl tls set`), so the others can hand a newer one to
+    /// a node that missed it.
+    public var origin: OriginMark?
 
     public init(
         healthy: Bool?, image: String?, address: String? = nil, runningDeploy: DeployMark? = nil, lastDeploy: DeployMark? = nil,
@@ -32,6 +35,24 @@ public struct AppStatus: Sendable, Hashable, Codable {
     }
 
     public static let none = AppStatus(healthy: nil, image: nil)
+}
+
+/// Which origin certificate a node serves: the newest (by `setAt`, then fingerprint) wins in the cluster.
+public struct OriginMark: Sendable, Hashable, Codable, Comparable {
+    /// The first 16 hex digits of the certificate's SHA-256.
+    public var fingerprint: String
+    /// When an operator set it (milliseconds since 1970, the clock of the node that took the request).
+    public var setAt: Int64
+    /// When it expires (seconds since 1970).
+    public var notAfter: Int64
+
+    public init(fingerprint: String, setAt: Int64, notAfter: Int64) {
+        self.fingerprint = String(fingerprint.prefix(16))
+        self.setAt = setAt
+        self.notAfter = notAfter
+    }
+
+    public static func < (a: OriginMark, b: OriginMark) -> Bool { (a.setAt, a.fingerprint) < (b.setAt, b.fingerprint) }
 }
 
 /// A node's latest deploy or rollback, as gossiped.

@@ -4,6 +4,7 @@ public enum NginxError: Error, CustomStringConvertible, Sendable {
     case notRunning(pidFile: String, reason: String)
     case reloadFailed(String)
     case notServing(expected: Int, seen: String)
+    case notServingCertificate(listen: String, expected: String, seen: String)
 
     public var description: String {
         switch self {
@@ -16,6 +17,8 @@ public enum NginxError: Error, CustomStringConvertible, Sendable {
         case .reloadFailed(let reason): "nginx reload failed: \(reason)"
         case .notServing(let expected, let seen):
             "nginx does not serve generation \(expected) yet: \(seen) (if this persists, the reload failed: another program may hold the listen address, see nginx's error log)"
+        case .notServingCertificate(let listen, let expected, let seen):
+            "nginx's HTTPS listener \(listen) does not present certificate \(expected)… after the reload (seen: \(seen)); the previous server block is back. Another program may hold the address: see nginx's error log"
         }
     }
 }

@@ -1,8 +1,11 @@
 import AsyncHTTPClient
+import Crypto
 import Deployment
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
+import NIOSSL
 import PeerCore
 import PeerFiles
 
@@ -35,23 +38,39 @@ public actor NginxProxy: FrontProxy {
     private let http: HTTPClient
     private let logger: Logger
     private var workersBeforeLastRoute: Set<Int32> = []
+    /// The HTTPS listener as last rendered (set at start from the installed origin certificate, then by ``setTLS(_:)``).
+    private var tls: NginxSite.TLS?
+    /// What the last render routed to (nil before the first one: read back from the file).
+    private var lastRouted: AppInstance??
 
     public init(settings: Settings, http: HTTPClient, logger: Logger = Logger(label: "peer.nginx")) {
         self.settings = settings
         self.http = http
         self.logger = logger
+        self.tls = settings.site.tls
     }
 
     // MARK: - FrontProxy
 
     public func route(to instance: AppInstance?) async throws {
+        try await render(routingTo: instance, tls: tls)
+        lastRouted = .some(instance)
+        logger.debug(
+            "nginx reloaded",
+            metadata: ["nginx.site": "\(settings.sitePath)", "deploy.generation": "\(instance?.generation ?? 0)"])
+    }
+
+    /// Writes the server block, has nginx test it and reloads; a rejected config is put back as it was.
+    private func render(routingTo instance: AppInstance?, tls: NginxSite.TLS?) async throws {
         let master = try masterPID()
         if let include = settings.site.customInclude, !FileManager.default.fileExists(atPath: include) {
             // The user's file: created empty once so the include resolves, never written again.
             try AtomicFile.write(Data("# Your own directives for the peer-managed server block.\n".utf8), to: include, mode: 0o644)
         }
         let previous = FileManager.default.contents(atPath: settings.sitePath)
-        let rendered = Data(settings.site.render(routingTo: instance).utf8)
+        var site = settings.site
+        site.tls = tls
+        let rendered = Data(site.render(routingTo: instance).utf8)
         try AtomicFile.write(rendered, to: settings.sitePath, mode: 0o644)
         let test = try await Command.run(settings.binary, settings.arguments + ["-t", "-q"])
         guard test.status == 0 else {
@@ -64,9 +83,87 @@ public actor NginxProxy: FrontProxy {
             try restore(previous)
             throw NginxError.reloadFailed("signal to master \(master): \(reason)")
         }
-        logger.debug(
-            "nginx reloaded",
-            metadata: ["nginx.site": "\(settings.sitePath)", "deploy.generation": "\(instance?.generation ?? 0)"])
+    }
+
+    /// Serves HTTPS with the certificate and key at `tls`'s paths (or stops serving it, for nil), keeping the
+    /// route as it is: rewrite, `nginx -t`, reload, then check that the listener presents the certificate
+    /// whose SHA-256 is `fingerprint`. On failure the previous server block is back in place and reloaded.
+    public func setTLS(_ tls: NginxSite.TLS?, fingerprint: String?, serverName: String?) async throws {
+        let instance: AppInstance?
+        if let lastRouted {
+            instance = lastRouted
+        } else {
+            instance = FileManager.default.contents(atPath: settings.sitePath).flatMap { NginxSite.parseInstance(String(decoding: $0, as: UTF8.self)) }
+        }
+        let previousTLS = self.tls
+        // Requests on old workers finish: the drain of a swap under way also waits for these.
+        let draining = workersBeforeLastRoute.filter(Self.isAlive)
+        try await render(routingTo: instance, tls: tls)
+        workersBeforeLastRoute.formUnion(draining)
+        self.tls = tls
+        guard let tls, let fingerprint else { return }
+        let (host, port) = tls.localEndpoint
+        var seen = "nothing"
+        for _ in 0..<30 {
+            do {
+                let presented = try await Self.presentedCertificate(host: host, port: port, serverName: serverName)
+                if presented == fingerprint {
+                    logger.info("nginx serves the origin certificate", metadata: ["nginx.tls_listen": "\(tls.listen)", "tls.fingerprint": "\(fingerprint.prefix(16))"])
+                    return
+                }
+                seen = "certificate \(presented.prefix(16))…"
+            } catch {
+                seen = "\(error)"
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        // Not serving what was installed: go back to what served before.
+        try? await render(routingTo: instance, tls: previousTLS)
+        self.tls = previousTLS
+        throw NginxError.notServingCertificate(listen: tls.listen, expected: String(fingerprint.prefix(16)), seen: seen)
+    }
+
+    /// Takes `tls` as what the server block on disk already serves (after a restart: nothing to reload).
+    public func adoptTLS(_ tls: NginxSite.TLS?) { self.tls = tls }
+
+    /// The SHA-256 (hex) of the certificate a TLS listener presents.
+    static func presentedCertificate(host: String, port: Int, serverName: String?) async throws -> String {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = .none
+        let context = try NIOSSLContext(configuration: configuration)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let seen = group.any().makePromise(of: String.self)
+        let connecting = ClientBootstrap(group: group)
+            .connectTimeout(.seconds(2))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = try NIOSSLClientHandler(
+                        context: context, serverHostname: serverName,
+                        customVerificationCallback: { certificates, promise in
+                            if let leaf = certificates.first, let der = try? leaf.toDERBytes() {
+                                seen.succeed(SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined())
+                            } else {
+                                seen.fail(NginxError.notServingCertificate(listen: "\(host):\(port)", expected: "", seen: "no certificate"))
+                            }
+                            promise.succeed(.certificateVerified)
+                        })
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+            .connect(host: host, port: port)
+        let channel: any Channel
+        do {
+            channel = try await connecting.get()
+        } catch {
+            seen.fail(error)  // a promise must be completed before it goes away
+            throw error
+        }
+        defer { channel.close(promise: nil) }
+        let timeout = channel.eventLoop.scheduleTask(in: .seconds(2)) {
+            seen.fail(NginxError.notServingCertificate(listen: "\(host):\(port)", expected: "", seen: "no TLS handshake within 2 s"))
+        }
+        defer { timeout.cancel() }
+        return try await seen.futureResult.get()
     }
 
     public func verify(_ instance: AppInstance) async throws {

@@ -11,11 +11,39 @@ public struct NginxSite: Sendable, Hashable {
     public var verifyAllow: [String]
     /// A file of the user's own directives for this server block, included if it exists; peer never writes it.
     public var customInclude: String?
+    /// The HTTPS listener with the origin certificate, once one is installed (`peerctl tls set`).
+    public var tls: TLS?
+
+    /// nginx's side of Cloudflare → origin TLS.
+    public struct TLS: Sendable, Hashable {
+        /// Authenticated Origin Pulls: whether nginx asks for Cloudflare's client certificate
+        /// (`ssl_verify_client`). `optional` accepts both while AOP is being switched on at Cloudflare.
+        public enum OriginPulls: String, Sendable, Hashable, CaseIterable { case off, optional, on }
+        /// `443`, `127.0.0.2:443`, `[::]:443`.
+        public var listen: String
+        public var certificatePath: String
+        public var keyPath: String
+        public var originPulls: OriginPulls
+        /// The CA that signs the client certificate Cloudflare presents (authenticated_origin_pull_ca.pem).
+        public var originPullCA: String?
+
+        public init(listen: String, certificatePath: String, keyPath: String, originPulls: OriginPulls = .off, originPullCA: String? = nil) {
+            self.listen = listen
+            self.certificatePath = certificatePath
+            self.keyPath = keyPath
+            self.originPulls = originPulls
+            self.originPullCA = originPullCA
+        }
+
+        /// The host:port to reach the HTTPS listener from this machine.
+        public var localEndpoint: (host: String, port: Int) { NginxSite.local(listen, defaultPort: 443) }
+    }
 
     public init(
         appName: String, listen: String, serverName: String, healthPath: String, verifyAllow: [String] = [],
-        customInclude: String? = nil
+        customInclude: String? = nil, tls: TLS? = nil
     ) {
+        self.tls = tls
         self.appName = appName
         self.listen = listen
         self.serverName = serverName
@@ -34,8 +62,10 @@ public struct NginxSite: Sendable, Hashable {
     }
 
     /// The host:port to reach the listener from this machine.
-    public var localEndpoint: (host: String, port: Int) {
-        let (host, port) = Self.split(listen)
+    public var localEndpoint: (host: String, port: Int) { Self.local(listen, defaultPort: 80) }
+
+    static func local(_ listen: String, defaultPort: Int) -> (host: String, port: Int) {
+        let (host, port) = Self.split(listen, defaultPort: defaultPort)
         switch host {
         case nil, "*", "0.0.0.0": return ("127.0.0.1", port)
         case "[::]": return ("[::1]", port)
@@ -43,11 +73,11 @@ public struct NginxSite: Sendable, Hashable {
         }
     }
 
-    static func split(_ listen: String) -> (host: String?, port: Int) {
+    static func split(_ listen: String, defaultPort: Int = 80) -> (host: String?, port: Int) {
         if let colon = listen.lastIndex(of: ":"), !listen.hasSuffix("]") {
-            return (String(listen[..<colon]), Int(listen[listen.index(after: colon)...]) ?? 80)
+            return (String(listen[..<colon]), Int(listen[listen.index(after: colon)...]) ?? defaultPort)
         }
-        return (nil, Int(listen) ?? 80)
+        return (nil, Int(listen) ?? defaultPort)
     }
 
     public func render(routingTo instance: AppInstance?) -> String {
@@ -71,6 +101,22 @@ public struct NginxSite: Sendable, Hashable {
             "    listen \(listen);",
             "    server_name \(serverName);",
         ]
+        if let tls {
+            lines += [
+                "    listen \(tls.listen) ssl;",
+                "    ssl_certificate \(tls.certificatePath);",
+                "    ssl_certificate_key \(tls.keyPath);",
+                "    ssl_protocols TLSv1.2 TLSv1.3;",
+                "    ssl_session_cache shared:peer_tls:10m;",
+                "    ssl_session_timeout 1d;",
+            ]
+            if tls.originPulls != .off, let ca = tls.originPullCA {
+                lines += [
+                    "    ssl_client_certificate \(ca);",
+                    "    ssl_verify_client \(tls.originPulls.rawValue);",
+                ]
+            }
+        }
         if let customInclude {
             lines.append("    include \(customInclude);")
         }
@@ -96,6 +142,7 @@ public struct NginxSite: Sendable, Hashable {
                 "        proxy_set_header X-Real-IP $remote_addr;",
                 "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
                 "        proxy_set_header X-Forwarded-Proto $scheme;",
+                "        proxy_set_header CF-Connecting-IP $http_cf_connecting_ip;",
                 "    }",
             ]
         } else {
@@ -111,6 +158,11 @@ public struct NginxSite: Sendable, Hashable {
 
     /// The generation and port a rendered file routes to (nil for none or a file peer did not write).
     public static func parseRoute(_ text: String) -> (generation: Int, hostPort: Int)? {
+        parseInstance(text).map { ($0.generation, $0.hostPort) }
+    }
+
+    /// The instance a rendered file routes to, as far as the file says (no container ID).
+    public static func parseInstance(_ text: String) -> AppInstance? {
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(routeMarker) }) else { return nil }
         var fields: [String: String] = [:]
         for pair in line.dropFirst(routeMarker.count).split(separator: " ") {
@@ -118,6 +170,7 @@ public struct NginxSite: Sendable, Hashable {
             if kv.count == 2 { fields[String(kv[0])] = String(kv[1]) }
         }
         guard let generation = fields["generation"].flatMap(Int.init), let port = fields["port"].flatMap(Int.init) else { return nil }
-        return (generation, port)
+        return AppInstance(
+            generation: generation, image: fields["image"] ?? "", containerID: "", containerName: fields["container"] ?? "", hostPort: port)
     }
 }

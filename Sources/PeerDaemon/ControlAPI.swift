@@ -45,6 +45,8 @@ public enum ControlAPI {
             public var rttMs: Double?
             /// Its part in the latest rollout (waiting, swapping, done, failed, rollingBack, rolledBack).
             public var rolloutPhase: String?
+            /// The first 16 hex digits of the origin certificate its nginx serves.
+            public var originFingerprint: String?
         }
     }
 
@@ -120,6 +122,31 @@ public enum ControlAPI {
         public init(error: String) { self.error = error }
     }
 
+    /// `POST /v1/tls`: the origin certificate (leaf first, then intermediates) and its key, PEM.
+    public struct TLSRequest: Codable, Sendable {
+        public var certificatePEM: String
+        public var keyPEM: String
+        public var requestedBy: String?
+        public init(certificatePEM: String, keyPEM: String, requestedBy: String? = nil) {
+            self.certificatePEM = certificatePEM
+            self.keyPEM = keyPEM
+            self.requestedBy = requestedBy
+        }
+    }
+
+    /// The origin certificate a node's nginx serves on its HTTPS listener (never the key).
+    public struct OriginTLS: Codable, Sendable, Hashable {
+        public var fingerprint: String
+        public var names: [String]
+        public var issuer: String
+        public var notValidAfter: Date
+        public var daysLeft: Int
+        public var setAt: Date
+        public var listen: String
+        /// off, optional or on (Authenticated Origin Pulls).
+        public var originPulls: String
+    }
+
     public struct NodeStatus: Codable, Sendable {
         public var node: String
         public var address: String
@@ -133,6 +160,8 @@ public enum ControlAPI {
         public var nginx: Nginx
         public var docker: Docker
         public var peerd: Peerd
+        /// nil until `peerctl tls set`.
+        public var originCertificate: OriginTLS?
 
         public struct Nginx: Codable, Sendable {
             public var site: String

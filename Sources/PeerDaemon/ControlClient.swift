@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import PKI
 
 /// `peerctl`'s side of the control API.
 public struct ControlClient: Sendable {
@@ -61,6 +62,25 @@ public struct ControlClient: Sendable {
                 }
             }
         }
+    }
+
+    /// Installs an origin certificate on this node, which sends it to the others.
+    public func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS {
+        try await setOriginTLS(pair, requestedBy: nil)
+    }
+
+    public func setOriginTLS(_ pair: OriginPair, requestedBy: String?) async throws -> ControlAPI.OriginTLS {
+        var request = try self.request("/v1/tls")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(
+            ControlAPI.TLSRequest(certificatePEM: pair.certificatePEM, keyPEM: pair.keyPEM, requestedBy: requestedBy))))
+        let response = try await execute(request, timeout: .seconds(60))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        guard response.status == .ok else {
+            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)))
+        }
+        return try ControlAPI.decoder.decode(ControlAPI.OriginTLS.self, from: Data(buffer: body))
     }
 
     private func get<T: Decodable>(_ path: String) async throws -> T {

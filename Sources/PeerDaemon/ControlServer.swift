@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PeerFiles
+import PKI
 
 /// The control API on a root-only unix socket: what `peerctl` talks to.
 ///
@@ -14,14 +15,34 @@ import PeerFiles
 ///     GET  /v1/who        the leader, its term and lease, the voters (JSON)
 ///     POST /v1/deploy     {"image": "…"} → NDJSON stream: accepted, progress…, result
 ///     POST /v1/rollback   → the same stream, swapping back to the previous image
+///     POST /v1/tls        {"certificatePEM": "…", "keyPEM": "…"} → the installed origin certificate (JSON)
 enum ControlServer {
     static func application(
-        engine: NodeEngine, membership: MembershipService?, rollouts: RolloutService?, socketPath: String, logger: Logger
+        engine: NodeEngine, membership: MembershipService?, rollouts: RolloutService?, origin: OriginTLSService?, socketPath: String,
+        logger: Logger
     ) throws -> some ApplicationProtocol {
         try prepareSocket(socketPath)
         let router = Router()
         router.get("/v1/status") { _, _ in
-            try json(await engine.status())
+            var status = await engine.status()
+            status.originCertificate = await origin?.current()
+            return try json(status)
+        }
+        router.post("/v1/tls") { request, _ in
+            guard let origin else {
+                return try json(ControlAPI.ErrorBody(error: "this node is a witness: it runs no nginx; send the certificate to an app node"), status: .notFound)
+            }
+            let body = try await request.body.collect(upTo: 1 << 20)
+            guard let tls = try? ControlAPI.decoder.decode(ControlAPI.TLSRequest.self, from: Data(buffer: body)) else {
+                return try json(ControlAPI.ErrorBody(error: "expected a JSON body {\"certificatePEM\": \"…\", \"keyPEM\": \"…\"}"), status: .badRequest)
+            }
+            do {
+                let installed = try await origin.set(
+                    OriginPair(certificatePEM: tls.certificatePEM, keyPEM: tls.keyPEM), requestedBy: tls.requestedBy ?? "peerctl on \(engine.config.node.name)")
+                return try json(installed)
+            } catch let refused as OriginTLSService.Refused {
+                return try json(ControlAPI.ErrorBody(error: refused.description), status: .badRequest)
+            }
         }
         router.get("/v1/deploys") { _, _ in
             try json(await engine.history())

@@ -70,8 +70,17 @@ public enum Daemon {
                 rolloutBox.withLockedValue { $0 = service }
                 extra.append(.init(service: service))
             }
+            // The origin certificate (HTTPS at nginx), on every node that runs nginx.
+            var origin: OriginTLSService?
+            if !config.isWitness {
+                let service = OriginTLSService(
+                    config: config, nginx: nginx, mesh: membership, notices: { notice in await dispatcher.withLockedValue({ $0 })?.post(notice) },
+                    logger: logger)
+                origin = service
+                extra.append(.init(service: service))
+            }
             let control = try ControlServer.application(
-                engine: engine, membership: membership, rollouts: rollouts, socketPath: config.controlSocket, logger: logger)
+                engine: engine, membership: membership, rollouts: rollouts, origin: origin, socketPath: config.controlSocket, logger: logger)
             logger.info(
                 "peerd starting",
                 metadata: ["peer.node": "\(config.node.name)", "peer.config": "\(config.path)", "peer.control": "\(config.controlSocket)"])

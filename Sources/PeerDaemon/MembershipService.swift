@@ -57,6 +57,10 @@ public actor MembershipService: Service {
     nonisolated let onNotice: @Sendable (Notice) async -> Void
     nonisolated let operatorHandler: (@Sendable (MeshConnection, String) async -> Void)?
     private var keys: [MemberID: SymmetricKey] = [:]
+    /// The open outbound connection to each member: messages too big or too rare for datagrams go there.
+    private var links: [MemberID: NIOAsyncChannelOutboundWriter<ByteBuffer>] = [:]
+    /// Who handles a message a member sends on its connection (the origin certificate service).
+    private var onMemberMessage: (@Sendable (String, ByteBuffer) async -> Void)?
     /// Members that can lead and that membership sees alive, kept up to date from its changes.
     private var aliveCandidates: [MemberID] = []
     private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
@@ -176,6 +180,36 @@ public actor MembershipService: Service {
         }
     }
 
+    /// Hands messages that members send over their TLS connection to `handler` (with the sender's name).
+    public func setMemberMessageHandler(_ handler: @escaping @Sendable (String, ByteBuffer) async -> Void) {
+        onMemberMessage = handler
+    }
+
+    /// Sends one message to a member over this node's TLS connection to it; false when there is none open.
+    public func sendMessage(_ message: ByteBuffer, to name: String) async -> Bool {
+        guard let link = links[MemberID(name)] else { return false }
+        do {
+            try await link.write(message)
+            return true
+        } catch {
+            logger.debug("member message not sent", metadata: ["mesh.member": "\(name)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Every app node's origin certificate mark as gossiped (this node's from its own state).
+    public func originView() -> [(name: String, alive: Bool, mark: OriginMark?)] {
+        swim.view.filter { canLead.contains($0.state.id) }.map { ($0.state.id.name, $0.state.status != .dead, $0.state.app.origin) }
+    }
+
+    /// Announces the origin certificate this node serves, at once.
+    public func publishOrigin(_ mark: OriginMark?) async {
+        var app = swim.me.app
+        guard app.origin != mark else { return }
+        app.origin = mark
+        await carryOut(swim.setApp(app, now: clock.now()))
+    }
+
     /// Announces this node's rollout state at once (not at the next app check).
     public func publishRollout(intent: RolloutIntent?, report: RolloutReport?) async {
         var app = swim.me.app
@@ -215,7 +249,8 @@ public actor MembershipService: Service {
                     incarnation: view.state.incarnation, appHealthy: view.state.app.healthy, image: view.state.app.image,
                     isSelf: view.state.id == me, lastSeenMsAgo: view.lastSeen.map { Int((now - $0).milliseconds) },
                     rttMs: view.rtt.map { Double($0.nanoseconds) / 1e6 },
-                    rolloutPhase: intent.flatMap { i in view.state.app.rolloutReport.flatMap { $0.intent == i.id ? $0.phase.rawValue : nil } })
+                    rolloutPhase: intent.flatMap { i in view.state.app.rolloutReport.flatMap { $0.intent == i.id ? $0.phase.rawValue : nil } },
+                    originFingerprint: view.state.app.origin?.fingerprint)
             },
             datagramsSent: counters.datagramsSent, bytesSent: counters.bytesSent, datagramsReceived: counters.datagramsReceived,
             bytesReceived: counters.bytesReceived, datagramsDropped: counters.datagramsDropped, rollout: summary)
@@ -284,6 +319,7 @@ public actor MembershipService: Service {
             observed.address = canLead.contains(me) ? publicAddress : nil
             observed.rollout = swim.me.app.rollout
             observed.rolloutReport = swim.me.app.rolloutReport
+            observed.origin = swim.me.app.origin
             observed.certificateDaysLeft = ClusterCA.daysLeft(certificate)
             failures = observed.healthy == false ? failures + 1 : 0
             var next = observed
@@ -311,7 +347,9 @@ public actor MembershipService: Service {
             let member = MemberID(connection.peer.name)
             await self.verified(member, certificate: connection.certificate)
             try? await connection.channel.executeThenClose { inbound, _ in
-                for try await _ in inbound {}
+                for try await message in inbound {
+                    await self.onMemberMessage?(member.name, message)
+                }
             }
             if !Task.isCancelled { await self.lost(member, why: "its connection to us closed") }
         }
@@ -334,7 +372,9 @@ public actor MembershipService: Service {
                 }
                 verified(id, certificate: connection.certificate)
                 backoff = .milliseconds(100)
-                try? await connection.channel.executeThenClose { inbound, _ in
+                try? await connection.channel.executeThenClose { inbound, outbound in
+                    self.links[id] = outbound
+                    defer { self.links[id] = nil }
                     for try await _ in inbound {}
                 }
                 if Task.isCancelled { return }

@@ -1,5 +1,6 @@
 import Deployment
 import Membership
+import Nginx
 import Foundation
 import PeerCore
 import Yams
@@ -106,18 +107,42 @@ extension PeerConfig {
 
         var nginxSection = try Self.placeholder(path, "nginx", "server_name: witness.invalid")
         if let given = try top.section("nginx", required: !isWitness) { nginxSection = given }
-        try nginxSection.allowOnly(["site", "listen", "server_name", "binary", "prefix", "config", "pid_file", "custom_include"])
+        try nginxSection.allowOnly(["site", "listen", "server_name", "binary", "prefix", "config", "pid_file", "custom_include", "tls"])
         let listen = try nginxSection.string("listen") ?? "80"
         try nginxSection.check("listen", listen, Self.isListen(listen), "must be PORT, ADDRESS:PORT or [IPv6]:PORT", fix: "e.g. 80 or 127.0.0.2:8080")
         let serverName = try nginxSection.string("server_name", required: true)!
         try nginxSection.check("server_name", serverName, !serverName.contains(";") && !serverName.contains("{") && !serverName.isEmpty, "must be host names separated by spaces", fix: "e.g. shop.example.com")
-        let nginx = Nginx(
+        var nginx = Nginx(
             site: try nginxSection.string("site") ?? "/etc/nginx/conf.d/peer-\(appName).conf",
             listen: listen, serverName: serverName,
             binary: try nginxSection.string("binary") ?? "nginx",
             prefix: try nginxSection.string("prefix"), config: try nginxSection.string("config"),
             pidFile: try nginxSection.string("pid_file") ?? "/run/nginx.pid",
             customInclude: try nginxSection.string("custom_include"))
+        if let section = try nginxSection.section("tls") {
+            try section.allowOnly(["listen", "hostname", "origin_pulls", "origin_pull_ca"])
+            var tls = Nginx.TLS()
+            tls.listen = try section.string("listen") ?? "443"
+            try section.check("listen", tls.listen, Self.isListen(tls.listen), "must be PORT, ADDRESS:PORT or [IPv6]:PORT", fix: "e.g. 443")
+            try section.check("listen", tls.listen, tls.listen != listen, "is also nginx.listen", fix: "HTTPS needs its own port, e.g. 443")
+            if let hostname = try section.string("hostname") {
+                try section.check("hostname", hostname, hostname.range(of: "^[A-Za-z0-9*]([-A-Za-z0-9.]*[A-Za-z0-9])?$", options: .regularExpression) != nil && hostname.contains("."), "is not a host name", fix: "the name Cloudflare proxies, e.g. shop.example.com")
+                tls.hostname = hostname
+            }
+            let pulls = try section.string("origin_pulls") ?? "off"
+            guard let originPulls = NginxSite.TLS.OriginPulls(rawValue: pulls) else {
+                throw section.error("origin_pulls", problem: "\"\(pulls)\" must be off, optional or on", fix: "optional while you turn on Authenticated Origin Pulls at Cloudflare, then on")
+            }
+            tls.originPulls = originPulls
+            tls.originPullCA = try section.string("origin_pull_ca")
+            if originPulls != .off {
+                guard let ca = tls.originPullCA else {
+                    throw section.error("origin_pull_ca", problem: "is missing (origin_pulls is \(pulls))", fix: "download https://developers.cloudflare.com/ssl/static/authenticated_origin_pull_ca.pem to /etc/peer/ and name it here")
+                }
+                try section.check("origin_pull_ca", ca, FileManager.default.isReadableFile(atPath: ca), "cannot be read", fix: "download https://developers.cloudflare.com/ssl/static/authenticated_origin_pull_ca.pem to that path")
+            }
+            nginx.tls = tls
+        }
 
         let dockerSection = try top.section("docker")
         try dockerSection?.allowOnly(["socket"])

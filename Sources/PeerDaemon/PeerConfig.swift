@@ -58,6 +58,23 @@ public struct PeerConfig: Sendable, Hashable {
         public var config: String?
         public var pidFile: String
         public var customInclude: String?
+        public var tls = TLS()
+
+        /// The HTTPS listener, served once an origin certificate is installed (`peerctl tls set`).
+        public struct TLS: Sendable, Hashable {
+            public var listen = "443"
+            /// The name the certificate must cover (default: the first name of `server_name`).
+            public var hostname: String?
+            public var originPulls: NginxSite.TLS.OriginPulls = .off
+            public var originPullCA: String?
+        }
+
+        /// The host name an origin certificate must cover, or nil when none is configured.
+        public var tlsHostname: String? {
+            if let hostname = tls.hostname { return hostname }
+            guard let first = serverName.split(separator: " ").first.map(String.init), first != "_", !first.contains("*"), first.contains(".") else { return nil }
+            return first
+        }
     }
 
     /// The mutual-TLS mesh to the other members (absent: this node runs alone).
@@ -174,6 +191,21 @@ public struct PeerConfig: Sendable, Hashable {
                 appName: app.name, listen: nginx.listen, serverName: nginx.serverName, healthPath: app.health.path,
                 verifyAllow: [node.address], customInclude: nginx.customInclude),
             sitePath: nginx.site, binary: nginx.binary, arguments: nginxArguments, pidFile: nginx.pidFile)
+    }
+
+    /// Where this node keeps the installed origin certificate and key (0600), named by the certificate's
+    /// fingerprint so that a new pair never overwrites the one nginx serves until nginx took the new one.
+    public func originFiles(fingerprint: String) -> (certificate: String, key: String) {
+        let base = stateDirectory + "/tls/origin-" + fingerprint.prefix(16)
+        return (base + ".pem", base + "-key.pem")
+    }
+
+    /// nginx's TLS settings for an installed origin certificate.
+    public func nginxTLS(fingerprint: String) -> NginxSite.TLS {
+        let files = originFiles(fingerprint: fingerprint)
+        return NginxSite.TLS(
+            listen: nginx.tls.listen, certificatePath: files.certificate, keyPath: files.key, originPulls: nginx.tls.originPulls,
+            originPullCA: nginx.tls.originPullCA)
     }
 
     /// The nginx arguments that select a non-system instance.

@@ -14,6 +14,7 @@ public protocol ControlChannel: Sendable {
     func who() async throws -> ControlAPI.Who
     func history() async throws -> [DeployRecord]
     func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws
+    func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS
 }
 
 extension ControlClient: ControlChannel {}
@@ -21,9 +22,11 @@ extension ControlClient: ControlChannel {}
 /// One request of an operator over the mesh: the first frame of its connection. The answer is one frame
 /// (the JSON of the result, or `{"error": …}`) — for a deploy, one frame per event — then the node closes.
 public struct OperatorRequest: Codable, Sendable {
-    public enum Operation: String, Codable, Sendable { case status, members, who, deploys, deploy, rollback }
+    public enum Operation: String, Codable, Sendable { case status, members, who, deploys, deploy, rollback, tlsSet = "tls-set" }
     public var op: Operation
     public var image: String?
+    /// For `tls-set`: the origin certificate and its key.
+    public var origin: OriginPair?
 }
 
 /// `peerctl --peer HOST:PORT --cert operator.pem --key operator-key.pem --ca ca.pem …`: the control API over the
@@ -61,9 +64,9 @@ public struct RemoteControlClient: ControlChannel {
         }
     }
 
-    func one<T: Decodable>(_ op: OperatorRequest.Operation) async throws -> T {
+    func one<T: Decodable>(_ op: OperatorRequest.Operation, origin: OriginPair? = nil) async throws -> T {
         var result: T?
-        try await exchange(OperatorRequest(op: op)) { result = try ControlAPI.decoder.decode(T.self, from: $0) }
+        try await exchange(OperatorRequest(op: op, origin: origin)) { result = try ControlAPI.decoder.decode(T.self, from: $0) }
         guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering") }
         return result
     }
@@ -72,6 +75,7 @@ public struct RemoteControlClient: ControlChannel {
     public func members() async throws -> ControlAPI.Members { try await one(.members) }
     public func who() async throws -> ControlAPI.Who { try await one(.who) }
     public func history() async throws -> [DeployRecord] { try await one(.deploys) }
+    public func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS { try await one(.tlsSet, origin: pair) }
 
     public func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
         try await exchange(OperatorRequest(op: image == nil ? .rollback : .deploy, image: image)) {
@@ -103,6 +107,9 @@ struct OperatorGateway: Sendable {
                 case .members: try await send(try await client.members())
                 case .who: try await send(try await client.who())
                 case .deploys: try await send(try await client.history())
+                case .tlsSet:
+                    guard let pair = request.origin else { throw ControlClient.Failure(description: "tls-set without a certificate") }
+                    try await send(try await client.setOriginTLS(pair, requestedBy: "operator \(name)"))
                 case .deploy, .rollback:
                     let (stream, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self)
                     try await withThrowingTaskGroup(of: Void.self) { group in

@@ -32,6 +32,12 @@ struct Status: AsyncParsableCommand {
         if let starting = status.starting { rows.append(("starting", starting)) }
         rows.append(("nginx", "\(status.nginx.running ? "running" : "NOT RUNNING"), \(status.nginx.site), listen \(status.nginx.listen), routes to generation \(status.nginx.routedGeneration.map(String.init) ?? "none")"))
         rows.append(("docker", status.docker.reachable ? "reachable (API \(status.docker.apiVersion ?? "?"))" : "UNREACHABLE: \(status.docker.error ?? "")"))
+        if let tls = status.originCertificate {
+            let warning = tls.daysLeft <= 30 ? "  RENEW SOON" : ""
+            rows.append(("origin tls", "\(tls.names.joined(separator: ", ")) on \(tls.listen), expires \(tls.notValidAfter.formatted(.iso8601)) (\(tls.daysLeft) days left\(warning)), AOP \(tls.originPulls), sha256 \(tls.fingerprint.prefix(16))…"))
+        } else {
+            rows.append(("origin tls", "none (HTTP only; install one with peerctl tls set)"))
+        }
         rows.append(("peerd", "\(status.peerd.version), pid \(status.peerd.pid), \(status.peerd.rssBytes / (1 << 20)) MiB resident"))
         let width = rows.map(\.0.count).max() ?? 0
         for (key, value) in rows { print("\(key.padding(toLength: width, withPad: " ", startingAt: 0))  \(value)") }
@@ -41,11 +47,11 @@ struct Status: AsyncParsableCommand {
         if let r = members.rollout {
             print("rollout \(r.id): \(r.kind) \(r.image) (previous \(r.previousImage ?? "none"), requested by \(r.requestedBy)): \(r.outcome)\(r.failure.map { " — \($0)" } ?? "")")
         }
-        var table = [["NODE", "STATE", "APP", "IMAGE", "ROLLOUT"]]
+        var table = [["NODE", "STATE", "APP", "IMAGE", "ROLLOUT", "ORIGIN TLS"]]
         for m in members.members where m.appHealthy != nil || m.image != nil || m.rolloutPhase != nil || !m.isSelf {
             table.append([
                 m.name + (m.isSelf ? " (this node)" : ""), m.status, m.appHealthy.map { $0 ? "healthy" : "UNHEALTHY" } ?? "-", m.image ?? "-",
-                m.rolloutPhase ?? "-",
+                m.rolloutPhase ?? "-", m.originFingerprint ?? "-",
             ])
         }
         let widths = (0..<table[0].count).map { c in table.map { $0[c].count }.max() ?? 0 }

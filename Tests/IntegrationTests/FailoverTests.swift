@@ -7,101 +7,14 @@ import Testing
 /// certificates; DNS at the Cloudflare stub (the real client code talks to it over HTTP), notifications to the
 /// stub's ntfy and Discord endpoints. kill -9 a follower, then the leader.
 @Suite(.serialized) struct FailoverTests {
-    static let zone = "example.test"
-    static let name = "shop.example.test"
-    static let token = "cf-test-token-0123456789"
+    static let zone = MeshCluster.zone
+    static let name = MeshCluster.name
+    static let token = MeshCluster.token
 
-    struct Cluster {
-        let nodes: [TestNode]
-        let peers: [PeerdProcess]
-        let pki: String
+    typealias Cluster = MeshCluster
 
-        var names: [String] { nodes.map(\.name) }
-
-        func peer(_ name: String) -> PeerdProcess { peers[names.firstIndex(of: name)!] }
-
-        func who(_ peer: PeerdProcess) -> ControlAPI.Who? {
-            guard let r = try? peer.peerctl(["who", "--json"]), r.status == 0 else { return nil }
-            return try? ControlAPI.decoder.decode(ControlAPI.Who.self, from: Data(r.output.utf8))
-        }
-
-        func tearDown() {
-            for p in peers { p.kill() }
-            for n in nodes { n.tearDown() }
-            try? FileManager.default.removeItem(atPath: pki)
-        }
-    }
-
-    /// Writes certificates with `peerctl`, appends mesh, dns and notify sections to each node's config, starts
-    /// nginx and peerd on each and deploys v1 everywhere.
     func cluster(stubPort: Int, witness: Bool = false) async throws -> Cluster {
-        let nodes = try (0..<3).map { _ in try TestNode() }
-        let witnessName = witness ? nodes[2].name : nil
-        let pki = NSTemporaryDirectory() + "peer-failover-pki-\(getpid())"
-        let peerctl = PeerdProcess.binDirectory + "/peerctl"
-        try? FileManager.default.removeItem(atPath: pki)
-        #expect(try Shell.run(peerctl, ["ca", "init", "--dir", pki, "--cluster", "failover-test"]).status == 0)
-        for node in nodes {
-            let issued = try Shell.run(peerctl, ["cert", "issue", "--dir", pki, node.name, "--address", node.address])
-            #expect(issued.status == 0, "\(issued.output)")
-        }
-        try Self.token.write(toFile: pki + "/cf-token", atomically: true, encoding: .utf8)
-        chmod(pki + "/cf-token", 0o600)
-        let members = nodes.map {
-            "    - name: \($0.name)\n      address: \($0.address):\($0.port + 1000)" + ($0.name == witnessName ? "\n      role: witness" : "")
-        }.joined(separator: "\n")
-        for node in nodes {
-            if node.name == witnessName {
-                // A witness's whole config: who it is, where it keeps state, and the mesh. No app, no nginx.
-                try """
-                node:
-                  name: \(node.name)
-                  address: \(node.address)
-                state_dir: \(node.directory)/state
-                control:
-                  socket: \(node.directory)/run/peerd.sock
-                """.write(toFile: node.configPath, atomically: true, encoding: .utf8)
-            }
-            let extra = """
-
-                mesh:
-                  listen: \(node.address):\(node.port + 1000)
-                  ca: \(pki)/ca.pem
-                  cert: \(pki)/\(node.name).pem
-                  key: \(pki)/\(node.name)-key.pem
-                  members:
-                \(members)
-                dns:
-                  api_base: http://127.0.0.1:\(stubPort)/client/v4
-                  zone: \(Self.zone)
-                  name: \(Self.name)
-                  token_file: \(pki)/cf-token
-                  hold_down: 2s
-                notify:
-                  ntfy:
-                    server: http://127.0.0.1:\(stubPort)/notify/ntfy
-                    topic: peer-failover-test
-                  discord:
-                    url: http://127.0.0.1:\(stubPort)/notify/discord/api/v10/webhooks/123/secret-token
-
-                """
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: node.configPath))
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data(extra.utf8))
-            try handle.close()
-            chmod(node.configPath, 0o600)  // it now holds a webhook URL, which is a secret
-        }
-        var peers: [PeerdProcess] = []
-        for node in nodes {
-            if node.name != witnessName { try node.startNginx() }
-            let peer = PeerdProcess(node: node)
-            try await peer.start()
-            peers.append(peer)
-        }
-        // One deploy, on any node, rolls across all of them.
-        let deployed = try peers[0].peerctl(["deploy", TestBed.image("v1")])
-        #expect(deployed.status == 0, "\(deployed.output)")
-        return Cluster(nodes: nodes, peers: peers, pki: pki)
+        try await MeshCluster.start(stubPort: stubPort, witness: witness)
     }
 
     func eventually(within timeout: Duration, _ condition: () -> Bool) async -> Bool {

@@ -1,5 +1,7 @@
+import Deployment
 import Foundation
 import Membership
+import Nginx
 import PeerDaemon
 import Testing
 
@@ -63,6 +65,52 @@ import Testing
         #expect(config.mesh?.members.map(\.name) == ["web-1", "web-2", "web-3"])
         #expect(config.mesh?.port == 7946)
         #expect(config.mesh?.profile == "lan")
+        #expect(config.nginx.tls.listen == "443")
+        #expect(config.nginx.tlsHostname == "shop.example.com")
+        #expect(config.nginx.tls.originPulls == .off)
+    }
+
+    /// deploy/nginx/peer-site.conf.example is what peer writes for the example config (routing to one container,
+    /// with an origin certificate installed): the documented template cannot drift from the code.
+    @Test func theDocumentedServerBlockIsWhatPeerWrites() throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let text = try String(contentsOf: root.appendingPathComponent("deploy/peer.example.yml"), encoding: .utf8)
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let config = try parse(
+            text.replacingOccurrences(of: "  env_file: /etc/peer/shop.env # KEY=value lines, read at every deploy (keep it 0600)\n", with: "")
+                .replacingOccurrences(of: "password_file: /etc/peer/ghcr-token", with: "password_env: GHCR_TOKEN")
+                .replacingOccurrences(of: "/etc/peer/pki/", with: pki + "/")
+                .replacingOccurrences(of: "token_file: /etc/peer/cloudflare-token", with: "token_env: CF_TOKEN"),
+            environment: ["GHCR_TOKEN": "x", "CF_TOKEN": "y"])
+        var site = config.nginxSettings.site
+        site.tls = config.nginxTLS(fingerprint: "3f1c9a0e5b7d2c48aa00")
+        let rendered = site.render(routingTo: AppInstance(
+            generation: 7, image: "ghcr.io/acme/shop:1.4.2", containerID: "0123456789ab", containerName: "peer-shop-web-1-g7", hostPort: 49153))
+        let documented = try String(contentsOf: root.appendingPathComponent("deploy/nginx/peer-site.conf.example"), encoding: .utf8)
+        let body = documented.split(separator: "\n", omittingEmptySubsequences: false).drop { $0.hasPrefix("##") }.joined(separator: "\n")
+        #expect(body == rendered, "regenerate deploy/nginx/peer-site.conf.example:\n\(rendered)")
+    }
+
+    @Test func tlsMistakesAreExplained() throws {
+        let base = "node: {name: web-1, address: 203.0.113.10}\napp: {name: shop, port: 8080}\n"
+        let badPulls = #expect(throws: ConfigError.self) {
+            try parse(base + "nginx:\n  server_name: shop.example.com\n  tls:\n    origin_pulls: maybe\n")
+        }
+        #expect(badPulls?.key == "nginx.tls.origin_pulls")
+        let noCA = #expect(throws: ConfigError.self) {
+            try parse(base + "nginx:\n  server_name: shop.example.com\n  tls:\n    origin_pulls: \"on\"\n")
+        }
+        #expect(noCA?.key == "nginx.tls.origin_pull_ca")
+        #expect(noCA?.fix.contains("authenticated_origin_pull_ca.pem") == true)
+        let samePort = #expect(throws: ConfigError.self) {
+            try parse(base + "nginx:\n  server_name: shop.example.com\n  listen: \"443\"\n  tls:\n    listen: \"443\"\n")
+        }
+        #expect(samePort?.key == "nginx.tls.listen")
+        // No host name to check a certificate against: nothing fails at load, tls set explains.
+        let underscore = try parse(base + "nginx:\n  server_name: _\n")
+        #expect(underscore.nginx.tlsHostname == nil)
     }
 
     /// Placeholder files where a mesh section wants them (the loader checks they can be read, and the key's mode).

@@ -13,7 +13,8 @@ public final class TestNode: Sendable {
     nonisolated(unsafe) private static var counter = 0
     private static let lock = NSLock()
 
-    /// `extraApp` / `extraNginx` are YAML lines added to the app / nginx sections.
+    /// `extraApp` / `extraNginx` are YAML lines added to the app / nginx sections (`$ADDRESS` in an nginx line
+    /// is this node's address).
     /// `extraTop`: top-level YAML lines (e.g. a `registries:` section).
     public init(
         extraApp: [String] = [], extraNginx: [String] = [], extraTop: [String] = [], healthTimeout: String = "10s",
@@ -72,7 +73,7 @@ public final class TestNode: Sendable {
               prefix: \(directory)/nginx
               config: \(directory)/nginx/nginx.conf
               pid_file: \(directory)/nginx/nginx.pid
-            \(extraNginx.map { "  \($0)" }.joined(separator: "\n"))
+            \(extraNginx.map { "  " + $0.replacingOccurrences(of: "$ADDRESS", with: address) }.joined(separator: "\n"))
             state_dir: \(stateDir ?? directory + "/state")
             control:
               socket: \(directory)/run/peerd.sock

@@ -1,0 +1,237 @@
+import Foundation
+import Logging
+import Membership
+import NIOCore
+import Nginx
+import Notify
+import PKI
+import PeerCore
+import PeerFiles
+import ServiceLifecycle
+
+/// The origin certificate nginx serves on its HTTPS listener, owned by the cluster.
+///
+/// - `peerctl tls set` hands a pair to any node: it is checked (key matches, valid now, covers the site's
+///   host name) before anything changes, installed here (files 0600, nginx rewritten, `nginx -t`, reloaded, the
+///   listener checked to present it), announced in the gossip, and sent to every other node over the mesh's
+///   mutual-TLS connections.
+/// - Every node announces which pair it serves; a node that serves an older one (it was down, or joined later)
+///   is sent the newest by the nodes that have it, every 15 s until it serves it.
+/// - The leader notifies 30, 7 and 1 day(s) before the certificate expires.
+public actor OriginTLSService: Service {
+    /// What is installed, kept next to the files as `origin.json` (no key in it).
+    struct Installed: Codable, Sendable {
+        var info: OriginCertificateInfo
+        var setAt: Int64
+
+        var mark: OriginMark { OriginMark(fingerprint: info.fingerprint, setAt: setAt, notAfter: Int64(info.notValidAfter.timeIntervalSince1970)) }
+    }
+
+    /// What one node sends another on the mesh connection.
+    enum MemberMessage: Codable, Sendable {
+        case origin(OriginPair, setAt: Int64)
+    }
+
+    public struct Refused: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    nonisolated let config: PeerConfig
+    nonisolated let nginx: NginxProxy
+    nonisolated let mesh: MembershipService?
+    nonisolated let notices: @Sendable (Notice) async -> Void
+    nonisolated let logger: Logger
+    private var installed: Installed?
+    private var lastSent: [String: (fingerprint: String, at: ContinuousClock.Instant)] = [:]
+    private var metaPath: String { config.stateDirectory + "/tls/origin.json" }
+
+    public init(
+        config: PeerConfig, nginx: NginxProxy, mesh: MembershipService?, notices: @escaping @Sendable (Notice) async -> Void = { _ in },
+        logger: Logger
+    ) {
+        self.config = config
+        self.nginx = nginx
+        self.mesh = mesh
+        self.notices = notices
+        self.logger = logger
+        let meta = config.stateDirectory + "/tls/origin.json"
+        if let data = FileManager.default.contents(atPath: meta), let stored = try? JSONDecoder().decode(Installed.self, from: data),
+            FileManager.default.fileExists(atPath: config.originFiles(fingerprint: stored.info.fingerprint).key)
+        {
+            installed = stored
+        }
+    }
+
+    /// What `peerctl status` shows.
+    public func current() -> ControlAPI.OriginTLS? {
+        guard let installed else { return nil }
+        return ControlAPI.OriginTLS(
+            fingerprint: installed.info.fingerprint, names: installed.info.names, issuer: installed.info.issuer,
+            notValidAfter: installed.info.notValidAfter, daysLeft: installed.info.daysLeft(), setAt: Date(timeIntervalSince1970: Double(installed.setAt) / 1000),
+            listen: config.nginx.tls.listen, originPulls: config.nginx.tls.originPulls.rawValue)
+    }
+
+    /// An operator's pair: installed here, then sent to every other node.
+    public func set(_ pair: OriginPair, requestedBy: String) async throws -> ControlAPI.OriginTLS {
+        let setAt = Int64(Date().timeIntervalSince1970 * 1000)
+        try await install(pair, setAt: setAt)
+        logger.info(
+            "origin certificate set",
+            metadata: ["tls.fingerprint": "\(installed!.mark.fingerprint)", "tls.requested_by": "\(requestedBy)", "tls.days_left": "\(installed!.info.daysLeft())"])
+        await announce()
+        await sendToOthers(force: true)
+        return current()!
+    }
+
+    /// Checks, writes and serves a pair; throws (having changed nothing) when it is refused or nginx does not take it.
+    private func install(_ pair: OriginPair, setAt: Int64) async throws {
+        guard let hostname = config.nginx.tlsHostname else {
+            throw Refused(
+                description: "\(config.path): nginx.server_name (\(config.nginx.serverName)) names no host the certificate must cover; set nginx.tls.hostname, e.g. shop.example.com")
+        }
+        let info: OriginCertificateInfo
+        do {
+            info = try OriginCertificate.validate(pair, hostname: hostname)
+        } catch let rejected as OriginCertificate.Rejected {
+            throw Refused(description: "certificate refused, nothing changed: \(rejected.description)")
+        }
+        if let installed, installed.info.fingerprint == info.fingerprint {
+            // The same certificate again: nothing for nginx to do.
+            try save(Installed(info: info, setAt: max(setAt, installed.setAt)))
+            return
+        }
+        let files = config.originFiles(fingerprint: info.fingerprint)
+        try AtomicFile.makeDirectory(config.stateDirectory + "/tls", mode: 0o700)
+        try AtomicFile.write(Array(pair.keyPEM.utf8), to: files.key, mode: 0o600)
+        try AtomicFile.write(Array(pair.certificatePEM.utf8), to: files.certificate, mode: 0o600)
+        do {
+            try await nginx.setTLS(config.nginxTLS(fingerprint: info.fingerprint), fingerprint: info.fingerprint, serverName: hostname)
+        } catch {
+            try? FileManager.default.removeItem(atPath: files.key)
+            try? FileManager.default.removeItem(atPath: files.certificate)
+            throw Refused(description: "nginx did not take the certificate, it serves what it served before: \(error)")
+        }
+        let previous = installed
+        try save(Installed(info: info, setAt: setAt))
+        if let previous, previous.info.fingerprint != info.fingerprint {
+            let old = config.originFiles(fingerprint: previous.info.fingerprint)
+            try? FileManager.default.removeItem(atPath: old.key)
+            try? FileManager.default.removeItem(atPath: old.certificate)
+        }
+    }
+
+    private func save(_ value: Installed) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.dateEncodingStrategy = .iso8601
+        try AtomicFile.write(Array(try encoder.encode(value)), to: metaPath, mode: 0o600)
+        installed = value
+    }
+
+    private func announce() async {
+        await mesh?.publishOrigin(installed?.mark)
+    }
+
+    // MARK: - Between nodes
+
+    /// A message from a member over the mesh: a pair newer than ours is installed (after the same checks as an
+    /// operator's); anything else is ignored. Nothing a member sends can break what serves.
+    public func received(_ message: ByteBuffer, from member: String) async {
+        let decoded: MemberMessage
+        do {
+            decoded = try JSONDecoder().decode(MemberMessage.self, from: Data(buffer: message))
+        } catch {
+            logger.warning("unreadable message from a member", metadata: ["mesh.member": "\(member)", "bytes": "\(message.readableBytes)"])
+            return
+        }
+        switch decoded {
+        case .origin(let pair, let setAt):
+            guard let fingerprint = try? OriginCertificate.info(certificatePEM: pair.certificatePEM).fingerprint else {
+                logger.warning("a member sent an origin certificate that does not parse", metadata: ["mesh.member": "\(member)"])
+                return
+            }
+            let offered = OriginMark(fingerprint: fingerprint, setAt: setAt, notAfter: 0)
+            if let mine = installed?.mark, !(mine < offered) { return }
+            do {
+                try await install(pair, setAt: setAt)
+                logger.info("origin certificate installed from a member", metadata: ["mesh.member": "\(member)", "tls.fingerprint": "\(offered.fingerprint)"])
+                await announce()
+            } catch {
+                logger.error("origin certificate from a member not installed", metadata: ["mesh.member": "\(member)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Sends our pair to every live app node that announces an older one (or none). `force`: also to those
+    /// sent to less than 15 s ago (a new pair from the operator).
+    private func sendToOthers(force: Bool) async {
+        guard let mesh, let installed else { return }
+        let mine = installed.mark
+        let now = ContinuousClock.now
+        let others = await mesh.originView().filter { $0.name != config.node.name && $0.alive && ($0.mark.map { $0 < mine } ?? true) }
+        guard !others.isEmpty else { return }
+        let files = config.originFiles(fingerprint: installed.info.fingerprint)
+        guard let certificate = FileManager.default.contents(atPath: files.certificate), let key = FileManager.default.contents(atPath: files.key) else {
+            logger.error("the installed origin certificate's files are gone", metadata: ["tls.certificate": "\(files.certificate)"])
+            return
+        }
+        let message: ByteBuffer
+        do {
+            let pair = OriginPair(certificatePEM: String(decoding: certificate, as: UTF8.self), keyPEM: String(decoding: key, as: UTF8.self))
+            message = ByteBuffer(bytes: try JSONEncoder().encode(MemberMessage.origin(pair, setAt: installed.setAt)))
+        } catch {
+            return
+        }
+        for other in others {
+            if !force, let last = lastSent[other.name], last.fingerprint == mine.fingerprint, now - last.at < .seconds(15) { continue }
+            if await mesh.sendMessage(message, to: other.name) {
+                lastSent[other.name] = (mine.fingerprint, now)
+                logger.debug("origin certificate sent", metadata: ["mesh.member": "\(other.name)", "tls.fingerprint": "\(mine.fingerprint)"])
+            }
+        }
+    }
+
+    // MARK: - Running
+
+    public func run() async throws {
+        await adopt()
+        await mesh?.setMemberMessageHandler { [weak self] name, message in await self?.received(message, from: name) }
+        await announce()
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await self.sendToOthers(force: false)
+                await self.watchExpiry()
+                try await Task.sleep(for: .seconds(2))
+            }
+        }
+    }
+
+    /// After a restart: nginx already serves the installed pair (nothing to reload), or it is put back.
+    private func adopt() async {
+        guard let installed else { return }
+        let tls = config.nginxTLS(fingerprint: installed.info.fingerprint)
+        let site = FileManager.default.contents(atPath: config.nginx.site).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        if site.contains("ssl_certificate \(tls.certificatePath);") {
+            await nginx.adoptTLS(tls)
+            return
+        }
+        do {
+            try await nginx.setTLS(tls, fingerprint: installed.info.fingerprint, serverName: config.nginx.tlsHostname)
+        } catch {
+            logger.error("cannot serve the installed origin certificate", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The leader tells the operator once when the certificate crosses 30, 7 and 1 day(s) left.
+    private func watchExpiry() async {
+        guard let installed, let mesh, await mesh.fence() != nil else { return }
+        let days = installed.info.daysLeft()
+        guard days <= 30 else { return }
+        let bucket = days <= 1 ? 1 : days <= 7 ? 7 : 30
+        let host = config.nginx.tlsHostname ?? config.nginx.serverName
+        await notices(Notice(
+            kind: .certificateExpiring, title: "origin certificate for \(host) expires in \(max(days, 0)) days",
+            body: "Create a new one (Cloudflare: SSL/TLS › Origin Server) and install it on every node: peerctl tls set --cert origin.pem --key origin-key.pem",
+            key: "origin/\(installed.info.fingerprint.prefix(16))/\(bucket)"))
+    }
+}

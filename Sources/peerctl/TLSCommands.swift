@@ -1,0 +1,100 @@
+import ArgumentParser
+import Foundation
+import PKI
+import PeerDaemon
+
+struct TLS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tls", abstract: "The origin certificate nginx serves to Cloudflare (HTTPS on every node).",
+        subcommands: [Set.self])
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Install an origin certificate and its key on every node.",
+            discussion: """
+                Checks the pair (the key belongs to the certificate, it is valid now, it covers the site's host name) \
+                before anything changes, installs it on the node you talk to, which sends it to the others over the \
+                mesh. Each node stores it 0600, serves it on nginx.tls.listen (443) and reloads nginx without \
+                dropping requests. Then waits until every live node serves it.
+                """)
+
+        // Not the shared Connection options: --cert and --key name the origin pair here.
+        @Option(help: "The node's config file (to find the control socket).")
+        var config: String = PeerConfig.defaultPath
+
+        @Option(help: "The control socket, overriding the one in the config.")
+        var socket: String?
+
+        @Option(help: "Talk to a node over the mesh instead: HOST:PORT of its mesh.listen (needs --operator-cert, --operator-key, --ca).")
+        var peer: String?
+
+        @Option(help: "The cluster CA certificate, for --peer.")
+        var ca: String?
+
+        @Option(name: .customLong("cert"), help: "The certificate (PEM; the leaf first, then any intermediates).")
+        var certificate: String
+
+        @Option(name: .customLong("key"), help: "Its private key (PEM).")
+        var privateKey: String
+
+        @Option(help: "How long to wait for every live node to serve it (seconds; 0: do not wait).")
+        var wait: Int = 60
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        @Option(name: .customLong("operator-cert"), help: "With --peer: your operator certificate.")
+        var operatorCertificate: String?
+
+        @Option(name: .customLong("operator-key"), help: "With --peer: its key.")
+        var operatorKey: String?
+
+        func run() async throws {
+            func read(_ path: String, _ what: String) throws -> String {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw fail("\(what) \(path) cannot be read (as root? the path right?)")
+                }
+                return String(decoding: data, as: UTF8.self)
+            }
+            let pair = OriginPair(certificatePEM: try read(certificate, "--cert"), keyPEM: try read(privateKey, "--key"))
+            var arguments = ["--config", config] + (socket.map { ["--socket", $0] } ?? [])
+            if let peer {
+                guard let operatorCertificate, let operatorKey, let ca else {
+                    throw fail("--peer needs --operator-cert, --operator-key and --ca here (--cert and --key name the origin pair)")
+                }
+                arguments += ["--peer", peer, "--cert", operatorCertificate, "--key", operatorKey, "--ca", ca]
+            }
+            let connection = try Connection.parse(arguments)
+            let installed: ControlAPI.OriginTLS
+            do {
+                installed = try await connection.withClient { try await $0.setOriginTLS(pair) }
+            } catch {
+                throw fail("\(error)")
+            }
+            if !json {
+                print("installed: \(installed.names.joined(separator: ", ")), expires \(installed.notValidAfter.formatted(.iso8601)) (\(installed.daysLeft) days), sha256 \(installed.fingerprint.prefix(16))…")
+            }
+            guard wait > 0 else { return json ? try printJSON(installed) : () }
+            // Every live app node announces the fingerprint it serves.
+            let want = String(installed.fingerprint.prefix(16))
+            let deadline = Date().addingTimeInterval(Double(wait))
+            var reported: Swift.Set<String> = []
+            var missing: [String] = []
+            while true {
+                guard let members = try? await connection.withClient({ try await $0.members() }) else { break }
+                let nodes = members.members.filter { $0.status != "dead" && ($0.appHealthy != nil || $0.originFingerprint != nil) }
+                for node in nodes where node.originFingerprint == want && !reported.contains(node.name) {
+                    reported.insert(node.name)
+                    if !json { print("  \(node.name): serving it") }
+                }
+                missing = nodes.filter { $0.originFingerprint != want }.map(\.name)
+                if missing.isEmpty || Date() > deadline { break }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            if json { try printJSON(installed) }
+            if !missing.isEmpty {
+                throw fail("not yet served by \(missing.joined(separator: ", ")) after \(wait)s; peerctl status shows each node's ORIGIN TLS, their logs say why")
+            }
+        }
+    }
+}
