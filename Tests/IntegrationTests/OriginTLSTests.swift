@@ -108,6 +108,11 @@ import Testing
             #expect(addresses.map(served) == Array(repeating: rotated.fingerprint, count: 3))
             let oldKey = "\(cluster.nodes[0].directory)/state/tls/origin-\(good.fingerprint.prefix(16))-key.pem"
             #expect(!FileManager.default.fileExists(atPath: oldKey), "the replaced key is removed")
+            // A deploy rewrites the server block: HTTPS stays, with the same certificate.
+            let deployed = try cluster.peers[0].peerctl(["deploy", TestBed.image("v2")])
+            #expect(deployed.status == 0, "\(deployed.output)")
+            #expect(addresses.map(served) == Array(repeating: rotated.fingerprint, count: 3))
+            #expect(addresses.allSatisfy { https($0, caFile: dir + "/origin-ca.pem") == 200 })
 
             // A node that is down when a pair is set gets it when it is back; the leader warns that it expires soon.
             let away = cluster.peers[2]
