@@ -69,6 +69,8 @@ nginx:
 state_dir: {d}/state
 control:
   socket: {d}/peerd.sock
+metrics:
+  listen: {addr(n)}:9464
 mesh:
   listen: {addr(n)}:7946
   ca: {DIR}/pki/ca.pem

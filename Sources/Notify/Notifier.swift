@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Metrics
 import Foundation
 import Logging
 import NIOCore
@@ -236,13 +237,17 @@ public actor NoticeDispatcher {
             do {
                 try await backend.send(notice, http: http)
                 sent.append(Sent(backend: backend.name, key: notice.key))
+                Counter(label: "peer_notifications_total", dimensions: [("backend", backend.name), ("result", "sent")]).increment()
                 logger.info("notification sent", metadata: ["notify.backend": "\(backend.name)", "notice.kind": "\(notice.kind.rawValue)"])
                 return
             } catch let error as NotifyFailure {
                 failures += 1
                 logger.warning(
                     "notification failed", metadata: ["notify.backend": "\(backend.name)", "error": "\(error)", "attempt": "\(attempt)"])
-                if error.permanent { return }
+                if error.permanent {
+                    Counter(label: "peer_notifications_total", dimensions: [("backend", backend.name), ("result", "failed")]).increment()
+                    return
+                }
             } catch {
                 failures += 1
                 logger.warning("notification failed", metadata: ["notify.backend": "\(backend.name)", "error": "\(error)"])
@@ -250,5 +255,6 @@ public actor NoticeDispatcher {
             try? await Task.sleep(for: delay)
             delay *= 4
         }
+        Counter(label: "peer_notifications_total", dimensions: [("backend", backend.name), ("result", "failed")]).increment()
     }
 }

@@ -67,7 +67,7 @@ public actor DNSService: Service {
         }
         if !tokenVerified {
             do {
-                try await client.verifyToken()
+                try await measured("verify") { try await client.verifyToken() }
                 tokenVerified = true
                 logger.info("Cloudflare token verified", metadata: ["dns.zone": "\(settings.zone)", "dns.name": "\(settings.name)"])
             } catch {
@@ -86,7 +86,7 @@ public actor DNSService: Service {
         }
         do {
             if records == nil || stale {
-                records = try await client.records(name: settings.name)
+                records = try await measured("list") { try await client.records(name: settings.name) }
                 fetchedAt = now
             }
             lastSignature = signature
@@ -101,7 +101,7 @@ public actor DNSService: Service {
             // Fence: still the leader, with time to finish the write under this term.
             guard let fence = await mesh.fence(atLeast: Self.writeWindow) else { return }
             let deadline = fence.remaining - .milliseconds(300)
-            let created = try await client.apply(plan.changes, name: settings.name, deadline: deadline)
+            let created = try await measured("batch") { try await client.apply(plan.changes, name: settings.name, deadline: deadline) }
             writes += 1
             let deleted = Set(plan.changes.deletes.map(\.id))
             records = records!.filter { !deleted.contains($0.id) } + created
@@ -131,5 +131,19 @@ public actor DNSService: Service {
     private func alert(_ title: String, _ body: String, key: String) async {
         logger.error("\(title)", metadata: ["detail": "\(body)"])
         await notices?.post(Notice(kind: title.hasPrefix("No node") ? .allUnhealthy : .dnsError, title: title, body: body, key: key))
+    }
+}
+
+extension DNSService {
+    /// Counts one API call and its outcome (peer_dns_api_calls_total).
+    func measured<T>(_ call: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            let result = try await body()
+            PeerMetrics.dnsCall(call, error: nil)
+            return result
+        } catch {
+            PeerMetrics.dnsCall(call, error: error)
+            throw error
+        }
     }
 }

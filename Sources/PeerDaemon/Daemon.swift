@@ -7,11 +7,13 @@ import NIOConcurrencyHelpers
 import Notify
 import Nginx
 import PeerCore
+import Prometheus
 import ServiceLifecycle
 
 /// `peerd`: loads the config, wires the adapters, runs the engine and the control API until SIGTERM.
 public enum Daemon {
-    public static func run(config: PeerConfig, logger: Logger) async throws {
+    /// `metrics`: the registry swift-metrics was bootstrapped with (peerd's), served at `metrics.listen`.
+    public static func run(config: PeerConfig, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) async throws {
         let http = HTTPClient(
             eventLoopGroupProvider: .singleton,
             configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(2))))
@@ -78,6 +80,9 @@ public enum Daemon {
                     logger: logger)
                 origin = service
                 extra.append(.init(service: service))
+            }
+            if let registry = metrics, let settings = config.metrics {
+                extra.append(.init(service: MetricsService(registry: registry, settings: settings, membership: membership, logger: logger)))
             }
             let control = try ControlServer.application(
                 engine: engine, membership: membership, rollouts: rollouts, origin: origin, socketPath: config.controlSocket, logger: logger)

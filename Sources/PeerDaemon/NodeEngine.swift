@@ -228,6 +228,7 @@ public actor NodeEngine: Service {
 
     private func execute(_ job: Job) async {
         let record = await deploy(job)
+        PeerMetrics.finished(record)
         job.events?.yield(.result(record))
         job.events?.finish()
         active = nil

@@ -32,7 +32,7 @@ extension PeerConfig {
             throw ConfigError(file: path, key: "", line: nil, problem: "is not valid YAML (\(error))", fix: "")
         }
         let top = try Section(file: path, key: "", node: root)
-        try top.allowOnly(["node", "app", "registries", "nginx", "docker", "state_dir", "control", "mesh", "dns", "notify", "rollout"])
+        try top.allowOnly(["node", "app", "registries", "nginx", "docker", "state_dir", "control", "mesh", "dns", "notify", "rollout", "metrics"])
 
         let nodeSection = try top.section("node", required: true)!
         try nodeSection.allowOnly(["name", "address"])
@@ -203,6 +203,17 @@ extension PeerConfig {
             stateDirectory: try top.string("state_dir") ?? "/var/lib/peer",
             controlSocket: try controlSection?.string("socket") ?? "/run/peer/peerd.sock",
             mesh: mesh, dns: dns, notify: notify)
+        if let section = try top.section("metrics") {
+            try section.allowOnly(["enabled", "listen"])
+            if try section.bool("enabled") == false {
+                config.metrics = nil
+            } else if let listen = try section.string("listen") {
+                guard let (host, port) = Self.hostPort(listen) else {
+                    throw section.error("listen", problem: "\"\(listen)\" is not ADDRESS:PORT with an IP address", fix: "e.g. 127.0.0.1:9464 (loopback: scrape it through an SSH tunnel or a local agent)")
+                }
+                config.metrics = Metrics(host: host, port: port)
+            }
+        }
         if let section = try top.section("rollout") {
             try section.allowOnly(["order", "settle", "node_timeout", "parallel", "down_nodes"])
             let downText = try section.string("down_nodes") ?? "wait"

@@ -168,6 +168,17 @@ public struct PeerConfig: Sendable, Hashable {
     public var dns: DNS?
     public var notify: Notify?
     public var rollout = RolloutSettings(order: [], settle: .seconds(1), nodeTimeout: .seconds(120))
+    /// The Prometheus endpoint (`GET /metrics`); nil when turned off.
+    public var metrics: Metrics? = Metrics(host: "127.0.0.1", port: 9464)
+
+    public struct Metrics: Sendable, Hashable {
+        public var host: String
+        public var port: Int
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
 
     /// This node only votes in the leader lease (its own `mesh.members` entry says `role: witness`): no app,
     /// no nginx, no DNS record.

@@ -49,7 +49,7 @@ struct Peerd: AsyncParsableCommand {
             throw ExitCode(78)  // EX_CONFIG: systemd does not restart-loop on a config that cannot work
         }
         do {
-            try await Daemon.run(config: loaded, logger: logger)
+            try await Daemon.run(config: loaded, logger: logger, metrics: loaded.metrics == nil ? nil : PeerMetrics.bootstrap())
         } catch {
             FileHandle.standardError.write(Data("peerd: \(error)\n".utf8))
             throw ExitCode.failure

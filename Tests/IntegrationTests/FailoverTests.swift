@@ -156,6 +156,22 @@ import Testing
             #expect(good.status == 0, "\(good.output)")
             #expect(good.output.contains("succeeded"), "\(good.output)")
             #expect(cluster.peers.allSatisfy { serving($0) == TestBed.image("v2") })
+            // Each node's /metrics: the mesh seen alive, one leader, its deploys; the leader's DNS calls.
+            var leaders = 0.0
+            var dnsCalls = 0.0
+            for node in cluster.nodes {
+                let metrics = try await PrometheusText.scrape(node.metricsURL)
+                #expect(metrics.value("peer_members", ["state": "alive"]) == 3, "\(node.name)")
+                #expect(metrics.value("peer_member_status", ["member": cluster.names[0]]) == 0)
+                #expect((metrics.value("peer_member_rtt_seconds") ?? 0) > 0)
+                #expect((metrics.value("peer_lease_term") ?? 0) >= 1)
+                #expect(metrics.value("peer_deploys_total", ["result": "succeeded"]) == 2, "v1 and v2 on \(node.name)")
+                #expect((metrics.value("peer_mesh_datagrams_received_total") ?? 0) > 0)
+                leaders += metrics.value("peer_leader") ?? 0
+                dnsCalls += metrics.value("peer_dns_api_calls_total", ["result": "ok"]) ?? 0
+            }
+            #expect(leaders == 1)
+            #expect(dnsCalls >= 2, "the leader verified the token and listed the records")
             let records = order.compactMap { name in history(cluster.peer(name)).last { $0.image == TestBed.image("v2") } }
             #expect(records.count == 3)
             for (a, b) in zip(records, records.dropFirst()) {

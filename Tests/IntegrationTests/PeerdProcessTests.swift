@@ -60,6 +60,27 @@ import Testing
         #expect(mode == 0o600)
     }
 
+    /// `/metrics` on the node's metrics address (loopback by default): what Prometheus scrapes, parsed as it would.
+    @Test func metricsCountDeploysAndSwapDurations() async throws {
+        let node = try TestNode(healthTimeout: "2s")
+        defer { node.tearDown() }
+        let peerd = try await started(node)
+        defer { peerd.kill(SIGTERM) }
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v1")]).status == 0)
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v2")]).status == 0)
+        #expect(try peerd.peerctl(["deploy", TestBed.image("bad")]).status != 0)
+        let metrics = try await PrometheusText.scrape(node.metricsURL)
+        #expect(metrics.value("peer_deploys_total", ["kind": "deploy", "result": "succeeded"]) == 2)
+        #expect(metrics.value("peer_deploys_total", ["kind": "deploy", "result": "failed"]) == 1)
+        #expect(metrics.types["peer_swap_duration_seconds"] == "histogram")
+        #expect(metrics.value("peer_swap_duration_seconds_count") == 3)
+        #expect(metrics.value("peer_swap_serving_after_seconds_count") == 2)
+        let servingSum = metrics.value("peer_swap_serving_after_seconds_sum") ?? 0
+        #expect(servingSum > 0 && servingSum < 20, "\(servingSum)")
+        // One node without a mesh: no membership series.
+        #expect(metrics.value("peer_members") == nil)
+    }
+
     @Test func peerdRestartAdoptsTheRunningContainerWithoutABlip() async throws {
         let node = try TestNode()
         defer { node.tearDown() }

@@ -93,6 +93,15 @@ import Testing
         #expect(body == rendered, "regenerate deploy/nginx/peer-site.conf.example:\n\(rendered)")
     }
 
+    @Test func metricsListenOnLoopbackUnlessToldOtherwise() throws {
+        let base = "node: {name: web-1, address: 203.0.113.10}\napp: {name: shop, port: 8080}\nnginx: {server_name: shop.example.com}\n"
+        #expect(try parse(base).metrics == PeerConfig.Metrics(host: "127.0.0.1", port: 9464))
+        #expect(try parse(base + "metrics:\n  enabled: false\n").metrics == nil)
+        #expect(try parse(base + "metrics:\n  listen: 10.0.0.5:9100\n").metrics == PeerConfig.Metrics(host: "10.0.0.5", port: 9100))
+        let bad = #expect(throws: ConfigError.self) { try parse(base + "metrics:\n  listen: localhost\n") }
+        #expect(bad?.key == "metrics.listen")
+    }
+
     @Test func tlsMistakesAreExplained() throws {
         let base = "node: {name: web-1, address: 203.0.113.10}\napp: {name: shop, port: 8080}\n"
         let badPulls = #expect(throws: ConfigError.self) {

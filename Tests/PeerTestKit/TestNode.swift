@@ -77,6 +77,8 @@ public final class TestNode: Sendable {
             state_dir: \(stateDir ?? directory + "/state")
             control:
               socket: \(directory)/run/peerd.sock
+            metrics:
+              listen: \(address):\(port + 2000)
             \(extraTop.joined(separator: "\n"))
             """
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
@@ -85,6 +87,9 @@ public final class TestNode: Sendable {
     public func config() throws -> PeerConfig { try PeerConfig.load(path: configPath) }
 
     public var url: String { "http://\(address):\(port)" }
+
+    /// peerd's Prometheus endpoint on this node.
+    public var metricsURL: String { "http://\(address):\(port + 2000)/metrics" }
 
     public func startNginx() throws {
         let result = try Shell.run("nginx", ["-p", "\(directory)/nginx", "-c", "\(directory)/nginx/nginx.conf", "-e", "\(directory)/nginx/logs/error.log"])

@@ -1,0 +1,106 @@
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+
+/// What peer counts, through swift-metrics (any backend; peerd bootstraps Prometheus). Names follow Prometheus
+/// conventions; every series is documented in docs/operations.md.
+public enum PeerMetrics {
+    /// peerd's registry: `MetricsSystem` is bootstrapped with it once, in `peerd`.
+    public static func bootstrap() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["peer_swap_duration_seconds"] = [0.5, 1, 2, 5, 10, 30, 60, 120, 300].map { .milliseconds(Int64($0 * 1000)) }
+        factory.durationHistogramBuckets["peer_swap_serving_after_seconds"] = [0.25, 0.5, 1, 1.5, 2, 5, 10, 30, 60].map { .milliseconds(Int64($0 * 1000)) }
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
+
+    /// A finished deploy, rollback or restore on this node.
+    static func finished(_ record: DeployRecord) {
+        Counter(label: "peer_deploys_total", dimensions: [("kind", record.kind.rawValue), ("result", record.result.rawValue)]).increment()
+        Metrics.Timer(label: "peer_swap_duration_seconds", dimensions: [("result", record.result.rawValue)])
+            .recordMilliseconds(record.durationMs)
+        if let serving = record.servingAfterMs {
+            Metrics.Timer(label: "peer_swap_serving_after_seconds").recordMilliseconds(serving)
+        }
+    }
+
+    /// One call to the DNS provider's API.
+    static func dnsCall(_ call: String, error: (any Error)?) {
+        Counter(label: "peer_dns_api_calls_total", dimensions: [("call", call), ("result", error == nil ? "ok" : "error")]).increment()
+    }
+}
+
+/// `GET /metrics` in Prometheus' text format on `metrics.listen` (loopback by default), and the gauges that are
+/// read rather than counted (membership, RTTs, the lease), refreshed every 2 s.
+struct MetricsService: Service {
+    let registry: PrometheusCollectorRegistry
+    let settings: PeerConfig.Metrics
+    let membership: MembershipService?
+    let logger: Logger
+
+    func run() async throws {
+        let router = Router()
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+        }
+        var appLogger = logger
+        appLogger[metadataKey: "peer.component"] = "metrics"
+        appLogger.logLevel = .warning
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "peerd"),
+            logger: appLogger)
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                do {
+                    try await app.runService()
+                } catch {
+                    // Metrics are for watching: a port in use must not stop failover or deploys.
+                    logger.error(
+                        "metrics endpoint not available", metadata: ["metrics.listen": "\(settings.host):\(settings.port)", "error": "\(error)"])
+                }
+            }
+            group.addTask {
+                try await cancelWhenGracefulShutdown { try await refresh() }
+            }
+        }
+    }
+
+    /// Membership and lease gauges, and the datagram counters (as deltas of the service's own counts).
+    private func refresh() async throws {
+        guard let membership else { return }
+        var last = MembershipService.Counters()
+        while !Task.isCancelled {
+            let snapshot = await membership.snapshot()
+            var counts = ["alive": 0, "suspect": 0, "dead": 0]
+            for view in snapshot.views {
+                let member = view.state.id.name
+                counts["\(view.state.status)", default: 0] += 1
+                Gauge(label: "peer_member_status", dimensions: [("member", member)]).record(Double(view.state.status.rawValue))
+                if let rtt = view.rtt {
+                    Gauge(label: "peer_member_rtt_seconds", dimensions: [("member", member)]).record(Double(rtt.nanoseconds) / 1e9)
+                }
+                if let healthy = view.state.app.healthy {
+                    Gauge(label: "peer_member_app_healthy", dimensions: [("member", member)]).record(healthy ? 1 : 0)
+                }
+            }
+            for (state, count) in counts { Gauge(label: "peer_members", dimensions: [("state", state)]).record(count) }
+            let who = await membership.who()
+            Gauge(label: "peer_leader").record(who.thisNodeLeads ? 1 : 0)
+            Gauge(label: "peer_lease_term").record(Double(who.term ?? who.promisedTerm))
+            let now = snapshot.counters
+            Counter(label: "peer_mesh_datagrams_sent_total").increment(by: now.datagramsSent - last.datagramsSent)
+            Counter(label: "peer_mesh_datagrams_received_total").increment(by: now.datagramsReceived - last.datagramsReceived)
+            Counter(label: "peer_mesh_datagrams_dropped_total").increment(by: now.datagramsDropped - last.datagramsDropped)
+            Counter(label: "peer_mesh_bytes_sent_total").increment(by: now.bytesSent - last.bytesSent)
+            last = now
+            try await Task.sleep(for: .seconds(2))
+        }
+    }
+}
