@@ -148,7 +148,7 @@ let package = Package(
         .executableTarget(
             name: "peerctl",
             dependencies: [
-                "PeerDaemon", "PKI", "PeerFiles",
+                "PeerDaemon", "PKI", "PeerFiles", "PeerCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -9,7 +9,7 @@ struct Peerctl: AsyncParsableCommand {
         commandName: "peerctl",
         abstract: "Control the peerd on this node.",
         version: ControlAPI.version,
-        subcommands: [Deploy.self, Rollback.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self, CA.self, Cert.self])
+        subcommands: [Deploy.self, Rollback.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self, InitCommand.self, NodeCommand.self, Join.self, CA.self, Cert.self])
 
 }
 

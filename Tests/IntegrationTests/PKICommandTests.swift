@@ -58,4 +58,57 @@ import Testing
         #expect(badAddress.status == 1)
         #expect(badAddress.output.contains("is not an IPv4 or IPv6 address"))
     }
+
+    /// `peerctl init` on the first VPS, `peerctl node add` there, `peerctl join` on the second: both configs pass
+    /// `config check`, list both members, and the second node's certificate chains to the first node's CA.
+    @Test func initNodeAddAndJoinSetUpASecondNode() throws {
+        let base = NSTemporaryDirectory() + "peer-join-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let first = base + "/first/etc/peer"
+        let init1 = try peerctl(["init", "--name", "web-1", "--address", "203.0.113.10", "--mesh-address", "10.0.0.5", "--app", "shop", "--server-name", "shop.example.com", "--dir", first])
+        #expect(init1.status == 0, "\(init1.output)")
+        #expect(try mode(first + "/peer.yml") == 0o600)
+        #expect(try mode(first + "/pki/ca-key.pem") == 0o600)
+        #expect(try mode(first + "/pki/web-1-key.pem") == 0o600)
+        let check1 = try peerctl(["config", "check", "--config", first + "/peer.yml"])
+        #expect(check1.status == 0, "\(check1.output)")
+        #expect(try peerctl(["init", "--name", "web-1", "--address", "203.0.113.10", "--dir", first]).output.contains("already exists"))
+
+        // A secret file the config names travels with the join file.
+        try "cf-token-abc".write(toFile: first + "/cloudflare-token", atomically: true, encoding: .utf8)
+        chmod(first + "/cloudflare-token", 0o600)
+        var config = try String(contentsOfFile: first + "/peer.yml", encoding: .utf8)
+        config = config.replacingOccurrences(of: "# dns:\n#   zone: example.com\n#   name: shop.example.com\n#   token_file:", with: "dns:\n  zone: example.com\n  name: shop.example.com\n  token_file:")
+        try config.write(toFile: first + "/peer.yml", atomically: true, encoding: .utf8)
+        #expect(try peerctl(["config", "check", "--config", first + "/peer.yml"]).status == 0)
+
+        let bundle = base + "/web-2.peer-join"
+        let add = try peerctl(["node", "add", "web-2", "--address", "203.0.113.11", "--mesh-address", "10.0.0.6", "--config", first + "/peer.yml", "--out", bundle])
+        #expect(add.status == 0, "\(add.output)")
+        #expect(add.output.contains("- name: web-2") && add.output.contains("address: 10.0.0.6:7946"), "\(add.output)")
+        #expect(try mode(bundle) == 0o600)
+        #expect(!add.output.contains("PRIVATE KEY") && !add.output.contains("cf-token-abc"))
+        #expect(try peerctl(["node", "add", "web-1", "--address", "203.0.113.12", "--config", first + "/peer.yml", "--out", base + "/x"]).output.contains("already in mesh.members"))
+
+        // On the second VPS (here: under its own root folder).
+        let second = base + "/second"
+        let join = try peerctl(["join", bundle, "--root", second])
+        #expect(join.status == 0, "\(join.output)")
+        let joined = second + first  // the same paths as on the first node, under the second's root
+        #expect(try mode(joined + "/pki/web-2-key.pem") == 0o600)
+        #expect(try mode(joined + "/cloudflare-token") == 0o600)
+        #expect(try mode(joined + "/peer.yml") == 0o600)
+        let text = try String(contentsOfFile: joined + "/peer.yml", encoding: .utf8)
+        // Its config names files at their real paths (/etc/peer/… on a VPS); check it where they are.
+        let local = text.replacingOccurrences(of: first, with: joined)
+        try local.write(toFile: joined + "/peer.yml", atomically: true, encoding: .utf8)
+        let check2 = try peerctl(["config", "check", "--config", joined + "/peer.yml"])
+        #expect(check2.status == 0, "\(check2.output)")
+        #expect(text.contains("name: web-2") && text.contains("address: 203.0.113.11") && text.contains("listen: 10.0.0.6:7946"), "\(text)")
+        #expect(text.contains("name: web-1") && text.contains("address: 10.0.0.5:7946"), "both members: \(text)")
+        #expect(text.contains("name: shop.example.com"), "the cluster's sections stay: \(text)")
+        let verify = try Shell.run("openssl", ["verify", "-CAfile", first + "/pki/ca.pem", joined + "/pki/web-2.pem"])
+        #expect(verify.status == 0, "\(verify.output)")
+        #expect(try peerctl(["join", bundle, "--root", second]).output.contains("already exists"))
+    }
 }

@@ -1,0 +1,137 @@
+import Foundation
+import PeerCore
+import Yams
+
+/// `peerctl init` and `peerctl node add` / `join`: a first node's config, and everything a further node needs
+/// in one file (its certificate and key, the CA certificate, its config and the secret files that config
+/// names).
+public enum ClusterSetup {
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The config `peerctl init` writes for the first node: a working single-member mesh and every optional
+    /// section as a comment to fill in.
+    public static func initialConfig(
+        name: String, address: String, meshHost: String, meshPort: Int, app: String, serverName: String, directory: String
+    ) -> String {
+        let meshListen = meshHost.contains(":") ? "[\(meshHost)]:\(meshPort)" : "\(meshHost):\(meshPort)"
+        return """
+            # peer node config, written by `peerctl init`. Every key: docs/configuration.md.
+            node:
+              name: \(name)
+              address: \(address)            # the public address its Cloudflare record points at
+
+            app:
+              name: \(app)
+              # image: ghcr.io/you/\(app):1.0.0   # deployed at first start; or: peerctl deploy IMAGE
+              port: 8080                      # the port the app listens on inside its container
+              health:
+                path: /health
+                timeout: 60s
+
+            nginx:
+              listen: "80"
+              server_name: \(serverName)
+              tls:
+                hostname: \(serverName.split(separator: " ").first.map(String.init) ?? serverName)
+
+            mesh:
+              listen: \(meshListen)
+              ca: \(directory)/pki/ca.pem
+              cert: \(directory)/pki/\(name).pem
+              key: \(directory)/pki/\(name)-key.pem
+              members:
+                - name: \(name)
+                  address: \(meshListen)
+
+            # dns:
+            #   zone: example.com
+            #   name: \(serverName.split(separator: " ").first.map(String.init) ?? serverName)
+            #   token_file: \(directory)/cloudflare-token   # API token: Zone › DNS › Edit, for this zone only (0600)
+
+            # notify:
+            #   ntfy:
+            #     topic: a-long-random-topic
+
+            """
+    }
+
+    /// One further node: what `peerctl node add` writes and `peerctl join` reads. It holds a private key and
+    /// maybe tokens: 0600, copy it with scp, delete it after joining.
+    public struct Bundle: Codable, Sendable {
+        public var format = 1
+        public var node: String
+        /// Path on the new node → contents (certificates, key, config, secret files).
+        public var files: [String: String]
+        /// The member line every existing node must add to `mesh.members`.
+        public var member: String
+
+        public init(node: String, files: [String: String], member: String) {
+            self.node = node
+            self.files = files
+            self.member = member
+        }
+    }
+
+    /// The new node's config, from this node's: its own name, address, mesh listener and certificate, with
+    /// itself added to `mesh.members`. Everything else (app, nginx, dns, notify, rollout) is the cluster's and
+    /// stays as it is.
+    public static func derivedConfig(
+        from text: String, name: String, address: String, meshHost: String, witness: Bool
+    ) throws -> (config: String, member: String) {
+        guard var root = try Yams.compose(yaml: text), root.mapping != nil else {
+            throw Failure(description: "the config is not a YAML mapping")
+        }
+        guard var mesh = root["mesh"], mesh.mapping != nil, let listen = mesh["listen"]?.string,
+            let (_, port) = PeerConfig.hostPort(listen), let members = mesh["members"]?.sequence
+        else {
+            throw Failure(description: "this node's config has no mesh: section with listen and members; set one up first (peerctl init writes one)")
+        }
+        if members.contains(where: { $0["name"]?.string == name }) {
+            throw Failure(description: "\(name) is already in mesh.members; choose another name, or remove it from every node first")
+        }
+        let meshListen = meshHost.contains(":") ? "[\(meshHost)]:\(port)" : "\(meshHost):\(port)"
+        var node = root["node"] ?? Node.mapping(Node.Mapping([]))
+        node["name"] = Node(name)
+        node["address"] = Node(address)
+        root["node"] = node
+        mesh["listen"] = Node(meshListen)
+        let directory = (mesh["ca"]?.string).map { ($0 as NSString).deletingLastPathComponent } ?? "/etc/peer/pki"
+        mesh["cert"] = Node("\(directory)/\(name).pem")
+        mesh["key"] = Node("\(directory)/\(name)-key.pem")
+        var entry = Node.mapping(Node.Mapping([(Node("name"), Node(name)), (Node("address"), Node(meshListen))]))
+        if witness { entry["role"] = Node("witness") }
+        mesh["members"] = Node.sequence(Node.Sequence(Array(members) + [entry]))
+        root["mesh"] = mesh
+        if witness {
+            // A witness runs no app and no nginx.
+            if case .mapping(var mapping) = root {
+                mapping["app"] = nil
+                mapping["nginx"] = nil
+                mapping["registries"] = nil
+                mapping["rollout"] = nil
+                root = .mapping(mapping)
+            }
+        }
+        let header = "# peer node config for \(name), made by `peerctl node add` from the config of the node that issued it.\n# Every key: docs/configuration.md.\n"
+        let member = "    - name: \(name)\n      address: \(meshListen)" + (witness ? "\n      role: witness" : "")
+        return (header + (try Yams.serialize(node: root)), member)
+    }
+
+    /// Files a config names by `*_file` keys (tokens, webhook URLs, registry passwords): the new node needs them too.
+    public static func secretFiles(in text: String) -> [String] {
+        var found: [String] = []
+        for line in text.split(separator: "\n") {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.hasPrefix("#"), let colon = trimmed.firstIndex(of: ":") else { continue }
+            let key = trimmed[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "- "))
+            guard key.hasSuffix("_file"), key != "env_file" else { continue }
+            var value = trimmed[trimmed.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            if let hash = value.range(of: " #") { value = String(value[..<hash.lowerBound]).trimmingCharacters(in: .whitespaces) }
+            value = value.trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
+            if value.hasPrefix("/") { found.append(value) }
+        }
+        return found
+    }
+}

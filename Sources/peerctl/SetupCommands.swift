@@ -1,0 +1,194 @@
+import ArgumentParser
+import Foundation
+import PKI
+import PeerCore
+import PeerDaemon
+import PeerFiles
+
+/// `peerctl init`: the first node of a cluster.
+struct InitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Set up the first node: the cluster CA, this node's certificate and a config to fill in.",
+        discussion: "Writes DIR/pki/ca.pem, ca-key.pem (0600), NAME.pem, NAME-key.pem (0600) and DIR/peer.yml (0600). Add the next nodes with: peerctl node add NAME --address IP.")
+
+    @Option(help: "This node's name (lowercase letters, digits, -), e.g. web-1.")
+    var name: String
+
+    @Option(help: "This node's public address: what its DNS record points at.")
+    var address: String
+
+    @Option(help: "The address the peers reach this node at (a private network address if they share one). Default: --address.")
+    var meshAddress: String?
+
+    @Option(help: "The mesh port (TCP and UDP).")
+    var meshPort: Int = 7946
+
+    @Option(help: "The app's name.")
+    var app: String = "app"
+
+    @Option(help: "The site's host names (nginx server_name), e.g. shop.example.com.")
+    var serverName: String = "_"
+
+    @Option(help: "Where the config and certificates go.")
+    var dir: String = "/etc/peer"
+
+    @Option(help: "A name for the cluster, written into the CA.")
+    var cluster: String = "default"
+
+    func run() async throws {
+        let config = dir + "/peer.yml"
+        guard !FileManager.default.fileExists(atPath: config) else {
+            throw fail("\(config) already exists: this node is set up. To start over, move it and \(dir)/pki away first.")
+        }
+        guard isValidPeerName(name) else { throw fail("\"\(name)\" is not a valid node name: use 1–63 lowercase letters, digits or '-'") }
+        let meshHost = meshAddress ?? address
+        let pki = try PKIDirectory.parse(["--dir", dir + "/pki"])
+        if FileManager.default.fileExists(atPath: pki.caKey) {
+            print("using the existing CA in \(pki.dir)")
+        } else {
+            let ca = try ClusterCA.create(cluster: cluster)
+            try AtomicFile.makeDirectory(pki.dir, mode: 0o700)
+            try AtomicFile.write(Array(try ca.privateKey.serializeAsPEM().pemString.utf8), to: pki.caKey, mode: 0o600)
+            try AtomicFile.write(Array(try ca.certificate.serializeAsPEM().pemString.utf8), to: pki.caCertificate, mode: 0o644)
+            print("created the cluster CA: \(pki.caCertificate), \(pki.caKey) (0600)")
+        }
+        do {
+            try pki.write(try pki.loadCA().issueNode(name: name, address: meshHost), base: name, force: false)
+        } catch let error as ClusterCA.Failure {
+            throw fail("\(error)")
+        }
+        let text = ClusterSetup.initialConfig(
+            name: name, address: address, meshHost: meshHost, meshPort: meshPort, app: app, serverName: serverName, directory: dir)
+        try AtomicFile.write(Array(text.utf8), to: config, mode: 0o600)
+        print("""
+            wrote \(config) (0600)
+
+            next:
+              1. edit \(config): the app (image, port, health path), nginx.server_name, dns and notify
+              2. peerctl config check && systemctl enable --now peerd
+              3. for each further node: peerctl node add NAME --address PUBLIC-IP [--mesh-address PRIVATE-IP]
+                 copy the file it writes to that node (scp), there: peerctl join FILE
+            """)
+    }
+}
+
+/// `peerctl node add`: everything the next node needs, in one file.
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "node", abstract: "Add nodes to the cluster.", subcommands: [Add.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue a node's certificate and write a join file for it (peerctl join FILE on that node).",
+            discussion: "Run on a node that holds the CA key. The file holds the node's private key: copy it with scp and delete it once joined. Every existing node must then list the new member in mesh.members (printed below) and be restarted, one at a time.")
+
+        @Argument(help: "The new node's name, e.g. web-2.")
+        var name: String
+
+        @Option(help: "Its public address (its DNS record).")
+        var address: String
+
+        @Option(help: "The address the peers reach it at. Default: --address.")
+        var meshAddress: String?
+
+        @Flag(help: "A witness: votes for the leader, runs no app (for two-node clusters).")
+        var witness = false
+
+        @Option(help: "This node's config (the new node's is derived from it).")
+        var config: String = PeerConfig.defaultPath
+
+        @Option(help: "Where to write the join file. Default: ./NAME.peer-join")
+        var out: String?
+
+        func run() async throws {
+            guard let text = try? String(contentsOfFile: config, encoding: .utf8) else { throw fail("\(config) cannot be read (as root?)") }
+            let loaded: PeerConfig
+            do {
+                loaded = try PeerConfig.load(path: config)
+            } catch {
+                throw fail("\(error)")
+            }
+            guard let mesh = loaded.mesh else { throw fail("\(config) has no mesh: section; peerctl init writes one") }
+            let pki = try PKIDirectory.parse(["--dir", (mesh.ca as NSString).deletingLastPathComponent])
+            let meshHost = meshAddress ?? address
+            let derived: (config: String, member: String)
+            do {
+                derived = try ClusterSetup.derivedConfig(from: text, name: name, address: address, meshHost: meshHost, witness: witness)
+            } catch {
+                throw fail("\(error)")
+            }
+            let issued: IssuedCertificate
+            do {
+                issued = try pki.loadCA().issueNode(name: name, address: meshHost)
+            } catch let error as ClusterCA.Failure {
+                throw fail("\(error)")
+            }
+            let configDirectory = (config as NSString).deletingLastPathComponent
+            var files: [String: String] = [
+                mesh.ca: try String(contentsOfFile: mesh.ca, encoding: .utf8),
+                "\(pki.dir)/\(name).pem": try issued.certificatePEM,
+                "\(pki.dir)/\(name)-key.pem": try issued.privateKeyPEM,
+                "\(configDirectory)/peer.yml": derived.config,
+            ]
+            for secret in ClusterSetup.secretFiles(in: text) {
+                guard let content = try? String(contentsOfFile: secret, encoding: .utf8) else {
+                    throw fail("\(config) names \(secret), which cannot be read; the new node needs it too")
+                }
+                files[secret] = content
+            }
+            let bundle = ClusterSetup.Bundle(node: name, files: files, member: derived.member)
+            let path = out ?? "./\(name).peer-join"
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            try AtomicFile.write(Array(try encoder.encode(bundle)), to: path, mode: 0o600)
+            print("""
+                wrote \(path) (0600: it holds \(name)'s private key\(files.count > 4 ? " and the secrets your config names" : ""))
+
+                next:
+                  1. scp \(path) root@\(address):  then on \(name): peerctl join \((path as NSString).lastPathComponent)  and delete the file
+                  2. on every existing node, add to mesh.members in its peer.yml:
+                \(derived.member)
+                     and restart peerd there, one node at a time (systemctl restart peerd: the app keeps serving)
+                  3. on \(name): systemctl enable --now peerd; peerctl deploy (any node) brings it the current version
+                """)
+        }
+    }
+}
+
+/// `peerctl join FILE`: sets up a node from the file `peerctl node add` wrote.
+struct Join: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Set up this node from a join file (peerctl node add on a node of the cluster wrote it).")
+
+    @Argument(help: "The join file.")
+    var file: String
+
+    @Flag(help: "Replace files that exist (a peer.yml of an earlier attempt).")
+    var force = false
+
+    @Option(help: "Write under this folder instead of / (an image being prepared, a test).")
+    var root: String = ""
+
+    func run() async throws {
+        guard let data = FileManager.default.contents(atPath: file) else { throw fail("\(file) cannot be read") }
+        guard let bundle = try? JSONDecoder().decode(ClusterSetup.Bundle.self, from: data), bundle.format == 1 else {
+            throw fail("\(file) is not a peer join file (made by peerctl node add)")
+        }
+        let files = bundle.files.map { (root + $0.key, $0.value) }.sorted { $0.0 < $1.0 }
+        if !force, let existing = files.first(where: { $0.0.hasSuffix("/peer.yml") && FileManager.default.fileExists(atPath: $0.0) }) {
+            throw fail("\(existing.0) already exists: this node is set up. --force replaces it.")
+        }
+        for (path, content) in files {
+            try AtomicFile.makeDirectory((path as NSString).deletingLastPathComponent, mode: 0o700)
+            // Only the CA and node certificates are public; the config, keys and secret files are not.
+            let mode: mode_t = path.hasSuffix(".pem") && !path.hasSuffix("-key.pem") ? 0o644 : 0o600
+            try AtomicFile.write(Array(content.utf8), to: path, mode: mode)
+            print("wrote \(path) (\(String(mode, radix: 8)))")
+        }
+        print("""
+
+            \(bundle.node) is set up. Delete \(file) now (it holds the node's key).
+            next: peerctl config check && systemctl enable --now peerd
+            """)
+    }
+}
