@@ -1,5 +1,7 @@
-"""Shared by the cluster/ Python scripts: a 3-node cluster of real peerd (release build), each with its own
-nginx and the test app, one mesh with real certificates, DNS at the Cloudflare stand-in (peer-stub)."""
+"""Shared by the cluster/ Python scripts: a cluster of real peerd (3 nodes by default, PEER_CLUSTER_NODES up to
+50), each with its own nginx and the test app, one mesh with real certificates, DNS at the Cloudflare stand-in
+(peer-stub). Every process it starts leaves a pid file in the cluster folder, so that cluster/fault and
+cluster/down can act on a cluster that cluster/up started."""
 import datetime, json, os, shutil, subprocess, sys, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -12,7 +14,18 @@ OFFSET = int(os.environ.get("PEER_CLUSTER_OFFSET", "0"))
 STUB = "http://127.0.0.1:8787"
 ZONE, NAME, TOKEN = "example.test", "shop.example.test", "bench-token-0123456789"
 IMAGE = os.environ.get("PEER_REGISTRY", "127.0.0.1:5000") + "/peer-testapp:v1"
-NODES = ["f1", "f2", "f3"]
+def _node_count():
+    if "PEER_CLUSTER_NODES" in os.environ:
+        return int(os.environ["PEER_CLUSTER_NODES"])
+    # A cluster that cluster/up started: as many nodes as it has folders.
+    if os.path.isdir(DIR):
+        found = [d for d in os.listdir(DIR) if d.startswith("f") and d[1:].isdigit()]
+        if found:
+            return len(found)
+    return 3
+
+
+NODES = [f"f{i}" for i in range(1, _node_count() + 1)]
 SETTLE = os.environ.get("PEER_ROLLOUT_SETTLE", "1s")
 procs = {}
 
@@ -90,14 +103,36 @@ notify:
     topic: peer-cluster
 rollout:
   settle: {SETTLE}
+  node_timeout: {os.environ.get("PEER_ROLLOUT_NODE_TIMEOUT", "120s")}
+  parallel: {max(1, len(NODES) // 10)}
 """)
     os.chmod(f"{d}/peer.yml", 0o600)
 
 
+def pid_file(n):
+    return f"{DIR}/stub.pid" if n == "stub" else f"{node_dir(n)}/peerd.pid"
+
+
+def pid_of(n):
+    """The pid of a running peerd (or the stub) of this cluster, from its pid file; None when it does not run."""
+    try:
+        pid = int(open(pid_file(n)).read().strip())
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().split(") ")[1].startswith("Z"):
+                return None
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, IndexError):
+        return None
+
+
 def start(n):
     log = open(f"{node_dir(n)}/peerd.log", "a")
+    # Its own session: it outlives the script that started it (cluster/up), and ^C there does not reach it.
     procs[n] = subprocess.Popen([f"{BIN}/peerd", "--config", f"{node_dir(n)}/peer.yml", "--log-format", "json"],
-                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(pid_file(n), "w") as f:
+        f.write(str(procs[n].pid))
     for _ in range(100):
         if sh(f"{BIN}/peerctl", "status", "--config", f"{node_dir(n)}/peer.yml", check=False).returncode == 0:
             return
@@ -106,8 +141,17 @@ def start(n):
 
 
 def kill(n):
-    procs[n].kill()
-    procs[n].wait()
+    pid = pid_of(n)
+    if pid:
+        os.kill(pid, 9)
+    if n in procs:
+        procs[n].wait()
+    else:
+        wait(lambda: pid_of(n) is None, 5)
+
+
+def running(n):
+    return pid_of(n) is not None
 
 
 def state():
@@ -148,7 +192,7 @@ def who(n):
 
 def leader():
     for n in NODES:
-        w = who(n) if procs.get(n) and procs[n].poll() is None else None
+        w = who(n) if running(n) else None
         if w and w.get("thisNodeLeads"):
             return n
     return None
@@ -163,6 +207,8 @@ def up():
         subprocess.run(["swift", "build", "-c", BUILD, "--product", "peerctl"], cwd=ROOT, check=True)
     if not os.access(STUB_BIN, os.X_OK):
         subprocess.run(["swift", "build", "--product", "peer-stub"], cwd=ROOT, check=True)
+    if os.path.isdir(DIR):
+        down()
     shutil.rmtree(DIR, ignore_errors=True)
     os.makedirs(f"{DIR}/pki")
     sh(f"{BIN}/peerctl", "ca", "init", "--dir", f"{DIR}/pki", "--cluster", "cluster3")
@@ -171,7 +217,10 @@ def up():
     with open(f"{DIR}/pki/cf-token", "w") as f:
         f.write(TOKEN)
     os.chmod(f"{DIR}/pki/cf-token", 0o600)
-    procs["stub"] = subprocess.Popen([STUB_BIN, "127.0.0.1", "8787", ZONE, f"{DIR}/pki/cf-token"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs["stub"] = subprocess.Popen([STUB_BIN, "127.0.0.1", "8787", ZONE, f"{DIR}/pki/cf-token"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(pid_file("stub"), "w") as f:
+        f.write(str(procs["stub"].pid))
     time.sleep(1)
     for n in NODES:
         write_node(n)
@@ -183,13 +232,68 @@ def up():
 
 
 def down():
-    for n in NODES:
-        if n in procs and procs[n].poll() is None:
-            procs[n].terminate()
-            procs[n].wait()
-        pid = f"{node_dir(n)}/nginx/nginx.pid"
-        if os.path.exists(pid):
-            sh("kill", "-QUIT", open(pid).read().strip(), check=False)
+    """Stops every process of the cluster (found by pid files, so also a cluster another script started), removes
+    its containers and the iptables rules cluster/fault added."""
+    heal()
+    nodes = sorted((d for d in os.listdir(DIR) if os.path.isdir(f"{DIR}/{d}") and d != "pki"), key=lambda d: int(d[1:]) if d[1:].isdigit() else 0) if os.path.isdir(DIR) else []
+    for n in nodes:
+        pid = pid_of(n)
+        if pid:
+            os.kill(pid, 18)  # SIGCONT, in case it was paused
+            os.kill(pid, 15)
+            wait(lambda: pid_of(n) is None, 10) or os.kill(pid, 9)
+        nginx_pid = f"{node_dir(n)}/nginx/nginx.pid"
+        if os.path.exists(nginx_pid):
+            sh("kill", "-QUIT", open(nginx_pid).read().strip(), check=False)
         sh("sh", "-c", f"docker ps -aq --filter label=dev.peer.node={n} | xargs -r docker rm -f", check=False)
-    if "stub" in procs:
-        procs["stub"].terminate()
+    stub = pid_of("stub")
+    if stub:
+        os.kill(stub, 15)
+
+
+# Faults (cluster/fault, cluster/chaos). iptables rules carry this comment, so heal() and down() find them all.
+RULE_TAG = "peer-cluster-fault"
+
+
+def iptables(*args):
+    return sh("iptables", "-w", *args, check=False)
+
+
+def cut(a, b):
+    """Drops everything between the addresses of nodes a and b, both ways."""
+    for src, dst in ((addr(a), addr(b)), (addr(b), addr(a))):
+        iptables("-I", "INPUT", "-s", src, "-d", dst, "-m", "comment", "--comment", RULE_TAG, "-j", "DROP")
+
+
+def partition(groups):
+    """groups: lists of node names; every link between two groups is cut."""
+    for i, g in enumerate(groups):
+        for h in groups[i + 1:]:
+            for a in g:
+                for b in h:
+                    cut(a, b)
+
+
+def loss(n, percent):
+    """Drops that share of the mesh traffic (port 7946, both ways) of node n; clients of its nginx are not affected."""
+    p = f"{percent / 100:.3f}"
+    for direction in (("-d", addr(n), "--dport", "7946"), ("-s", addr(n), "--sport", "7946")):
+        for proto in ("tcp", "udp"):
+            iptables("-I", "INPUT", "-p", proto, direction[0], direction[1], direction[2], direction[3], "-m", "statistic",
+                     "--mode", "random", "--probability", p, "-m", "comment", "--comment", RULE_TAG, "-j", "DROP")
+
+
+def heal():
+    """Removes every rule cluster/fault added."""
+    out = sh("iptables", "-w", "-S", "INPUT", check=False).stdout
+    for line in out.splitlines():
+        if RULE_TAG in line and line.startswith("-A "):
+            iptables(*(["-D"] + line.split()[1:]))
+
+
+def pause(n):
+    os.kill(pid_of(n), 19)  # SIGSTOP: the process is there but answers nothing
+
+
+def resume(n):
+    os.kill(pid_of(n), 18)

@@ -105,12 +105,9 @@ public enum ClusterSetup {
         mesh["members"] = Node.sequence(Node.Sequence(Array(members) + [entry]))
         root["mesh"] = mesh
         if witness {
-            // A witness runs no app and no nginx.
+            // A witness runs no app and no nginx, never leads, so never edits DNS or notifies: it gets no tokens.
             if case .mapping(var mapping) = root {
-                mapping["app"] = nil
-                mapping["nginx"] = nil
-                mapping["registries"] = nil
-                mapping["rollout"] = nil
+                for key in ["app", "nginx", "registries", "rollout", "dns", "notify"] { mapping[key] = nil }
                 root = .mapping(mapping)
             }
         }

@@ -130,7 +130,7 @@ struct NodeCommand: AsyncParsableCommand {
                 "\(pki.dir)/\(name)-key.pem": try issued.privateKeyPEM,
                 "\(configDirectory)/peer.yml": derived.config,
             ]
-            for secret in ClusterSetup.secretFiles(in: text) {
+            for secret in witness ? [] : ClusterSetup.secretFiles(in: text) {
                 guard let content = try? String(contentsOfFile: secret, encoding: .utf8) else {
                     throw fail("\(config) names \(secret), which cannot be read; the new node needs it too")
                 }

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""cluster/chaos [--seed S] [--rounds R] [--nodes N]: faults during repeated rolling deploys under load.
+
+Each round (chosen by the seed): a fault — kill -9 a follower or the leader, SIGSTOP a peerd, cut a node off
+from the others, 30 % mesh packet loss on a node, or none — then a rolling deploy submitted to a node the fault
+does not touch (v2/v3 alternately; every fourth round a broken image, which must be stopped and undone), the fault
+healed after 2–6 s, the deploy awaited and the cluster settled. All along: HTTP load on every node's nginx (a fresh
+connection per request) and the DNS records at the Cloudflare stand-in read every 50 ms.
+
+It fails (exit 1) unless, at the end:
+  - no request got a non-2xx answer or no answer (nginx and the app serve through every one of these faults:
+    a failure would be unexplained);
+  - the record set was never empty;
+  - no DNS write happened under a stale term (a write by a node after a higher term had begun, from the logs);
+  - no orphan containers: every node runs exactly one container of peer's, the one nginx routes to;
+  - every deploy ended done or rolled back (the broken ones rolled back), and every node serves the image of the
+    last good deploy.
+The same seed gives the same faults, nodes and images; timings vary with the machine.
+"""
+import argparse, collections, json, os, random, subprocess, sys, threading, time, urllib.request
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--seed", type=int, default=None)
+parser.add_argument("--rounds", type=int, default=8)
+parser.add_argument("--nodes", type=int, default=3)
+options = parser.parse_args()
+seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 100000)
+os.environ["PEER_CLUSTER_NODES"] = str(options.nodes)
+os.environ.setdefault("PEER_ROLLOUT_NODE_TIMEOUT", "60s")
+os.environ.setdefault("PEER_CLUSTER_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cluster/.run/chaos"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peercluster import *  # noqa: E402,F403
+
+rng = random.Random(seed)
+REGISTRY = os.environ.get("PEER_REGISTRY", "127.0.0.1:5000")
+image = lambda tag: f"{REGISTRY}/peer-testapp:{tag}"
+stop = threading.Event()
+answers = collections.Counter()
+failures = []
+records_seen = {"min": None, "zero_at": []}
+
+
+def load(n):
+    while not stop.is_set():
+        request = urllib.request.Request(f"http://{addr(n)}:8080/", headers={"Host": NAME, "Connection": "close"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as r:
+                r.read()
+                answers[r.status] += 1
+        except urllib.error.HTTPError as e:
+            answers[e.code] += 1
+            failures.append((time.time(), n, f"HTTP {e.code}"))
+        except Exception as e:  # noqa: BLE001
+            answers["error"] += 1
+            failures.append((time.time(), n, repr(e)))
+
+
+def watch_dns():
+    while not stop.is_set():
+        try:
+            count = len(contents())
+            records_seen["min"] = count if records_seen["min"] is None else min(records_seen["min"], count)
+            if count == 0:
+                records_seen["zero_at"].append(time.time())
+        except OSError:
+            pass
+        time.sleep(0.05)
+
+
+def serving(n):
+    r = sh(f"{BIN}/peerctl", "status", "--json", "--config", f"{node_dir(n)}/peer.yml", check=False)
+    return json.loads(r.stdout).get("serving") if r.returncode == 0 else None
+
+
+def settled(expected):
+    """Every peerd runs, sees every member alive, and every node serves `expected`."""
+    for n in NODES:
+        if not running(n):
+            return False
+        s = serving(n)
+        if not s or s["image"] != expected:
+            return False
+    r = sh(f"{BIN}/peerctl", "members", "--json", "--config", f"{node_dir(NODES[0])}/peer.yml", check=False)
+    return r.returncode == 0 and all(m["status"] == "alive" for m in json.loads(r.stdout)["members"])
+
+
+def apply(fault, target):
+    if fault in ("kill-follower", "kill-leader"):
+        kill(target)
+    elif fault == "pause":
+        pause(target)
+    elif fault == "isolate":
+        partition([[target], [n for n in NODES if n != target]])
+    elif fault == "loss":
+        loss(target, 30)
+
+
+def undo(fault, target):
+    if fault in ("kill-follower", "kill-leader"):
+        start(target)
+    elif fault == "pause":
+        resume(target)
+    elif fault in ("isolate", "loss"):
+        heal()
+
+
+print(f"chaos: seed {seed}, {options.rounds} rounds, {len(NODES)} nodes (cluster/chaos --seed {seed} repeats the choices)")
+up()
+expected = IMAGE
+if not wait(lambda: len(contents()) == len(NODES) and settled(expected), 60):
+    sys.exit("the cluster did not settle after up")
+threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in NODES for _ in range(2)]
+threads.append(threading.Thread(target=watch_dns, daemon=True))
+for t in threads:
+    t.start()
+started = time.time()
+results = []
+tags = ["v2", "v3"]
+try:
+    for round_ in range(1, options.rounds + 1):
+        fault = rng.choice(["kill-follower", "kill-leader", "pause", "isolate", "loss", "none"])
+        lead = leader()
+        if fault == "kill-leader":
+            target = lead or rng.choice(NODES)
+        else:
+            target = rng.choice([n for n in NODES if n != lead] or NODES)
+        bad = round_ % 4 == 0
+        tag = "crash" if bad else tags[round_ % 2]
+        submit_to = rng.choice([n for n in NODES if n != target])
+        hold = rng.uniform(2, 6)
+        t0 = time.time()
+        apply(fault, target)
+        deploy = subprocess.Popen([f"{BIN}/peerctl", "deploy", image(tag), "--config", f"{node_dir(submit_to)}/peer.yml"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(hold)
+        undo(fault, target)
+        try:
+            output, _ = deploy.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            deploy.kill()
+            output, _ = deploy.communicate()
+            results.append((round_, fault, target, tag, "TIMEOUT", time.time() - t0))
+            print(f"round {round_}: {fault} {target}, deploy {tag} via {submit_to}: did not end in 180 s")
+            break
+        ok = deploy.returncode == 0
+        if ok:
+            expected = image(tag)
+        outcome = "done" if ok else ("rolled back" if "FAILED" in output or "rolled back" in output else "failed")
+        converged = wait(lambda: settled(expected), 90)
+        results.append((round_, fault, target, tag, outcome if converged else outcome + ", NOT SETTLED", time.time() - t0))
+        print(f"round {round_}: {fault:13} {target:4} deploy {tag:5} via {submit_to}: {outcome}{'' if converged else ', NOT SETTLED'} ({time.time() - t0:.1f} s)")
+        if not converged:
+            break
+finally:
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    heal()
+    for n in NODES:
+        if running(n):
+            try:
+                resume(n)
+            except (ProcessLookupError, TypeError):
+                pass
+
+# The checks.
+problems = []
+non2xx = sum(v for k, v in answers.items() if k != 200)
+total = sum(answers.values())
+if non2xx:
+    problems.append(f"{non2xx} of {total} requests failed: {failures[:5]}")
+if records_seen["zero_at"]:
+    problems.append(f"the record set was empty {len(records_seen['zero_at'])} times")
+leads = sorted((e["t"], int(e["lease.term"])) for n in NODES for e in events(n, "this node leads"))
+writes = [(e["t"], int(e["lease.term"])) for n in NODES for msg in ("DNS record removed", "DNS record added") for e in events(n, msg)]
+stale = [w for w in writes if any(lt < w[0] and lterm > w[1] for lt, lterm in leads)]
+if stale:
+    problems.append(f"{len(stale)} DNS writes under a stale term")
+orphans = []
+for n in NODES:
+    names = sh("docker", "ps", "-a", "--filter", f"label=dev.peer.node={n}", "--format", "{{.Names}} {{.State}}").stdout.split("\n")
+    names = [x for x in names if x]
+    s = serving(n)
+    if len(names) != 1 or not s or not names[0].startswith(s["containerName"] + " ") or not names[0].endswith("running"):
+        orphans.append(f"{n}: {names} (nginx routes to {s and s['containerName']})")
+if orphans:
+    problems.append(f"orphan or missing containers: {orphans}")
+bad_rounds = [r for r in results if (r[3] == "crash" and r[4] != "rolled back") or (r[3] != "crash" and r[4] != "done")]
+if bad_rounds or len(results) < options.rounds:
+    problems.append(f"deploys that did not end as they should: {bad_rounds or results[-1:]}")
+final = {n: (serving(n) or {}).get("image") for n in NODES}
+if set(final.values()) != {expected}:
+    problems.append(f"nodes serve {final}, expected {expected}")
+
+print()
+print(f"seed {seed}: {len(results)} rounds in {time.time() - started:.0f} s, {total} requests, {non2xx} failed")
+print(f"DNS: {len(writes)} record writes, fewest records at any moment {records_seen['min']}, stale-term writes {len(stale)}")
+print(f"faults: {', '.join(f'{r[1]}({r[2]})' for r in results)}")
+print(f"deploys: {', '.join(f'{r[3]}:{r[4]}' for r in results)}")
+if os.environ.get("PEER_CHAOS_KEEP") is None:
+    down()
+if problems:
+    print("FAILED:")
+    for p in problems:
+        print("  - " + p)
+    sys.exit(1)
+print("all checks passed")
