@@ -89,6 +89,9 @@ public enum Daemon {
             logger.info(
                 "peerd starting",
                 metadata: ["peer.node": "\(config.node.name)", "peer.config": "\(config.path)", "peer.control": "\(config.controlSocket)"])
+            // A service whose loop is cancelled by the graceful shutdown ends there: that is not a failure, and
+            // must not cut the others short (the engine finishing a deploy).
+            extra = extra.map { .init(service: GracefulEnd(base: $0.service)) }
             let group = ServiceGroup(
                 configuration: .init(
                     services: (config.isWitness ? [] : [.init(service: engine)]) + [.init(service: control)] + extra,
@@ -135,6 +138,19 @@ public enum Daemon {
             RegistryCredential(
                 server: registry.server, username: registry.username,
                 password: try resolve(registry.password, config, "registries.password"))
+        }
+    }
+}
+
+/// Runs a service and treats a `CancellationError` it throws once the graceful shutdown has begun as its end.
+struct GracefulEnd: Service {
+    let base: any Service
+
+    func run() async throws {
+        do {
+            try await base.run()
+        } catch is CancellationError where Task.isShuttingDownGracefully || Task.isCancelled {
+            return
         }
     }
 }

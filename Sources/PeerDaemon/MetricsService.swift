@@ -100,7 +100,8 @@ struct MetricsService: Service {
             Counter(label: "peer_mesh_datagrams_dropped_total").increment(by: now.datagramsDropped - last.datagramsDropped)
             Counter(label: "peer_mesh_bytes_sent_total").increment(by: now.bytesSent - last.bytesSent)
             last = now
-            try await Task.sleep(for: .seconds(2))
+            // Cancelled on graceful shutdown: end the loop, do not throw (an error would stop the other services).
+            try? await Task.sleep(for: .seconds(2))
         }
     }
 }

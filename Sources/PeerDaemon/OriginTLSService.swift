@@ -197,11 +197,12 @@ public actor OriginTLSService: Service {
         await adopt()
         await mesh?.setMemberMessageHandler { [weak self] name, message in await self?.received(message, from: name) }
         await announce()
+        // Ends (without an error, which would stop the other services at once) on graceful shutdown.
         try await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.sendToOthers(force: false)
                 await self.watchExpiry()
-                try await Task.sleep(for: .seconds(2))
+                try? await Task.sleep(for: .seconds(2))
             }
         }
     }

@@ -219,6 +219,8 @@ import Testing
             #expect(await eventually(within: .seconds(60)) { serving(cluster.peer(order[0])) == TestBed.image("v3") && serving(cluster.peer(order[1])) == TestBed.image("v3") })
             try await receiver.start()
             #expect(await eventually(within: .seconds(60)) { serving(receiver) == TestBed.image("v3") }, "\(receiver.log().suffix(2000))")
+            // systemctl stop on a mesh node: every service ends cleanly, peerd exits 0.
+            #expect(cluster.peer(order[1]).stop(SIGTERM) == 0, "\(cluster.peer(order[1]).log().suffix(1500))")
         }
     }
 
