@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""cluster/chaos [--seed S] [--rounds R] [--nodes N]: faults during repeated rolling deploys under load.
+"""cluster/chaos [--seed S] [--minutes M] [--rounds R] [--nodes N]: faults during repeated rolling deploys under load.
+
+Bounded: no round starts after M minutes (default 5) or R rounds (default: no limit), and every round is bounded
+(the deploy 180 s, settling 90 s).
 
 Each round (chosen by the seed): a fault — kill -9 a follower or the leader, SIGSTOP a peerd, cut a node off
 from the others, 30 % mesh packet loss on a node, or none — then a rolling deploy submitted to a node the fault
@@ -21,7 +24,8 @@ import argparse, collections, json, os, random, subprocess, sys, threading, time
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--seed", type=int, default=None)
-parser.add_argument("--rounds", type=int, default=8)
+parser.add_argument("--rounds", type=int, default=1000)
+parser.add_argument("--minutes", type=float, default=5)
 parser.add_argument("--nodes", type=int, default=3)
 options = parser.parse_args()
 seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 100000)
@@ -104,7 +108,7 @@ def undo(fault, target):
         heal()
 
 
-print(f"chaos: seed {seed}, {options.rounds} rounds, {len(NODES)} nodes (cluster/chaos --seed {seed} repeats the choices)")
+print(f"chaos: seed {seed}, up to {options.minutes:g} minutes, {len(NODES)} nodes (cluster/chaos --seed {seed} repeats the choices)")
 up()
 expected = IMAGE
 if not wait(lambda: len(contents()) == len(NODES) and settled(expected), 60):
@@ -115,9 +119,12 @@ for t in threads:
     t.start()
 started = time.time()
 results = []
+broken = False
 tags = ["v2", "v3"]
 try:
     for round_ in range(1, options.rounds + 1):
+        if time.time() - started > options.minutes * 60:
+            break
         fault = rng.choice(["kill-follower", "kill-leader", "pause", "isolate", "loss", "none"])
         lead = leader()
         if fault == "kill-leader":
@@ -141,6 +148,7 @@ try:
             output, _ = deploy.communicate()
             results.append((round_, fault, target, tag, "TIMEOUT", time.time() - t0))
             print(f"round {round_}: {fault} {target}, deploy {tag} via {submit_to}: did not end in 180 s")
+            broken = True
             break
         ok = deploy.returncode == 0
         if ok:
@@ -150,6 +158,7 @@ try:
         results.append((round_, fault, target, tag, outcome if converged else outcome + ", NOT SETTLED", time.time() - t0))
         print(f"round {round_}: {fault:13} {target:4} deploy {tag:5} via {submit_to}: {outcome}{'' if converged else ', NOT SETTLED'} ({time.time() - t0:.1f} s)")
         if not converged:
+            broken = True
             break
 finally:
     stop.set()
@@ -186,7 +195,7 @@ for n in NODES:
 if orphans:
     problems.append(f"orphan or missing containers: {orphans}")
 bad_rounds = [r for r in results if (r[3] == "crash" and r[4] != "rolled back") or (r[3] != "crash" and r[4] != "done")]
-if bad_rounds or len(results) < options.rounds:
+if bad_rounds or broken or not results:
     problems.append(f"deploys that did not end as they should: {bad_rounds or results[-1:]}")
 final = {n: (serving(n) or {}).get("image") for n in NODES}
 if set(final.values()) != {expected}:
