@@ -106,11 +106,10 @@ let package = Package(
         .target(
             name: "Nginx",
             dependencies: [
-                "Deployment", "PeerFiles",
+                "Deployment", "PeerFiles", "PKI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

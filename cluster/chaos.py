@@ -180,9 +180,7 @@ if non2xx:
     problems.append(f"{non2xx} of {total} requests failed: {failures[:5]}")
 if records_seen["zero_at"]:
     problems.append(f"the record set was empty {len(records_seen['zero_at'])} times")
-leads = sorted((e["t"], int(e["lease.term"])) for n in NODES for e in events(n, "this node leads"))
-writes = [(e["t"], int(e["lease.term"])) for n in NODES for msg in ("DNS record removed", "DNS record added") for e in events(n, msg)]
-stale = [w for w in writes if any(lt < w[0] and lterm > w[1] for lt, lterm in leads)]
+writes, stale = dns_writes_and_stale()
 if stale:
     problems.append(f"{len(stale)} DNS writes under a stale term")
 orphans = []

@@ -187,6 +187,14 @@ def events(n, msg):
     return out
 
 
+def dns_writes_and_stale():
+    """The DNS record writes the nodes logged, (time, term), and those made under a stale term: after some node
+    had begun to lead under a higher term."""
+    leads = sorted((e["t"], int(e["lease.term"])) for n in NODES for e in events(n, "this node leads"))
+    writes = [(e["t"], int(e["lease.term"])) for n in NODES for msg in ("DNS record removed", "DNS record added") for e in events(n, msg)]
+    return writes, [w for w in writes if any(lt < w[0] and lterm > w[1] for lt, lterm in leads)]
+
+
 def who(n):
     r = sh(f"{BIN}/peerctl", "who", "--json", "--config", f"{node_dir(n)}/peer.yml", check=False)
     return json.loads(r.stdout) if r.returncode == 0 else None

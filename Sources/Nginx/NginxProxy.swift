@@ -1,11 +1,11 @@
 import AsyncHTTPClient
-import Crypto
 import Deployment
 import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import PKI
 import PeerCore
 import PeerFiles
 
@@ -141,7 +141,7 @@ public actor NginxProxy: FrontProxy {
                         context: context, serverHostname: serverName,
                         customVerificationCallback: { certificates, promise in
                             if let leaf = certificates.first, let der = try? leaf.toDERBytes() {
-                                seen.succeed(SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined())
+                                seen.succeed(OriginCertificate.fingerprint(der: der))
                             } else {
                                 seen.fail(NginxError.notServingCertificate(listen: "\(host):\(port)", expected: "", seen: "no certificate"))
                             }

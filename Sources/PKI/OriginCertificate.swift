@@ -96,10 +96,15 @@ public enum OriginCertificate {
         }
         var serializer = DER.Serializer()
         let der = (try? serializer.serialize(certificate)).map { serializer.serializedBytes } ?? []
-        let digest = SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
         return OriginCertificateInfo(
-            fingerprint: digest, names: names, issuer: "\(certificate.issuer)", notValidBefore: certificate.notValidBefore,
+            fingerprint: fingerprint(der: der), names: names, issuer: "\(certificate.issuer)", notValidBefore: certificate.notValidBefore,
             notValidAfter: certificate.notValidAfter)
+    }
+
+    /// How peer names a certificate: the SHA-256 of its DER encoding, lowercase hex (what `openssl x509
+    /// -fingerprint -sha256` prints, without the colons).
+    public static func fingerprint(der: some Sequence<UInt8>) -> String {
+        SHA256.hash(data: Array(der)).map { String(format: "%02x", $0) }.joined()
     }
 
     /// Whether `names` cover `hostname`: exactly, or by a single-level wildcard (`*.example.com` covers

@@ -15,7 +15,7 @@ public enum ClusterSetup {
     public static func initialConfig(
         name: String, address: String, meshHost: String, meshPort: Int, app: String, serverName: String, directory: String
     ) -> String {
-        let meshListen = meshHost.contains(":") ? "[\(meshHost)]:\(meshPort)" : "\(meshHost):\(meshPort)"
+        let meshListen = PeerConfig.hostPortString(meshHost, meshPort)
         return """
             # peer node config, written by `peerctl init`. Every key: docs/configuration.md.
             node:
@@ -91,7 +91,7 @@ public enum ClusterSetup {
         if members.contains(where: { $0["name"]?.string == name }) {
             throw Failure(description: "\(name) is already in mesh.members; choose another name, or remove it from every node first")
         }
-        let meshListen = meshHost.contains(":") ? "[\(meshHost)]:\(port)" : "\(meshHost):\(port)"
+        let meshListen = PeerConfig.hostPortString(meshHost, port)
         var node = root["node"] ?? Node.mapping(Node.Mapping([]))
         node["name"] = Node(name)
         node["address"] = Node(address)

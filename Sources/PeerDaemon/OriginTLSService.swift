@@ -198,7 +198,7 @@ public actor OriginTLSService: Service {
         await mesh?.setMemberMessageHandler { [weak self] name, message in await self?.received(message, from: name) }
         await announce()
         // Ends (without an error, which would stop the other services at once) on graceful shutdown.
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.sendToOthers(force: false)
                 await self.watchExpiry()

@@ -340,6 +340,11 @@ extension PeerConfig {
             profile: profile, membership: settings)
     }
 
+    /// The inverse of ``hostPort(_:)``: `1.2.3.4:7946`, `[2001:db8::1]:7946`.
+    static func hostPortString(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
     /// `1.2.3.4:7946` or `[2001:db8::1]:7946`.
     static func hostPort(_ s: String) -> (String, Int)? {
         let host: Substring

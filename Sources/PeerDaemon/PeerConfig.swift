@@ -86,7 +86,7 @@ public struct PeerConfig: Sendable, Hashable {
             public var port: Int
             /// A witness votes in the leader lease but runs no app, has no DNS record and never leads.
             public var role: Role = .node
-            public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+            public var address: String { PeerConfig.hostPortString(host, port) }
         }
         /// TCP (mutual TLS) and UDP (sealed datagrams) on the same address and port.
         public var host: String

@@ -24,6 +24,13 @@ struct PKIDirectory: ParsableArguments {
         }
     }
 
+    /// Writes a new CA: its key (0600) and its certificate (0644).
+    func writeCA(_ ca: ClusterCA) throws {
+        try AtomicFile.makeDirectory(dir, mode: 0o700)
+        try AtomicFile.write(Array(try ca.privateKey.serializeAsPEM().pemString.utf8), to: caKey, mode: 0o600)
+        try AtomicFile.write(Array(try ca.certificate.serializeAsPEM().pemString.utf8), to: caCertificate, mode: 0o644)
+    }
+
     /// Writes a certificate (0644) and its key (0600); refuses to replace existing files unless `force`.
     func write(_ issued: IssuedCertificate, base: String, force: Bool) throws {
         let cert = "\(dir)/\(base).pem"
@@ -59,9 +66,7 @@ struct CA: AsyncParsableCommand {
                 throw fail("\(pki.dir) already holds a CA; a new one would invalidate every certificate it issued. Use another --dir to start over.")
             }
             let ca = try ClusterCA.create(cluster: cluster, validityDays: days)
-            try AtomicFile.makeDirectory(pki.dir, mode: 0o700)
-            try AtomicFile.write(Array(try ca.privateKey.serializeAsPEM().pemString.utf8), to: pki.caKey, mode: 0o600)
-            try AtomicFile.write(Array(try ca.certificate.serializeAsPEM().pemString.utf8), to: pki.caCertificate, mode: 0o644)
+            try pki.writeCA(ca)
             print("created the CA for cluster \(cluster): \(pki.caCertificate), \(pki.caKey) (0600), valid until \(ca.certificate.notValidAfter.formatted(.iso8601))")
         }
     }

@@ -47,10 +47,7 @@ struct InitCommand: AsyncParsableCommand {
         if FileManager.default.fileExists(atPath: pki.caKey) {
             print("using the existing CA in \(pki.dir)")
         } else {
-            let ca = try ClusterCA.create(cluster: cluster)
-            try AtomicFile.makeDirectory(pki.dir, mode: 0o700)
-            try AtomicFile.write(Array(try ca.privateKey.serializeAsPEM().pemString.utf8), to: pki.caKey, mode: 0o600)
-            try AtomicFile.write(Array(try ca.certificate.serializeAsPEM().pemString.utf8), to: pki.caCertificate, mode: 0o644)
+            try pki.writeCA(try ClusterCA.create(cluster: cluster))
             print("created the cluster CA: \(pki.caCertificate), \(pki.caKey) (0600)")
         }
         do {

@@ -244,16 +244,7 @@ import Testing
             try wrong.write(toFile: pki + "/cf-token", atomically: true, encoding: .utf8)
             chmod(pki + "/cf-token", 0o600)
             // A mesh of one: it is its own majority, so it leads at once.
-            let extra = """
-
-                mesh:
-                  listen: \(node.address):\(node.port + 1000)
-                  ca: \(pki)/ca.pem
-                  cert: \(pki)/\(node.name).pem
-                  key: \(pki)/\(node.name)-key.pem
-                  members:
-                    - name: \(node.name)
-                      address: \(node.address):\(node.port + 1000)
+            try node.appendToConfig(node.meshSection(pki: pki, members: node.meshMember) + """
                 dns:
                   api_base: http://127.0.0.1:\(port)/client/v4
                   zone: \(Self.zone)
@@ -264,11 +255,7 @@ import Testing
                     server: http://127.0.0.1:\(port)/notify/ntfy
                     topic: peer-token-test
 
-                """
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: node.configPath))
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data(extra.utf8))
-            try handle.close()
+                """)
             let peer = PeerdProcess(node: node)
             try await peer.start()
             defer { peer.kill() }

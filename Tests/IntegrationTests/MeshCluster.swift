@@ -44,9 +44,7 @@ struct MeshCluster {
         }
         try MeshCluster.token.write(toFile: pki + "/cf-token", atomically: true, encoding: .utf8)
         chmod(pki + "/cf-token", 0o600)
-        let members = nodes.map {
-            "    - name: \($0.name)\n      address: \($0.address):\($0.port + 1000)" + ($0.name == witnessName ? "\n      role: witness" : "")
-        }.joined(separator: "\n")
+        let members = nodes.map { $0.meshMember + ($0.name == witnessName ? "\n      role: witness" : "") }.joined(separator: "\n")
         for node in nodes {
             if node.name == witnessName {
                 // A witness's whole config: who it is, where it keeps state, and the mesh. No app, no nginx.
@@ -59,15 +57,7 @@ struct MeshCluster {
                   socket: \(node.directory)/run/peerd.sock
                 """.write(toFile: node.configPath, atomically: true, encoding: .utf8)
             }
-            let extra = """
-
-                mesh:
-                  listen: \(node.address):\(node.port + 1000)
-                  ca: \(pki)/ca.pem
-                  cert: \(pki)/\(node.name).pem
-                  key: \(pki)/\(node.name)-key.pem
-                  members:
-                \(members)
+            try node.appendToConfig(node.meshSection(pki: pki, members: members) + """
                 dns:
                   api_base: http://127.0.0.1:\(stubPort)/client/v4
                   zone: \(MeshCluster.zone)
@@ -81,11 +71,7 @@ struct MeshCluster {
                   discord:
                     url: http://127.0.0.1:\(stubPort)/notify/discord/api/v10/webhooks/123/secret-token
 
-                """
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: node.configPath))
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data(extra.utf8))
-            try handle.close()
+                """)
             chmod(node.configPath, 0o600)  // it now holds a webhook URL, which is a secret
         }
         var peers: [PeerdProcess] = []

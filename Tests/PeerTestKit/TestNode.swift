@@ -86,6 +86,33 @@ public final class TestNode: Sendable {
 
     public func config() throws -> PeerConfig { try PeerConfig.load(path: configPath) }
 
+    /// Adds top-level YAML sections at the end of this node's config.
+    public func appendToConfig(_ yaml: String) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: configPath))
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(yaml.utf8))
+    }
+
+    /// This node's `mesh:` section for the certificates `peerctl` wrote to `pki`, listening on `port + 1000`.
+    /// `members`: the indented `- name: … address: …` entries.
+    public func meshSection(pki: String, members: String) -> String {
+        """
+
+            mesh:
+              listen: \(address):\(port + 1000)
+              ca: \(pki)/ca.pem
+              cert: \(pki)/\(name).pem
+              key: \(pki)/\(name)-key.pem
+              members:
+            \(members)
+
+            """
+    }
+
+    /// This node as an entry of `mesh.members`.
+    public var meshMember: String { "    - name: \(name)\n      address: \(address):\(port + 1000)" }
+
     public var url: String { "http://\(address):\(port)" }
 
     /// peerd's Prometheus endpoint on this node.
