@@ -129,9 +129,10 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -175,7 +176,7 @@ let package = Package(
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
         .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "DNSPlanning", "PeerCore"], swiftSettings: strict),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore"], swiftSettings: strict),
-        .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon", "Membership", "Nginx", "Deployment"], swiftSettings: strict),
+        .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon", "PeerCore", "Membership", "Nginx", "Deployment"], swiftSettings: strict),
         .testTarget(
             name: "TransportTests",
             dependencies: [

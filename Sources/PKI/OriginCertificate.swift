@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import PeerCore
 import SwiftASN1
 import X509
 
@@ -122,9 +123,8 @@ public enum OriginCertificate {
         }
     }
 
+    /// `2026-11-27` (UTC).
     static func format(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withFullDate]
-        return formatter.string(from: date)
+        String(ISO8601.format(seconds: Int64(date.timeIntervalSince1970.rounded(.down))).prefix(10))
     }
 }

@@ -1,9 +1,9 @@
 import Deployment
 import Foundation
-import HTTPTypes
-import Hummingbird
 import Logging
 import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
 import PeerFiles
 import PKI
 
@@ -17,23 +17,41 @@ import PKI
 ///     POST /v1/rollback   → the same stream, swapping back to the previous image
 ///     POST /v1/tls        {"certificatePEM": "…", "keyPEM": "…"} → the installed origin certificate (JSON)
 enum ControlServer {
-    static func application(
+    static func server(
         engine: NodeEngine, membership: MembershipService?, rollouts: RolloutService?, origin: OriginTLSService?, socketPath: String,
         logger: Logger
-    ) throws -> some ApplicationProtocol {
+    ) throws -> HTTPServer {
         try prepareSocket(socketPath)
-        let router = Router()
-        router.get("/v1/status") { _, _ in
+        var serverLogger = logger
+        serverLogger[metadataKey: "peer.component"] = "control"
+        return HTTPServer(
+            address: .unix(path: socketPath), maxBodyBytes: 1 << 20,
+            // Root-only: whoever can talk to this socket can deploy.
+            onBound: { chmod(socketPath, 0o600) },
+            logger: serverLogger
+        ) { request in
+            do {
+                return try await route(request, engine: engine, membership: membership, rollouts: rollouts, origin: origin)
+            } catch {
+                return (try? json(ControlAPI.ErrorBody(error: "\(error)"), status: .internalServerError))
+                    ?? HTTPServer.Response(status: .internalServerError, contentType: "text/plain", body: .bytes(Array("\(error)\n".utf8)))
+            }
+        }
+    }
+
+    private static func route(
+        _ request: HTTPServer.Request, engine: NodeEngine, membership: MembershipService?, rollouts: RolloutService?, origin: OriginTLSService?
+    ) async throws -> HTTPServer.Response {
+        switch (request.method, request.path) {
+        case (.GET, "/v1/status"):
             var status = await engine.status()
             status.originCertificate = await origin?.current()
             return try json(status)
-        }
-        router.post("/v1/tls") { request, _ in
+        case (.POST, "/v1/tls"):
             guard let origin else {
                 return try json(ControlAPI.ErrorBody(error: "this node is a witness: it runs no nginx; send the certificate to an app node"), status: .notFound)
             }
-            let body = try await request.body.collect(upTo: 1 << 20)
-            guard let tls = try? ControlAPI.decoder.decode(ControlAPI.TLSRequest.self, from: Data(buffer: body)) else {
+            guard let tls = try? ControlAPI.decoder.decode(ControlAPI.TLSRequest.self, from: Data(buffer: request.body)) else {
                 return try json(ControlAPI.ErrorBody(error: "expected a JSON body {\"certificatePEM\": \"…\", \"keyPEM\": \"…\"}"), status: .badRequest)
             }
             do {
@@ -43,55 +61,45 @@ enum ControlServer {
             } catch let refused as OriginTLSService.Refused {
                 return try json(ControlAPI.ErrorBody(error: refused.description), status: .badRequest)
             }
-        }
-        router.get("/v1/deploys") { _, _ in
-            try json(await engine.history())
-        }
-        router.get("/v1/members") { _, _ in
+        case (.GET, "/v1/deploys"):
+            return try json(await engine.history())
+        case (.GET, "/v1/members"):
             guard let membership else {
                 return try json(
                     ControlAPI.ErrorBody(error: "this node has no mesh: section in its config, so it has no members; see docs/configuration.md"),
                     status: .notFound)
             }
             return try json(await membership.members())
-        }
-        router.get("/v1/who") { _, _ in
+        case (.GET, "/v1/who"):
             guard let membership else {
                 return try json(
                     ControlAPI.ErrorBody(error: "this node has no mesh: section in its config, so there is no leader; see docs/configuration.md"),
                     status: .notFound)
             }
             return try json(await membership.who())
-        }
-        router.post("/v1/deploy") { request, _ in
-            let body = try await request.body.collect(upTo: 64 * 1024)
-            guard let deploy = try? ControlAPI.decoder.decode(ControlAPI.DeployRequest.self, from: Data(buffer: body)) else {
+        case (.POST, "/v1/deploy"):
+            guard request.body.readableBytes <= 64 * 1024,
+                let deploy = try? ControlAPI.decoder.decode(ControlAPI.DeployRequest.self, from: Data(buffer: request.body))
+            else {
                 return try json(ControlAPI.ErrorBody(error: "expected a JSON body {\"image\": \"…\"}"), status: .badRequest)
             }
             if let rollouts { return try await roll(rollouts, image: deploy.image, requestedBy: deploy.requestedBy ?? "peerctl on \(engine.config.node.name)") }
             return try await submit(engine, .deploy, image: deploy.image)
-        }
-        router.post("/v1/rollback") { request, _ in
+        case (.POST, "/v1/rollback"):
             if let rollouts {
-                let by = request.headers[HTTPField.Name("X-Peer-Requested-By")!] ?? "peerctl on \(engine.config.node.name)"
+                let by = request.headers.first(name: "X-Peer-Requested-By") ?? "peerctl on \(engine.config.node.name)"
                 return try await roll(rollouts, image: nil, requestedBy: by)
             }
             return try await submit(engine, .rollback, image: nil)
+        case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"), (_, "/v1/rollback"):
+            return try json(ControlAPI.ErrorBody(error: "\(request.method) is not allowed on \(request.path)"), status: .methodNotAllowed)
+        default:
+            return try json(ControlAPI.ErrorBody(error: "no such endpoint: \(request.path)"), status: .notFound)
         }
-        var appLogger = logger
-        appLogger[metadataKey: "peer.component"] = "control"
-        return Application(
-            router: router,
-            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: "peerd"),
-            onServerRunning: { _ in
-                // Root-only: whoever can talk to this socket can deploy.
-                chmod(socketPath, 0o600)
-            },
-            logger: appLogger)
     }
 
     /// A cluster rollout: the same NDJSON stream, with `node` lines and a `rollout` result.
-    private static func roll(_ rollouts: RolloutService, image: String?, requestedBy: String) async throws -> Response {
+    private static func roll(_ rollouts: RolloutService, image: String?, requestedBy: String) async throws -> HTTPServer.Response {
         if let image {
             do { _ = try ImageReference(parsing: image) } catch {
                 return try json(ControlAPI.ErrorBody(error: "\(image) is not an image reference: \(error.reason)"), status: .badRequest)
@@ -106,7 +114,7 @@ enum ControlServer {
         return ndjson(events)
     }
 
-    private static func submit(_ engine: NodeEngine, _ kind: DeployRecord.Kind, image: String?) async throws -> Response {
+    private static func submit(_ engine: NodeEngine, _ kind: DeployRecord.Kind, image: String?) async throws -> HTTPServer.Response {
         let events: AsyncStream<ControlAPI.Event>
         do {
             events = try await engine.submit(kind, image: image).events
@@ -120,22 +128,20 @@ enum ControlServer {
 
     /// A deploy's events as NDJSON, one line as each happens. The deploy runs in the engine or the rollout
     /// service, not here: a client that goes away only stops reading progress.
-    private static func ndjson(_ events: AsyncStream<ControlAPI.Event>) -> Response {
-        Response(
-            status: .ok, headers: [.contentType: "application/x-ndjson"],
-            body: ResponseBody { writer in
+    private static func ndjson(_ events: AsyncStream<ControlAPI.Event>) -> HTTPServer.Response {
+        HTTPServer.Response(
+            contentType: "application/x-ndjson",
+            body: .stream { write in
                 for await event in events {
                     var line = try ControlAPI.encoder.encode(event)
                     line.append(UInt8(ascii: "\n"))
-                    try await writer.write(ByteBuffer(bytes: line))
+                    try await write(Array(line))
                 }
-                try await writer.finish(nil)
             })
     }
 
-    private static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        let data = try ControlAPI.encoder.encode(value)
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    private static func json(_ value: some Encodable, status: HTTPResponseStatus = .ok) throws -> HTTPServer.Response {
+        HTTPServer.Response(status: status, contentType: "application/json", body: .bytes(Array(try ControlAPI.encoder.encode(value))))
     }
 
     /// Creates the socket's folder (0700) and refuses to take over the socket of a peerd that still runs.

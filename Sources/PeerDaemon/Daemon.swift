@@ -84,7 +84,7 @@ public enum Daemon {
             if let registry = metrics, let settings = config.metrics {
                 extra.append(.init(service: MetricsService(registry: registry, settings: settings, membership: membership, logger: logger)))
             }
-            let control = try ControlServer.application(
+            let control = try ControlServer.server(
                 engine: engine, membership: membership, rollouts: rollouts, origin: origin, socketPath: config.controlSocket, logger: logger)
             logger.info(
                 "peerd starting",
@@ -160,7 +160,7 @@ struct NoticeService: Service {
     let dispatcher: NoticeDispatcher
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await dispatcher.run()
         }
     }

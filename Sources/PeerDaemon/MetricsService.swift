@@ -1,5 +1,4 @@
 import Foundation
-import Hummingbird
 import Logging
 import Metrics
 import NIOCore
@@ -44,22 +43,21 @@ struct MetricsService: Service {
     let logger: Logger
 
     func run() async throws {
-        let router = Router()
-        router.get("/metrics") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+        var serverLogger = logger
+        serverLogger[metadataKey: "peer.component"] = "metrics"
+        let server = HTTPServer(address: .tcp(host: settings.host, port: settings.port), maxBodyBytes: 0, logger: serverLogger) { request in
+            guard request.path == "/metrics" else {
+                return HTTPServer.Response(status: .notFound, contentType: "text/plain; charset=utf-8", body: .bytes(Array("only /metrics here\n".utf8)))
+            }
+            guard request.method == .GET || request.method == .HEAD else {
+                return HTTPServer.Response(status: .methodNotAllowed, contentType: "text/plain; charset=utf-8", body: .bytes(Array("GET /metrics\n".utf8)))
+            }
+            return HTTPServer.Response(contentType: "text/plain; version=0.0.4; charset=utf-8", body: .bytes(registry.emitToBuffer()))
         }
-        var appLogger = logger
-        appLogger[metadataKey: "peer.component"] = "metrics"
-        appLogger.logLevel = .warning
-        let app = Application(
-            router: router, configuration: .init(address: .hostname(settings.host, port: settings.port), serverName: "peerd"),
-            logger: appLogger)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask {
                 do {
-                    try await app.runService()
+                    try await server.run()
                 } catch {
                     // Metrics are for watching: a port in use must not stop failover or deploys.
                     logger.error(

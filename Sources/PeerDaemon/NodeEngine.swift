@@ -41,7 +41,7 @@ public actor NodeEngine: Service {
     public struct Busy: Error, CustomStringConvertible {
         public var running: NodeState.InProgress
         public var description: String {
-            "deploy \(running.id) of \(running.image) is running (started \(running.startedAt.formatted(.iso8601))); wait for it to finish"
+            "deploy \(running.id) of \(running.image) is running (started \(running.startedAt.iso8601)); wait for it to finish"
         }
     }
 

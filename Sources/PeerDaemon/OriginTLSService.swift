@@ -123,7 +123,7 @@ public actor OriginTLSService: Service {
     private func save(_ value: Installed) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        encoder.dateEncodingStrategy = .iso8601
+        encoder.dateEncodingStrategy = .peerISO8601
         try AtomicFile.write(Array(try encoder.encode(value)), to: metaPath, mode: 0o600)
         installed = value
     }

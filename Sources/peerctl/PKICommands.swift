@@ -41,7 +41,7 @@ struct PKIDirectory: ParsableArguments {
         try AtomicFile.makeDirectory(dir, mode: 0o700)
         try AtomicFile.write(Array(try issued.privateKeyPEM.utf8), to: key, mode: 0o600)
         try AtomicFile.write(Array(try issued.certificatePEM.utf8), to: cert, mode: 0o644)
-        print("wrote \(cert) and \(key) (0600), valid until \(issued.certificate.notValidAfter.formatted(.iso8601))")
+        print("wrote \(cert) and \(key) (0600), valid until \(issued.certificate.notValidAfter.iso8601)")
     }
 }
 
@@ -67,7 +67,7 @@ struct CA: AsyncParsableCommand {
             }
             let ca = try ClusterCA.create(cluster: cluster, validityDays: days)
             try pki.writeCA(ca)
-            print("created the CA for cluster \(cluster): \(pki.caCertificate), \(pki.caKey) (0600), valid until \(ca.certificate.notValidAfter.formatted(.iso8601))")
+            print("created the CA for cluster \(cluster): \(pki.caCertificate), \(pki.caKey) (0600), valid until \(ca.certificate.notValidAfter.iso8601)")
         }
     }
 }

@@ -83,7 +83,7 @@ func fail(_ message: String) -> ExitCode {
 func printJSON(_ value: some Encodable) throws {
     // A new encoder: ControlAPI.encoder is shared and stays compact.
     let encoder = JSONEncoder()
-    encoder.dateEncodingStrategy = .iso8601
+    encoder.dateEncodingStrategy = .peerISO8601
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }

@@ -23,7 +23,7 @@ struct Status: AsyncParsableCommand {
             ("app", status.app),
             ("serving", status.serving.map { "\($0.image)  generation \($0.generation), \($0.containerName), 127.0.0.1:\($0.hostPort)" } ?? "nothing"),
         ]
-        if let since = status.servingSince { rows.append(("since", since.formatted(.iso8601))) }
+        if let since = status.servingSince { rows.append(("since", since.iso8601)) }
         rows.append(("previous", status.previousImage ?? "none"))
         if let d = status.deploying { rows.append(("deploying", "\(d.image) (deploy \(d.id))")) }
         if let last = status.lastDeploy {
@@ -34,7 +34,7 @@ struct Status: AsyncParsableCommand {
         rows.append(("docker", status.docker.reachable ? "reachable (API \(status.docker.apiVersion ?? "?"))" : "UNREACHABLE: \(status.docker.error ?? "")"))
         if let tls = status.originCertificate {
             let warning = tls.daysLeft <= 30 ? "  RENEW SOON" : ""
-            rows.append(("origin tls", "\(tls.names.joined(separator: ", ")) on \(tls.listen), expires \(tls.notValidAfter.formatted(.iso8601)) (\(tls.daysLeft) days left\(warning)), AOP \(tls.originPulls), sha256 \(tls.fingerprint.prefix(16))…"))
+            rows.append(("origin tls", "\(tls.names.joined(separator: ", ")) on \(tls.listen), expires \(tls.notValidAfter.iso8601) (\(tls.daysLeft) days left\(warning)), AOP \(tls.originPulls), sha256 \(tls.fingerprint.prefix(16))…"))
         } else {
             rows.append(("origin tls", "none (HTTP only; install one with peerctl tls set)"))
         }
@@ -77,7 +77,7 @@ struct Deploys: AsyncParsableCommand {
         if json { return try printJSON(history) }
         for r in history {
             let serving = r.servingAfterMs.map { String(format: "serving after %.3fs", Double($0) / 1000) } ?? ""
-            print("\(r.startedAt.formatted(.iso8601))  \(r.id)  \(r.kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(r.result.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) gen \(r.generation)  \(r.image)  \(serving)\(r.reason.map { "  \($0)" } ?? "")")
+            print("\(r.startedAt.iso8601)  \(r.id)  \(r.kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(r.result.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) gen \(r.generation)  \(r.image)  \(serving)\(r.reason.map { "  \($0)" } ?? "")")
         }
     }
 }

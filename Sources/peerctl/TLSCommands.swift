@@ -72,7 +72,7 @@ struct TLS: AsyncParsableCommand {
                 throw fail("\(error)")
             }
             if !json {
-                print("installed: \(installed.names.joined(separator: ", ")), expires \(installed.notValidAfter.formatted(.iso8601)) (\(installed.daysLeft) days), sha256 \(installed.fingerprint.prefix(16))…")
+                print("installed: \(installed.names.joined(separator: ", ")), expires \(installed.notValidAfter.iso8601) (\(installed.daysLeft) days), sha256 \(installed.fingerprint.prefix(16))…")
             }
             guard wait > 0 else { return json ? try printJSON(installed) : () }
             // Every live app node announces the fingerprint it serves.
