@@ -176,7 +176,17 @@ let package = Package(
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
         .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "DNSPlanning", "PeerCore"], swiftSettings: strict),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore"], swiftSettings: strict),
-        .testTarget(name: "PeerDaemonTests", dependencies: ["PeerDaemon", "PeerCore", "Membership", "Nginx", "Deployment"], swiftSettings: strict),
+        .testTarget(
+            name: "PeerDaemonTests",
+            dependencies: [
+                "PeerDaemon", "PeerCore", "Membership", "Nginx", "Deployment",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "TransportTests",
             dependencies: [
