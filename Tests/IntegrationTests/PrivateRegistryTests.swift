@@ -20,7 +20,7 @@ import Testing
 
     func secretFile(_ content: String) throws -> String {
         let path = NSTemporaryDirectory() + "peer-registry-secret-\(UUID().uuidString)"
-        FileManager.default.createFile(atPath: path, contents: Data((content + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        #expect(FileManager.default.createFile(atPath: path, contents: Data((content + "\n").utf8), attributes: [.posixPermissions: 0o600]))
         return path
     }
 

@@ -127,7 +127,7 @@ import Testing
         let dir = NSTemporaryDirectory() + "peer-config-pki-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for file in ["ca.pem", "web-1.pem", "web-1-key.pem"] {
-            FileManager.default.createFile(atPath: "\(dir)/\(file)", contents: Data("placeholder".utf8))
+            #expect(FileManager.default.createFile(atPath: "\(dir)/\(file)", contents: Data("placeholder".utf8)))
         }
         chmod("\(dir)/web-1-key.pem", keyMode)
         return dir
@@ -281,7 +281,7 @@ import Testing
         let path = NSTemporaryDirectory() + "peer-config-\(UUID().uuidString).yml"
         defer { try? FileManager.default.removeItem(atPath: path) }
         let yaml = Self.minimal + "\nregistries:\n  - server: ghcr.io\n    username: bot\n    password: s3cret\n"
-        FileManager.default.createFile(atPath: path, contents: Data(yaml.utf8), attributes: [.posixPermissions: 0o644])
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(yaml.utf8), attributes: [.posixPermissions: 0o644]))
         do {
             _ = try PeerConfig.load(path: path)
             Issue.record("a world-readable secret was accepted")
