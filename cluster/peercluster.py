@@ -128,6 +128,13 @@ def pid_of(n):
         return None
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system) a process has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start(n):
     log = open(f"{node_dir(n)}/peerd.log", "a")
     # Its own session: it outlives the script that started it (cluster/up), and ^C there does not reach it.

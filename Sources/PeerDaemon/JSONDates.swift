@@ -8,7 +8,7 @@ import PeerCore
 extension JSONEncoder.DateEncodingStrategy {
     public static let peerISO8601: Self = .custom { date, encoder in
         var container = encoder.singleValueContainer()
-        try container.encode(ISO8601.format(seconds: Int64(date.timeIntervalSince1970.rounded(.down))))
+        try container.encode(date.iso8601)
     }
 }
 
