@@ -29,6 +29,8 @@ let package = Package(
     targets: [
         // Pure: no I/O, no NIO.
         .target(name: "PeerCore", swiftSettings: strict),
+        // Sets the Swift runtime's global enqueue hook for peerd (its jobs on NIO's event loops).
+        .target(name: "CPeerHooks"),
         .target(name: "Deployment", dependencies: ["PeerCore"], swiftSettings: strict),
         .target(name: "Membership", dependencies: ["PeerCore", "Deployment"], swiftSettings: strict),
         .target(name: "Leadership", dependencies: ["PeerCore"], swiftSettings: strict),
@@ -142,6 +144,9 @@ let package = Package(
             dependencies: [
                 "PeerDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "CPeerHooks",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -66,6 +66,8 @@ public struct DNSPlanner: Sendable {
         public var failOpen: Bool
         /// Members held down (serving again, not yet long enough), by name.
         public var heldDown: [String]
+        /// When the first of them has served long enough: plan again then.
+        public var heldDownUntil: Instant?
     }
 
     public var holdDown: Duration
@@ -90,16 +92,21 @@ public struct DNSPlanner: Sendable {
         let present = Set(ours.map(\.content))
         var desired: Set<String> = []
         var heldDown: [String] = []
+        var heldDownUntil: Instant?
         for member in members where member.serving {
             // A record that is there stays; a new one waits out the hold-down.
-            if present.contains(member.address) || now >= (servingSince[member.address] ?? now) + holdDown {
+            let until = (servingSince[member.address] ?? now) + holdDown
+            if present.contains(member.address) || now >= until {
                 desired.insert(member.address)
             } else {
                 heldDown.append(member.name)
+                heldDownUntil = min(heldDownUntil ?? until, until)
             }
         }
         guard !desired.isEmpty else {
-            return Plan(changes: DNSChangeSet(), failOpen: members.allSatisfy { !$0.serving }, heldDown: heldDown.sorted())
+            return Plan(
+                changes: DNSChangeSet(), failOpen: members.allSatisfy { !$0.serving }, heldDown: heldDown.sorted(),
+                heldDownUntil: heldDownUntil)
         }
         var changes = DNSChangeSet()
         changes.deletes = ours.filter { !desired.contains($0.content) }.sorted { $0.content < $1.content }
@@ -107,6 +114,6 @@ public struct DNSPlanner: Sendable {
         // Never the last record of the name (including records that are not ours).
         let allOfName = records.filter { ($0.type == "A" || $0.type == "AAAA") && $0.name.lowercased() == name.lowercased() }
         if allOfName.count - changes.deletes.count + changes.creates.count <= 0 { changes.deletes = [] }
-        return Plan(changes: changes, failOpen: false, heldDown: heldDown.sorted())
+        return Plan(changes: changes, failOpen: false, heldDown: heldDown.sorted(), heldDownUntil: heldDownUntil)
     }
 }

@@ -121,6 +121,8 @@ public struct Lease: Sendable {
             if now >= validUntil {
                 role = .follower(nextCampaign: nil)
                 directives.append(.leadership(term: nil))
+                // A follower from now on: it plans its next campaign in this same tick.
+                followerStep(now: now, aliveCandidates: aliveCandidates, into: &directives)
                 break
             }
             if now >= nextRenew {
@@ -137,20 +139,49 @@ public struct Lease: Sendable {
             _ = renewing
         case .candidate(let term, _, let sent, _):
             if now >= sent + settings.requestTimeout { abandonCampaign(term: term, now: now, into: &directives) }
-        case .follower(let nextCampaign):
-            guard canLead, now >= quietUntil else { break }
-            if knownLeader(now: now) != nil {
-                role = .follower(nextCampaign: nil)
-                break
-            }
-            guard let at = nextCampaign else {
-                let rank = aliveCandidates.sorted().firstIndex(of: me) ?? aliveCandidates.count
-                role = .follower(nextCampaign: now + settings.stagger * rank)
-                break
-            }
-            if now >= at { campaign(now: now, into: &directives) }
+        case .follower:
+            followerStep(now: now, aliveCandidates: aliveCandidates, into: &directives)
         }
         return directives
+    }
+
+    private mutating func followerStep(now: Instant, aliveCandidates: [MemberID], into directives: inout [Directive]) {
+        guard case .follower(let nextCampaign) = role, canLead, now >= quietUntil else { return }
+        if knownLeader(now: now) != nil {
+            role = .follower(nextCampaign: nil)
+            return
+        }
+        let at: Instant
+        if let nextCampaign {
+            at = nextCampaign
+        } else {
+            let rank = aliveCandidates.sorted().firstIndex(of: me) ?? aliveCandidates.count
+            at = now + settings.stagger * rank
+            role = .follower(nextCampaign: at)
+        }
+        if now >= at { campaign(now: now, into: &directives) }
+    }
+
+    /// The earliest instant at which ``tick(now:aliveCandidates:)`` has something to do (renew, lose the lease,
+    /// give up a campaign, start one), nil when it never will (a witness). Before it a tick changes nothing, so
+    /// a shell can sleep until then — and must look again after every message, which can bring it closer.
+    /// After a tick at `now` it is later than `now`.
+    public func nextDeadline(now: Instant) -> Instant? {
+        switch role {
+        case .leader(_, let validUntil, _, let nextRenew):
+            return min(validUntil, nextRenew)
+        case .candidate(_, _, let sent, _):
+            return sent + settings.requestTimeout
+        case .follower(let nextCampaign):
+            guard canLead else { return nil }
+            if now < quietUntil { return quietUntil }
+            if let grant, now < grant.until, grant.to != me {
+                // A leader is known: nothing until its grant runs out — but a campaign planned before it was
+                // known is called off at the next tick.
+                return nextCampaign == nil ? grant.until : now
+            }
+            return nextCampaign ?? now
+        }
     }
 
     public mutating func receive(_ message: Message, from: MemberID, now: Instant) -> [Directive] {

@@ -122,6 +122,21 @@ public struct SWIM: Sendable {
 
     public func state(of id: MemberID) -> MemberState? { id == me.id ? me : members[id] }
 
+    /// The earliest instant at which ``tick(now:)`` has something to do: the next probe, a probe's resend or
+    /// timeout, a relay's expiry or a suspicion's end. Before it a tick changes nothing, so a shell can sleep
+    /// until then — and must look again after every event, which can bring it closer. After `tick(now:)` it is
+    /// later than `now`.
+    public var nextDeadline: Instant {
+        var next = nextProbeAt
+        for probe in probes.values {
+            next = min(next, probe.started + (probe.urgent ? settings.refusedProbeTimeout : settings.probeTimeout))
+            if members[probe.target]?.status != .dead { next = min(next, probe.lastSent + settings.directTimeout) }
+        }
+        for relay in relays.values { next = min(next, relay.until) }
+        for suspicion in suspicions.values { next = min(next, suspicion.started + suspicionTimeout(suspicion)) }
+        return next
+    }
+
     // MARK: - Events
 
     /// The app on this node changed (health or image): announced under a new incarnation.

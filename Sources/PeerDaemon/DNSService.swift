@@ -26,6 +26,8 @@ public actor DNSService: Service {
     private var fetchedAt: Instant?
     private var lastSignature: [String]?
     private var tokenVerified = false
+    /// When a member held down will have served long enough to get its record back.
+    private var heldDownUntil: Instant?
     public private(set) var writes = 0
 
     /// Minimum lease left to start a write; the write's own timeout is kept under it.
@@ -33,7 +35,7 @@ public actor DNSService: Service {
 
     public init(
         settings: PeerConfig.DNS, token: String, http: HTTPClient, mesh: MembershipService, notices: NoticeDispatcher?,
-        clock: any PeerClock = SystemClock(), logger: Logger
+        clock: any PeerClock = EventLoopClock(), logger: Logger
     ) {
         self.settings = settings
         self.client = CloudflareClient(
@@ -47,10 +49,16 @@ public actor DNSService: Service {
     }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        let wakeup = Wakeup()
+        await mesh.watchChanges(wakeup)
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.step()
-                try await self.clock.sleep(for: .milliseconds(100))
+                // Woken when a member's state or the leadership changes; otherwise it looks again when a held-down
+                // member's time is up, and at least every second (start-up grace, the periodic list of records).
+                let now = self.clock.now()
+                let next = min(await self.heldDownUntil ?? now + .seconds(1), now + .seconds(1))
+                await wakeup.wait(atMost: next - now, clock: self.clock)
             }
         }
     }
@@ -63,6 +71,7 @@ public actor DNSService: Service {
             // Not the leader: forget what we knew; a new term starts from a fresh list.
             records = nil
             lastSignature = nil
+            heldDownUntil = nil
             return
         }
         if !tokenVerified {
@@ -81,8 +90,10 @@ public actor DNSService: Service {
         let signature = members.map { "\($0.name)=\($0.address)/\($0.serving)" }.sorted()
         let now = clock.now()
         let stale = fetchedAt.map { now - $0 > settings.refresh } ?? true
-        if signature == lastSignature, !stale, records != nil, planner.plan(members: members, records: records!, name: settings.name, now: now).changes.isEmpty {
-            return
+        if signature == lastSignature, !stale, let records {
+            let plan = planner.plan(members: members, records: records, name: settings.name, now: now)
+            heldDownUntil = plan.heldDownUntil
+            if plan.changes.isEmpty { return }
         }
         do {
             if records == nil || stale {
@@ -91,6 +102,7 @@ public actor DNSService: Service {
             }
             lastSignature = signature
             let plan = planner.plan(members: members, records: records!, name: settings.name, now: now)
+            heldDownUntil = plan.heldDownUntil
             if plan.failOpen {
                 await alert(
                     "No node is healthy: keeping every DNS record",

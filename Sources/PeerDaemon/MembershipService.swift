@@ -65,11 +65,16 @@ public actor MembershipService: Service {
     private var aliveCandidates: [MemberID] = []
     private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
     private var counters = Counters()
+    /// Wakes the tick loop when an event brings a deadline closer than the one it sleeps until.
+    private let tickWakeup = Wakeup()
+    private var tickSleepsUntil: Instant?
+    /// Loops that act on the members' state or on the leadership (DNS, rollouts): woken when either changes.
+    private var watchers: [Wakeup] = []
     private let encoder = JSONEncoder()
     private let decoder = JSONDecoder()
 
     public init(
-        config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock = SystemClock(), logger: Logger,
+        config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock = EventLoopClock(), logger: Logger,
         leaseSettings: LeaseSettings = .standard, onLeadership: @escaping @Sendable (UInt64?) async -> Void = { _ in },
         onNotice: @escaping @Sendable (Notice) async -> Void = { _ in },
         operatorHandler: (@Sendable (MeshConnection, String) async -> Void)? = nil,
@@ -179,6 +184,9 @@ public actor MembershipService: Service {
             RolloutMember(name: $0.state.id.name, alive: $0.state.status != .dead, intent: $0.state.app.rollout, report: $0.state.app.rolloutReport)
         }
     }
+
+    /// Wakes `wakeup` whenever a member's state (this node's included) or this node's leadership changes.
+    func watchChanges(_ wakeup: Wakeup) { watchers.append(wakeup) }
 
     /// Hands messages that members send over their TLS connection to `handler` (with the sender's name).
     public func setMemberMessageHandler(_ handler: @escaping @Sendable (String, ByteBuffer) async -> Void) {
@@ -293,18 +301,32 @@ public actor MembershipService: Service {
 
     private func attach(_ writer: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>) { outbound = writer }
 
-    /// Timers are checked every quarter of the shortest timeout (25–50 ms): finer costs CPU for nothing.
+    /// Ticks the membership and lease instances at their deadlines and no more often: the loop sleeps until the
+    /// earlier of the two, and an event that brings one closer wakes it (``deadlinesMayHaveMoved()``).
     private func tickLoop() async throws {
-        let settings = mesh.membership
-        let shortest = min(settings.directTimeout, settings.probeInterval, settings.refusedProbeTimeout)
-        let interval = min(max(shortest / 3, .milliseconds(25)), .milliseconds(50))
         while !Task.isCancelled {
             let now = clock.now()
-            let directives = swim.tick(now: now)
-            await carryOut(directives)
+            await carryOut(swim.tick(now: now))
             await carryOut(lease.tick(now: now, aliveCandidates: aliveCandidates))
-            try await clock.sleep(for: interval)
+            let after = clock.now()
+            let next = nextDeadline(now: after)
+            tickSleepsUntil = next
+            await tickWakeup.wait(atMost: next - after, clock: clock)
+            tickSleepsUntil = nil
         }
+    }
+
+    /// When the instances next have something to do (at the latest in a second).
+    private func nextDeadline(now: Instant) -> Instant {
+        min(swim.nextDeadline, lease.nextDeadline(now: now) ?? now + .seconds(1), now + .seconds(1))
+    }
+
+    /// After an event (a datagram, a lost connection): wakes the tick loop if the instances now have something
+    /// to do before it planned to look.
+    private func deadlinesMayHaveMoved() {
+        guard let until = tickSleepsUntil, nextDeadline(now: clock.now()) < until else { return }
+        tickSleepsUntil = nil
+        tickWakeup.wake()
     }
 
     /// Checks the app every second; a change is announced at once, except that "unhealthy" needs three failed
@@ -405,6 +427,7 @@ public actor MembershipService: Service {
     private func lost(_ member: MemberID, why: String) async {
         logger.debug("mesh connection lost", metadata: ["mesh.member": "\(member)", "reason": "\(why)"])
         await carryOut(swim.connectionLost(to: member, now: clock.now()))
+        deadlinesMayHaveMoved()
     }
 
     static func isRefusal(_ error: any Error) -> Bool {
@@ -435,6 +458,7 @@ public actor MembershipService: Service {
         case .swim(let envelope): await carryOut(swim.receive(envelope, from: from, now: clock.now()))
         case .lease(let m): await carryOut(lease.receive(m, from: from, now: clock.now()))
         }
+        deadlinesMayHaveMoved()
     }
 
     private func carryOut(_ directives: [SWIM.Directive]) async {
@@ -444,6 +468,7 @@ public actor MembershipService: Service {
                 await send(.swim(envelope), to: to)
             case .changed(let state, let previous):
                 log(state, previous: previous)
+                for watcher in watchers { watcher.wake() }
                 if state.status != previous.status {
                     aliveCandidates = swim.view.filter { $0.state.status == .alive && canLead.contains($0.state.id) }.map(\.state.id)
                 }
@@ -466,6 +491,7 @@ public actor MembershipService: Service {
             case .send(let to, let message):
                 await send(.lease(message), to: to)
             case .leadership(let term):
+                for watcher in watchers { watcher.wake() }
                 if let term {
                     logger.info("this node leads", metadata: ["lease.term": "\(term)"])
                 } else {

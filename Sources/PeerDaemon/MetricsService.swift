@@ -99,7 +99,7 @@ struct MetricsService: Service {
             Counter(label: "peer_mesh_bytes_sent_total").increment(by: now.bytesSent - last.bytesSent)
             last = now
             // Cancelled on graceful shutdown: end the loop, do not throw (an error would stop the other services).
-            try? await Task.sleep(for: .seconds(2))
+            try? await EventLoopClock().sleep(for: .seconds(2))
         }
     }
 }

@@ -51,7 +51,7 @@ public actor NodeEngine: Service {
 
     public init(
         config: PeerConfig, runtime: any ContainerRuntime, proxy: any FrontProxy, http: HTTPClient,
-        clock: any PeerClock = SystemClock(), logger: Logger
+        clock: any PeerClock = EventLoopClock(), logger: Logger
     ) {
         self.config = config
         self.runtime = runtime

@@ -202,7 +202,7 @@ public actor OriginTLSService: Service {
             while !Task.isCancelled {
                 await self.sendToOthers(force: false)
                 await self.watchExpiry()
-                try? await Task.sleep(for: .seconds(2))
+                try? await EventLoopClock().sleep(for: .seconds(2))
             }
         }
     }

@@ -7,7 +7,8 @@ import PeerFiles
 import ServiceLifecycle
 
 /// Runs this node's part of cluster deploys (``Rollout``): adopts the newest intent it hears of (persisting it
-/// before gossiping that it has it), decides its next step every 100 ms from the reports every member gossips,
+/// before gossiping that it has it), decides its next step from the reports every member gossips (every 100 ms
+/// while a rollout runs; otherwise when a member's state changes, or after a second),
 /// runs its own blue/green swaps through the ``NodeEngine``, and serves `peerctl deploy` on a node of a mesh.
 public actor RolloutService: Service {
     struct Persisted: Codable {
@@ -35,12 +36,14 @@ public actor RolloutService: Service {
     private var swapResults: AsyncStream<(image: String, phase: RolloutReport.Phase, record: DeployRecord?)>.Continuation?
     private var watchers: [UUID: AsyncStream<ControlAPI.Event>.Continuation] = [:]
     private var lastReports: [String: RolloutReport] = [:]
+    /// A rollout this node knows of is under way (its steps count time: settle, node timeout).
+    private var rolling = false
 
     nonisolated let preferredOrder: [String]
     nonisolated let parallel: Int
     nonisolated let skipDown: Bool
 
-    public init(config: PeerConfig, engine: NodeEngine, mesh: MembershipService, clock: any PeerClock = SystemClock(), logger: Logger) {
+    public init(config: PeerConfig, engine: NodeEngine, mesh: MembershipService, clock: any PeerClock = EventLoopClock(), logger: Logger) {
         let settle = config.rollout.settle
         let nodeTimeout = config.rollout.nodeTimeout
         self.preferredOrder = config.rollout.order
@@ -143,6 +146,8 @@ public actor RolloutService: Service {
         await settleAfterRestart()
         let (results, continuation) = AsyncStream.makeStream(of: (image: String, phase: RolloutReport.Phase, record: DeployRecord?).self)
         swapResults = continuation
+        let wakeup = Wakeup()
+        await mesh.watchChanges(wakeup)
         try await cancelWhenGracefulShutdown {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {
@@ -152,7 +157,8 @@ public actor RolloutService: Service {
                     if let (image, phase) = await self.step() {
                         group.addTask { await self.runSwap(image: image, phase: phase) }
                     }
-                    try await self.clock.sleep(for: .milliseconds(100))
+                    // A new intent arrives as a change of a member's state: no need to poll while none runs.
+                    await wakeup.wait(atMost: await self.rolling ? .milliseconds(100) : .seconds(1), clock: self.clock)
                 }
                 continuation.finish()
             }
@@ -194,6 +200,7 @@ public actor RolloutService: Service {
             if member.alive { downSince[member.name] = nil } else if downSince[member.name] == nil { downSince[member.name] = now }
         }
         notifyWatchers(intent: intent, reports: reports, alive: Self.alive(view))
+        rolling = swapping || Rollout.outcome(intent: intent, reports: reports, alive: Self.alive(view)) == .running
         guard !swapping else { return nil }
         let decision = Rollout.decide(
             intent: intent, me: me, reports: reports, alive: Set(view.filter(\.alive).map(\.name)), now: now,

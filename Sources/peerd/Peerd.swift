@@ -32,6 +32,7 @@ struct Peerd: AsyncParsableCommand {
         // Everything peerd creates is private unless it sets a mode itself (the nginx site: 0644): the control
         // socket is root-only from the moment it is bound, state and secrets are never readable by others.
         umask(0o077)
+        let onEventLoops = EventLoopExecutor.install()
         let level = Logger.Level(rawValue: logLevel) ?? .info
         let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
@@ -41,6 +42,7 @@ struct Peerd: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "peerd")
+        logger.debug("Swift concurrency on NIO's event loops", metadata: ["installed": "\(onEventLoops)"])
         let loaded: PeerConfig
         do {
             loaded = try PeerConfig.load(path: config)

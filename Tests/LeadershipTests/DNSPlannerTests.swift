@@ -19,8 +19,12 @@ import Testing
         let early = planner.plan(members: members, records: [records[0]], name: name, now: .zero + .seconds(1))
         #expect(early.changes.isEmpty)
         #expect(early.heldDown == ["b"])
+        // The leader plans again when the hold-down is over (serving since t+1 s, held down 10 s).
+        #expect(early.heldDownUntil == .zero + .seconds(11))
+        #expect(removal.heldDownUntil == nil)
         let late = planner.plan(members: members, records: [records[0]], name: name, now: .zero + .seconds(11))
         #expect(late.changes.creates == ["192.0.2.2"])
+        #expect(late.heldDownUntil == nil)
     }
 
     @Test func nobodyServingKeepsEveryRecordAndSaysSo() {

@@ -122,7 +122,22 @@ struct LeaseCluster {
                 let alive = ids.filter { nodes[$0] != nil && $0 != witness }
                 for id in ids where nodes[id] != nil {
                     var node = nodes[id]!
-                    let directives = node.lease.tick(now: local(id, node), aliveCandidates: alive)
+                    let now = local(id, node)
+                    // peerd sleeps until the lease's next deadline: before it, a tick must change nothing.
+                    // Checked on a copy; the node itself is ticked only at its deadlines, as in peerd.
+                    let deadline = node.lease.nextDeadline(now: now)
+                    if deadline.map({ now < $0 }) ?? true {
+                        var copy = node
+                        let early = copy.lease.tick(now: now, aliveCandidates: alive)
+                        if !early.isEmpty || copy.lease.nextDeadline(now: now) != deadline {
+                            violations.append("\(id): a tick before its deadline (\(String(describing: deadline))) did something: \(early)")
+                        }
+                        continue
+                    }
+                    let directives = node.lease.tick(now: now, aliveCandidates: alive)
+                    if let next = node.lease.nextDeadline(now: now), next <= now {
+                        violations.append("\(id): next deadline \(next) not after its tick at \(now)")
+                    }
                     nodes[id] = node
                     handle(directives, from: id)
                 }

@@ -109,7 +109,19 @@ struct SimulatedCluster {
                 now = nextTick
                 for id in running {
                     var node = nodes[id]!
+                    // peerd sleeps until the instance's next deadline: before it, a tick must change nothing.
+                    // Checked on a copy; the node itself is ticked only at its deadlines, as in peerd.
+                    let deadline = node.nextDeadline
+                    if now < deadline {
+                        var copy = node
+                        let early = copy.tick(now: now)
+                        if !early.isEmpty || copy.nextDeadline != deadline {
+                            violations.append("\(id): a tick before its deadline (\(deadline)) at \(now) did something: \(early)")
+                        }
+                        continue
+                    }
                     let directives = node.tick(now: now)
+                    if node.nextDeadline <= now { violations.append("\(id): next deadline \(node.nextDeadline) not after its tick at \(now)") }
                     nodes[id] = node
                     handle(directives, from: id)
                 }
