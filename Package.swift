@@ -29,8 +29,8 @@ let package = Package(
     targets: [
         // Pure: no I/O, no NIO.
         .target(name: "PeerCore", swiftSettings: strict),
-        // Sets the Swift runtime's global enqueue hook for peerd (its jobs on NIO's event loops).
-        .target(name: "CPeerHooks"),
+        // Process-level settings of peerd in C: the Swift runtime's enqueue hook, releasing start-up pages.
+        .target(name: "CPeerProcess"),
         .target(name: "Deployment", dependencies: ["PeerCore"], swiftSettings: strict),
         .target(name: "Membership", dependencies: ["PeerCore", "Deployment"], swiftSettings: strict),
         .target(name: "Leadership", dependencies: ["PeerCore"], swiftSettings: strict),
@@ -144,7 +144,7 @@ let package = Package(
             dependencies: [
                 "PeerDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                "CPeerHooks",
+                "CPeerProcess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -1,4 +1,4 @@
-import CPeerHooks
+import CPeerProcess
 import NIOCore
 import NIOPosix
 

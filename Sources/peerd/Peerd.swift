@@ -50,6 +50,8 @@ struct Peerd: AsyncParsableCommand {
             FileHandle.standardError.write(Data("peerd: config error: \(error)\n".utf8))
             throw ExitCode(78)  // EX_CONFIG: systemd does not restart-loop on a config that cannot work
         }
+        let releasing = ResidentPages.releasePeriodically(logger: logger)
+        defer { releasing.cancel() }
         do {
             try await Daemon.run(config: loaded, logger: logger, metrics: loaded.metrics == nil ? nil : PeerMetrics.bootstrap())
         } catch {

@@ -158,6 +158,29 @@ import Testing
         #expect(try status(peerd).serving?.containerID == serving.first)
     }
 
+    /// peerd releases its executable's pages when idle (every minute; SIGUSR1 at once): its resident set
+    /// shrinks, and the code that runs next — a deploy — comes back from the page cache.
+    @Test func releasedPagesComeBackForTheNextDeploy() async throws {
+        let node = try TestNode()
+        defer { node.tearDown() }
+        let peerd = try await started(node)
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v1")]).status == 0)
+        let before = try Self.fileBackedResidentKiB(peerd.pid)
+        kill(peerd.pid, SIGUSR1)
+        try await Task.sleep(for: .milliseconds(300))
+        let after = try Self.fileBackedResidentKiB(peerd.pid)
+        #expect(after < before, "file-backed resident set \(before) kB before SIGUSR1, \(after) kB after")
+        #expect(try peerd.peerctl(["deploy", TestBed.image("v2")]).status == 0)
+        #expect(try await node.get("/").body == "v2")
+        #expect(peerd.stop(SIGTERM) == 0, "peerd exits cleanly")
+    }
+
+    static func fileBackedResidentKiB(_ pid: pid_t) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("RssFile:") })
+        return try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]))
+    }
+
     @Test func jsonLogsAreOneObjectPerLineWithStructuredKeys() async throws {
         let node = try TestNode()
         defer { node.tearDown() }

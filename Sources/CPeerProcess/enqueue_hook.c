@@ -1,4 +1,4 @@
-#include "peer_hooks.h"
+#include "peer_process.h"
 
 #include <stddef.h>
 
