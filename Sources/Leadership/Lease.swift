@@ -175,10 +175,10 @@ public struct Lease: Sendable {
         case .follower(let nextCampaign):
             guard canLead else { return nil }
             if now < quietUntil { return quietUntil }
-            if let grant, now < grant.until, grant.to != me {
+            if knownLeader(now: now) != nil, let until = grant?.until {
                 // A leader is known: nothing until its grant runs out — but a campaign planned before it was
                 // known is called off at the next tick.
-                return nextCampaign == nil ? grant.until : now
+                return nextCampaign == nil ? until : now
             }
             return nextCampaign ?? now
         }

@@ -25,7 +25,8 @@ enum ResidentPages {
     }
 
     static func release(logger: Logger) {
-        let before = residentMiB()
+        // The resident set is read only for the debug line.
+        let before = logger.logLevel <= .debug ? residentMiB() : 0
         let released = peer_release_executable_pages()
         if released < 0 {
             logger.debug("could not release the executable's pages", metadata: ["error": "\(String(cString: strerror(errno)))"])

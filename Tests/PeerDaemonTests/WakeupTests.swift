@@ -23,10 +23,21 @@ import Testing
         }
     }
 
+    /// Returns only when woken (or cancelled): the clock never ends the wait.
+    static func untilWoken(_ wakeup: Wakeup) async {
+        await wakeup.wait(atMost: .seconds(86_400), clock: SleepsForever())
+    }
+
+    /// A task waiting on `wakeup`, given the time to start its wait.
+    static func waiting(on wakeup: Wakeup) async -> Task<Void, Never> {
+        let task = Task { await untilWoken(wakeup) }
+        try? await Task.sleep(for: .milliseconds(50))
+        return task
+    }
+
     @Test func aWakeDuringTheWaitEndsIt() async {
         let wakeup = Wakeup()
-        let waiting = Task { await wakeup.wait(atMost: .seconds(86_400), clock: SleepsForever()) }
-        try? await Task.sleep(for: .milliseconds(50))
+        let waiting = await Self.waiting(on: wakeup)
         wakeup.wake()
         await waiting.value
     }
@@ -35,7 +46,7 @@ import Testing
         let wakeup = Wakeup()
         wakeup.wake()
         wakeup.wake()
-        await wakeup.wait(atMost: .seconds(86_400), clock: SleepsForever())
+        await Self.untilWoken(wakeup)
         // Two wakes before one wait are one: the next wait sleeps its time out.
         let clock = CountingClock()
         await wakeup.wait(atMost: .seconds(1), clock: clock)
@@ -52,12 +63,11 @@ import Testing
 
     @Test func cancellingTheWaitingTaskEndsTheWait() async {
         let wakeup = Wakeup()
-        let waiting = Task { await wakeup.wait(atMost: .seconds(86_400), clock: SleepsForever()) }
-        try? await Task.sleep(for: .milliseconds(50))
+        let waiting = await Self.waiting(on: wakeup)
         waiting.cancel()
         await waiting.value
         // The wait left nothing behind: a later wake is kept for the next one.
         wakeup.wake()
-        await wakeup.wait(atMost: .seconds(86_400), clock: SleepsForever())
+        await Self.untilWoken(wakeup)
     }
 }
