@@ -184,12 +184,13 @@ let package = Package(
         .testTarget(
             name: "PeerDaemonTests",
             dependencies: [
-                "PeerDaemon", "PeerCore", "Membership", "Nginx", "Deployment",
+                "PeerDaemon", "PeerCore", "Membership", "Nginx", "Deployment", "Leadership", "PKI",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(
