@@ -32,8 +32,10 @@ let package = Package(
         // Process-level settings of peerd in C: the Swift runtime's enqueue hook, releasing start-up pages.
         .target(name: "CPeerProcess"),
         .target(name: "Deployment", dependencies: ["PeerCore"], swiftSettings: strict),
-        .target(name: "Membership", dependencies: ["PeerCore", "Deployment"], swiftSettings: strict),
+        .target(name: "Membership", dependencies: ["PeerCore"], swiftSettings: strict),
         .target(name: "Leadership", dependencies: ["PeerCore"], swiftSettings: strict),
+        // One node of the mesh (SWIM + lease) as a pure state machine, and the cluster state it publishes.
+        .target(name: "Cluster", dependencies: ["PeerCore", "Deployment", "Membership", "Leadership"], swiftSettings: strict),
         .target(name: "DNSPlanning", dependencies: ["PeerCore"], swiftSettings: strict),
         // Crash-safe files (atomic replace, modes from creation).
         .target(name: "PeerFiles", swiftSettings: strict),
@@ -65,6 +67,25 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // The node's own file: loading and validation with file:line errors, setup bundles.
+        .target(
+            name: "PeerConfiguration",
+            dependencies: ["PeerCore", "Deployment", "Membership", "Nginx", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strict
+        ),
+        // The control API: its request and response types, and the clients peerctl uses (unix socket, mesh).
+        .target(
+            name: "Control",
+            dependencies: [
+                "PeerCore", "Deployment", "PKI", "Transport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict
         ),
@@ -121,7 +142,7 @@ let package = Package(
         .target(
             name: "PeerDaemon",
             dependencies: [
-                "PeerCore", "Deployment", "PeerFiles", "Docker", "Nginx", "Membership", "Transport", "PKI",
+                "PeerCore", "Deployment", "PeerFiles", "Docker", "Nginx", "Membership", "Cluster", "Transport", "PKI", "PeerConfiguration", "Control",
                 "Leadership", "DNSPlanning", "CloudflareDNS", "Notify",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -142,7 +163,7 @@ let package = Package(
         .executableTarget(
             name: "peerd",
             dependencies: [
-                "PeerDaemon",
+                "PeerDaemon", "PeerConfiguration", "Control",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 "CPeerProcess",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -153,7 +174,8 @@ let package = Package(
         .executableTarget(
             name: "peerctl",
             dependencies: [
-                "PeerDaemon", "PKI", "PeerFiles", "PeerCore",
+                "Control", "PeerConfiguration", "Deployment", "PKI", "PeerFiles", "PeerCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -163,7 +185,7 @@ let package = Package(
         .target(
             name: "PeerTestKit",
             dependencies: [
-                "PeerCore", "Deployment", "PeerDaemon", "PKI",
+                "PeerCore", "Deployment", "PeerDaemon", "PKI", "PeerConfiguration", "Control",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -179,12 +201,15 @@ let package = Package(
         // The Cloudflare API / notification stand-in as a process, for cluster/ scripts (benchmarks, demo).
         .executableTarget(name: "peer-stub", dependencies: ["PeerTestKit"], path: "Tests/StubServer", swiftSettings: strict),
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
-        .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "DNSPlanning", "PeerCore"], swiftSettings: strict),
-        .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore"], swiftSettings: strict),
+        .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "DNSPlanning", "PeerCore", "SimulationKit"], swiftSettings: strict),
+        .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore", "SimulationKit"], swiftSettings: strict),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Membership", "Leadership", "Deployment", "PeerCore", "SimulationKit"], swiftSettings: strict),
+        // The simulated network every protocol simulation runs on.
+        .target(name: "SimulationKit", dependencies: ["PeerCore"], path: "Tests/SimulationKit", swiftSettings: strict),
         .testTarget(
             name: "PeerDaemonTests",
             dependencies: [
-                "PeerDaemon", "PeerCore", "Membership", "Nginx", "Deployment", "Leadership", "PKI",
+                "PeerDaemon", "PeerCore", "Membership", "Cluster", "Nginx", "Deployment", "Leadership", "PKI", "PeerConfiguration", "Control",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -206,7 +231,7 @@ let package = Package(
         .testTarget(name: "PKITests", dependencies: ["PKI", "PeerTestKit", .product(name: "X509", package: "swift-certificates")], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PeerDaemon", "Docker", "Nginx", "PeerTestKit", "CloudflareDNS", "DNSPlanning", "Notify"],
+            dependencies: ["PeerDaemon", "PeerConfiguration", "Control", "Deployment", "Docker", "Nginx", "PeerTestKit", "CloudflareDNS", "DNSPlanning", "Notify"],
             swiftSettings: strict
         ),
     ]

@@ -5,6 +5,8 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     /// A tag (`v2`) or a digest (`sha256:…`); `latest` when the reference names neither.
     public var tag: String
     public var isDigest: Bool
+    /// The reference as it was given (what peer records and shows: `app` stays `app`, not `app:latest`).
+    public var given: String
 
     /// The registry host the image comes from (`ghcr.io`, `127.0.0.1:5000`), or `docker.io`.
     public var registry: String {
@@ -48,6 +50,7 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
             self.repository = bare
             self.tag = digest
             self.isDigest = true
+            self.given = raw
             return
         }
         let (repo, tag) = Self.splitTag(text)
@@ -60,6 +63,7 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
         self.repository = repo
         self.tag = tag ?? "latest"
         self.isDigest = false
+        self.given = raw
     }
 
     private static func splitTag(_ text: String) -> (repository: String, tag: String?) {

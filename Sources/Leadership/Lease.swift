@@ -81,23 +81,81 @@ public struct Lease: Sendable {
     public var majority: Int { voters.count / 2 + 1 }
 
     /// The term under which this node leads at `now`, or nil: ask immediately before every fenced action.
-    public func validTerm(now: Instant) -> UInt64? {
-        if case .leader(let term, let validUntil, _, _) = role, now < validUntil { return term }
-        return nil
-    }
+    public func validTerm(now: Instant) -> UInt64? { view.validTerm(now: now) }
 
     /// How long this node's lease still holds (nil when it does not lead).
-    public func remaining(now: Instant) -> Duration? {
-        if case .leader(_, let validUntil, _, _) = role, now < validUntil { return validUntil - now }
-        return nil
-    }
+    public func remaining(now: Instant) -> Duration? { view.remaining(now: now) }
 
     /// Whom this node's own vote currently backs: the leader as far as it knows (its grant is unexpired).
-    public func knownLeader(now: Instant) -> Leader? {
-        if let term = validTerm(now: now) { return Leader(id: me, term: term) }
-        // A grant to itself that did not make it leader (a campaign under way or lost) names no leader.
-        if let grant, now < grant.until, grant.to != me { return Leader(id: grant.to, term: grant.term) }
-        return nil
+    public func knownLeader(now: Instant) -> Leader? { view.knownLeader(now: now) }
+
+    /// What this node holds and has granted, as a value: everything the questions above are answered from, at
+    /// any instant.
+    public var view: View {
+        var view = View(me: me, voters: voters, promised: promised)
+        if case .leader(let term, let validUntil, _, _) = role { view.holding = .init(term: term, validUntil: validUntil) }
+        view.grant = grant.map { .init(to: $0.to, term: $0.term, until: $0.until) }
+        return view
+    }
+
+    /// The lease as one node holds and knows it.
+    public struct View: Sendable, Hashable {
+        public struct Holding: Sendable, Hashable {
+            public var term: UInt64
+            /// This node leads until then (its own clock, drift and margin already taken off).
+            public var validUntil: Instant
+            public init(term: UInt64, validUntil: Instant) {
+                self.term = term
+                self.validUntil = validUntil
+            }
+        }
+
+        public struct Grant: Sendable, Hashable {
+            public var to: MemberID
+            public var term: UInt64
+            public var until: Instant
+            public init(to: MemberID, term: UInt64, until: Instant) {
+                self.to = to
+                self.term = term
+                self.until = until
+            }
+        }
+
+        public var me: MemberID
+        public var voters: [MemberID]
+        /// The highest term this node promised.
+        public var promised: UInt64
+        /// The lease this node holds as leader (possibly run out: ask ``validTerm(now:)``).
+        public var holding: Holding?
+        /// This node's vote.
+        public var grant: Grant?
+
+        public init(me: MemberID, voters: [MemberID], promised: UInt64, holding: Holding? = nil, grant: Grant? = nil) {
+            self.me = me
+            self.voters = voters
+            self.promised = promised
+            self.holding = holding
+            self.grant = grant
+        }
+
+        public var majority: Int { voters.count / 2 + 1 }
+
+        public func validTerm(now: Instant) -> UInt64? {
+            guard let holding, now < holding.validUntil else { return nil }
+            return holding.term
+        }
+
+        public func remaining(now: Instant) -> Duration? {
+            guard let holding, now < holding.validUntil else { return nil }
+            return holding.validUntil - now
+        }
+
+        public func knownLeader(now: Instant) -> Leader? {
+            if let term = validTerm(now: now) { return Leader(id: me, term: term) }
+            // A grant to itself that did not make it leader (a campaign under way or lost) names no leader.
+            if let grant, now < grant.until, grant.to != me { return Leader(id: grant.to, term: grant.term) }
+            return nil
+        }
     }
 
     public var isCandidate: Bool { if case .candidate = role { true } else { false } }

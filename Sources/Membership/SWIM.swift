@@ -10,7 +10,7 @@ import PeerCore
 ///
 /// Every message carries the sender's own state (so a refutation or an app change travels on every message it
 /// sends) and piggybacks recent updates; every ``SWIMSettings/fullSyncEvery``-th ping carries the whole view.
-public struct SWIM: Sendable {
+public struct SWIM<App: SWIMPayload>: Sendable {
     public enum Message: Sendable, Hashable, Codable {
         /// "Are you alive?" Answered with an ack of the same sequence number.
         case ping(seq: UInt64)
@@ -23,11 +23,11 @@ public struct SWIM: Sendable {
     /// What goes on the wire.
     public struct Envelope: Sendable, Hashable, Codable {
         /// The sender's own state: must name the authenticated peer, or the message is ignored.
-        public var sender: MemberState
+        public var sender: MemberState<App>
         public var message: Message
-        public var gossip: [MemberState]
+        public var gossip: [MemberState<App>]
 
-        public init(sender: MemberState, message: Message, gossip: [MemberState]) {
+        public init(sender: MemberState<App>, message: Message, gossip: [MemberState<App>]) {
             self.sender = sender
             self.message = message
             self.gossip = gossip
@@ -37,19 +37,19 @@ public struct SWIM: Sendable {
     public enum Directive: Sendable, Hashable {
         case send(to: MemberID, address: String, Envelope)
         /// A member's status or app changed in this node's view (this node included).
-        case changed(MemberState, previous: MemberState)
+        case changed(MemberState<App>, previous: MemberState<App>)
     }
 
     /// A member as this node sees it, with what only this node measured.
     public struct View: Sendable, Hashable {
-        public var state: MemberState
+        public var state: MemberState<App>
         public var lastSeen: Instant?
         public var rtt: Duration?
     }
 
     public let settings: SWIMSettings
-    public private(set) var me: MemberState
-    private var members: [MemberID: MemberState] = [:]
+    public private(set) var me: MemberState<App>
+    private var members: [MemberID: MemberState<App>] = [:]
     private var lastSeen: [MemberID: Instant] = [:]
     private var rtt: [MemberID: Duration] = [:]
     private var rng: SplitMix64
@@ -96,15 +96,15 @@ public struct SWIM: Sendable {
     /// incarnation 0 until they speak for themselves (at 1 or more). `incarnation` is where this node starts: a
     /// restarted node that was declared dead raises it past what the others hold as soon as it hears of it.
     public init(
-        me: MemberID, address: String, app: AppStatus = .none, incarnation: UInt64 = 1, seeds: [(MemberID, String)],
+        me: MemberID, address: String, app: App = .none, incarnation: UInt64 = 1, seeds: [(MemberID, String)],
         settings: SWIMSettings, seed: UInt64, now: Instant
     ) {
         self.settings = settings
-        self.me = MemberState(id: me, address: address, incarnation: incarnation, app: app)
+        self.me = MemberState<App>(id: me, address: address, incarnation: incarnation, app: app)
         self.rng = SplitMix64(seed: seed)
         self.startedAt = now
         for (id, address) in seeds where id != me {
-            members[id] = MemberState(id: id, address: address)
+            members[id] = MemberState<App>(id: id, address: address)
         }
         // Start probing at a random point of the first interval so restarted peers do not probe in lockstep.
         nextProbeAt = now + .nanoseconds(Int64.random(in: 0..<max(1, settings.probeInterval.nanoseconds), using: &rng))
@@ -120,7 +120,10 @@ public struct SWIM: Sendable {
         return out.sorted { $0.state.id < $1.state.id }
     }
 
-    public func state(of id: MemberID) -> MemberState? { id == me.id ? me : members[id] }
+    /// When each member was last heard from directly, and its latest round-trip time.
+    public var measurements: (lastSeen: [MemberID: Instant], rtt: [MemberID: Duration]) { (lastSeen, rtt) }
+
+    public func state(of id: MemberID) -> MemberState<App>? { id == me.id ? me : members[id] }
 
     /// The earliest instant at which ``tick(now:)`` has something to do: the next probe, a probe's resend or
     /// timeout, a relay's expiry or a suspicion's end. Before it a tick changes nothing, so a shell can sleep
@@ -140,7 +143,7 @@ public struct SWIM: Sendable {
     // MARK: - Events
 
     /// The app on this node changed (health or image): announced under a new incarnation.
-    public mutating func setApp(_ app: AppStatus, now: Instant) -> [Directive] {
+    public mutating func setApp(_ app: App, now: Instant) -> [Directive] {
         var directives: [Directive] = []
         guard app != me.app else { return directives }
         let previous = me
@@ -325,7 +328,7 @@ public struct SWIM: Sendable {
         }
     }
 
-    private mutating func merge(_ update: MemberState, now: Instant, into directives: inout [Directive]) {
+    private mutating func merge(_ update: MemberState<App>, now: Instant, into directives: inout [Directive]) {
         if update.id == me.id {
             // Someone holds a state of ours at least as new as ours that is not "alive" (a suspicion, or a
             // death from before a restart), or a newer incarnation from a previous life: refute.
@@ -365,7 +368,7 @@ public struct SWIM: Sendable {
 
     /// A message to `to`, with the gossip it should carry.
     private mutating func send(_ message: Message, to: MemberID, fullSync: Bool = false) -> Directive {
-        var gossip: [MemberState] = []
+        var gossip: [MemberState<App>] = []
         var included: Set<MemberID> = []
         // Buddy rule: a member we do not believe alive hears about it on every message we send it, so it can
         // refute at once.

@@ -1,9 +1,11 @@
 import AsyncHTTPClient
+import Cluster
+import PeerConfiguration
+import Control
 import Docker
 import Foundation
 import Logging
 import Membership
-import NIOConcurrencyHelpers
 import Notify
 import Nginx
 import PeerCore
@@ -11,6 +13,10 @@ import Prometheus
 import ServiceLifecycle
 
 /// `peerd`: loads the config, wires the adapters, runs the engine and the control API until SIGTERM.
+///
+/// The composition root. The service graph is a tree: the mesh publishes the ``ClusterState`` and reads this
+/// node's ``Announcement``s; every other service reads the one and writes its part of the other. Nobody calls
+/// into the mesh.
 public enum Daemon {
     /// `metrics`: the registry swift-metrics was bootstrapped with (peerd's), served at `metrics.listen`.
     public static func run(config: PeerConfig, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) async throws {
@@ -18,86 +24,7 @@ public enum Daemon {
             eventLoopGroupProvider: .singleton,
             configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(2))))
         do {
-            let docker = DockerClient(
-                socketPath: config.dockerSocket, credentials: try registryCredentials(config), http: http, logger: logger)
-            let nginx = NginxProxy(settings: config.nginxSettings, http: http, logger: logger)
-            let engine = NodeEngine(config: config, runtime: docker, proxy: nginx, http: http, logger: logger)
-            let dispatcher = NIOLockedValueBox<NoticeDispatcher?>(nil)
-            let rolloutBox = NIOLockedValueBox<RolloutService?>(nil)
-            let membership = try config.mesh.map { mesh in
-                try MembershipService(
-                    config: config, mesh: mesh, logger: logger,
-                    onLeadership: { term in
-                        guard let term, let notices = dispatcher.withLockedValue({ $0 }) else { return }
-                        await notices.post(Notice(
-                            kind: .leaderChanged, title: "\(config.node.name) leads the cluster",
-                            body: "\(config.node.name) holds the leader lease (term \(term)): it now edits DNS and sends notifications.",
-                            key: "leader/\(term)"))
-                    },
-                    onNotice: { notice in await dispatcher.withLockedValue({ $0 })?.post(notice) },
-                    operatorHandler: { [gateway = OperatorGateway(socketPath: config.controlSocket, http: http, logger: logger)] connection, name in
-                        await gateway.serve(connection, operator: name)
-                    },
-                    appCheck: {
-                        let check = await engine.appCheck()
-                        let deploys = await engine.deploys()
-                        // Behind the cluster's version (back from a crash during a rollout): out of DNS until it caught up.
-                        let behind = await rolloutBox.withLockedValue({ $0 })?.isBehind() ?? false
-                        return AppStatus(
-                            healthy: check.healthy && !behind, image: check.image,
-                            runningDeploy: deploys.running.map { DeployMark(id: $0.id, kind: "deploy", image: $0.image, state: "running") },
-                            lastDeploy: deploys.last.map { DeployMark(id: $0.id, kind: $0.kind, image: $0.image, state: $0.state, reason: $0.reason) })
-                    })
-            }
-            var extra: [ServiceGroupConfiguration.ServiceConfiguration] = []
-            if let membership {
-                extra.append(.init(service: membership))
-                let backends = try notifiers(config)
-                if !backends.isEmpty {
-                    let notices = NoticeDispatcher(backends: backends, http: http, logger: logger) { await membership.fence() != nil }
-                    dispatcher.withLockedValue { $0 = notices }
-                    extra.append(.init(service: NoticeService(dispatcher: notices)))
-                }
-                if let dns = config.dns {
-                    extra.append(.init(service: DNSService(
-                        settings: dns, token: try resolve(dns.token, config, "dns.token"), http: http, mesh: membership,
-                        notices: dispatcher.withLockedValue { $0 }, logger: logger)))
-                }
-            }
-            // On a mesh, peerctl deploy rolls across the cluster (witnesses run no app and take no part).
-            var rollouts: RolloutService?
-            if let membership, !config.isWitness {
-                let service = RolloutService(config: config, engine: engine, mesh: membership, logger: logger)
-                rollouts = service
-                rolloutBox.withLockedValue { $0 = service }
-                extra.append(.init(service: service))
-            }
-            // The origin certificate (HTTPS at nginx), on every node that runs nginx.
-            var origin: OriginTLSService?
-            if !config.isWitness {
-                let service = OriginTLSService(
-                    config: config, nginx: nginx, mesh: membership, notices: { notice in await dispatcher.withLockedValue({ $0 })?.post(notice) },
-                    logger: logger)
-                origin = service
-                extra.append(.init(service: service))
-            }
-            if let registry = metrics, let settings = config.metrics {
-                extra.append(.init(service: MetricsService(registry: registry, settings: settings, membership: membership, logger: logger)))
-            }
-            let control = try ControlServer.server(
-                engine: engine, membership: membership, rollouts: rollouts, origin: origin, socketPath: config.controlSocket, logger: logger)
-            logger.info(
-                "peerd starting",
-                metadata: ["peer.node": "\(config.node.name)", "peer.config": "\(config.path)", "peer.control": "\(config.controlSocket)"])
-            // A service whose loop is cancelled by the graceful shutdown ends there: that is not a failure, and
-            // must not cut the others short (the engine finishing a deploy).
-            extra = extra.map { .init(service: GracefulEnd(base: $0.service)) }
-            let group = ServiceGroup(
-                configuration: .init(
-                    services: (config.isWitness ? [] : [.init(service: engine)]) + [.init(service: control)] + extra,
-                    gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger))
-            try await group.run()
+            try await run(config: config, http: http, logger: logger, metrics: metrics)
         } catch {
             try? await http.shutdown()
             throw error
@@ -105,6 +32,74 @@ public enum Daemon {
         try await http.shutdown()
     }
 
+    private static func run(config: PeerConfig, http: HTTPClient, logger: Logger, metrics: PrometheusCollectorRegistry?) async throws {
+        let clock = EventLoopClock()
+        let docker = DockerClient(socketPath: config.dockerSocket, credentials: try registryCredentials(config), http: http, logger: logger)
+        let nginx = NginxProxy(settings: config.nginxSettings, http: http, logger: logger)
+        let engine = NodeEngine(config: config, runtime: docker, proxy: nginx, http: http, logger: logger)
+        var services: [any Service] = []
+
+        // What the mesh publishes and what this node's services announce, shared by all below.
+        let me = MemberID(config.node.name)
+        let cluster = Published(ClusterState.unstarted(me: me))
+        let announcements = Published(Announcement())
+        let links = MemberLinks()
+        let stats = MeshStats()
+
+        let backends = try notifiers(config)
+        let notices = config.mesh == nil || backends.isEmpty
+            ? nil : NoticeDispatcher(backends: backends, http: http, logger: logger) { cluster.current.fence(now: clock.now()) != nil }
+
+        // On a mesh, peerctl deploy rolls across the cluster (witnesses run no app and take no part).
+        let rollouts = config.mesh == nil || config.isWitness
+            ? nil : RolloutService(config: config, engine: engine, cluster: cluster, announcements: announcements, clock: clock, logger: logger)
+        // The origin certificate (HTTPS at nginx), on every node that runs nginx.
+        let origin = config.isWitness
+            ? nil
+            : OriginTLSService(
+                config: config, nginx: nginx,
+                mesh: config.mesh.map { _ in .init(cluster: cluster, announcements: announcements, links: links) }, notices: notices,
+                clock: clock, logger: logger)
+        let meshView = config.mesh.map { NodeControl.MeshView(cluster: cluster, stats: stats, profile: $0.profile, clock: clock) }
+        let control = NodeControl(config: config, engine: engine, mesh: meshView, rollouts: rollouts, origin: origin)
+
+        if let mesh = config.mesh {
+            let gateway = OperatorGateway(control: control, logger: logger)
+            services.append(try MeshService(
+                config: config, mesh: mesh, clock: clock, cluster: cluster, announcements: announcements, links: links, stats: stats,
+                logger: logger, operatorHandler: { connection, name in await gateway.serve(connection, operator: name) }))
+            services.append(AppAnnouncer(engine: engine, rollouts: rollouts, announcements: announcements, clock: clock, logger: logger))
+            if let notices {
+                services.append(NoticeService(dispatcher: notices))
+                services.append(LeaderNoticeService(cluster: cluster, dispatcher: notices, clock: clock))
+            }
+            if let dns = config.dns {
+                services.append(DNSService(
+                    settings: dns, token: try resolve(dns.token, config, "dns.token"), http: http, cluster: cluster, notices: notices, clock: clock,
+                    logger: logger))
+            }
+        }
+        if let rollouts { services.append(rollouts) }
+        if let origin { services.append(origin) }
+        if let registry = metrics, let settings = config.metrics {
+            services.append(MetricsService(
+                registry: registry, settings: settings, mesh: meshView.map { ($0.cluster, $0.stats) }, clock: clock, logger: logger))
+        }
+        let controlServer = try ControlServer.server(control, socketPath: config.controlSocket, logger: logger)
+        logger.info(
+            "peerd starting",
+            metadata: ["peer.node": "\(config.node.name)", "peer.config": "\(config.path)", "peer.control": "\(config.controlSocket)"])
+        // A service whose loop is cancelled by the graceful shutdown ends there: that is not a failure, and must not
+        // cut the others short (the engine finishing a deploy). The group stops services in reverse order: the
+        // engine last.
+        let group = ServiceGroup(
+            configuration: .init(
+                services: (config.isWitness ? [] : [.init(service: engine)]) + [.init(service: controlServer)]
+                    + services.map { .init(service: GracefulEnd(base: $0)) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+    }
     /// A secret's value. Never logged.
     static func resolve(_ secret: PeerConfig.Secret, _ config: PeerConfig, _ key: String) throws -> String {
         switch secret {

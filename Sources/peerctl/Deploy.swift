@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
-import PeerDaemon
+import Control
+import Deployment
+import PeerConfiguration
 
 struct Deploy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,7 +1,9 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
-import PeerDaemon
+import Control
+import Deployment
+import PeerConfiguration
 
 @main
 struct Peerctl: AsyncParsableCommand {

@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import PKI
 import PeerCore
-import PeerDaemon
+import Control
+import Deployment
+import PeerConfiguration
 import PeerFiles
 
 /// `peerctl init`: the first node of a cluster.

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
-import PeerDaemon
+import Control
+import Deployment
+import PeerConfiguration
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show what this node serves and how its last deploy went.")

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import PKI
-import PeerDaemon
+import Control
+import Deployment
+import PeerConfiguration
 
 struct TLS: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

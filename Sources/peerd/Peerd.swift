@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Control
+import PeerConfiguration
 import PeerDaemon
 
 @main

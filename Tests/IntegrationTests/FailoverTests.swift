@@ -1,3 +1,5 @@
+import Deployment
+import Control
 import Foundation
 import PeerDaemon
 import PeerTestKit

@@ -133,6 +133,45 @@ import Testing
         }
     }
 
+    /// A single node (no mesh to resend the pair) keeps its origin certificate across a restart: `peerctl status`
+    /// still shows it, and the next deploy renders the server block with the 443 listener. The earlier version
+    /// wrote `tls/origin.json` with ISO 8601 dates and read it back expecting numbers, so every restart forgot it.
+    @Test func aSingleNodeKeepsItsCertificateAcrossARestartAndTheNextDeploy() async throws {
+        try await TestBed.require()
+        let dir = NSTemporaryDirectory() + "peer-tls-restart-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try await withSingleNode(extraNginx: ["tls:", "  listen: $ADDRESS:443", "  hostname: \(Self.host)"]) { node, peer in
+        let origin = try TestOriginCA()
+        let leaf = try origin.issue(names: [Self.host])
+        let set = try peer.peerctl(["tls", "set"] + (try write(leaf, to: dir, as: "origin")))
+        #expect(set.status == 0, "\(set.output)")
+        #expect(served(node.address) == leaf.fingerprint)
+
+        #expect(peer.stop(SIGTERM) == 0)
+        try await peer.start()
+        let status = try peer.peerctl(["status"])
+        #expect(status.output.contains("sha256 \(leaf.fingerprint.prefix(16))"), "\(status.output)")
+        let deployed = try peer.peerctl(["deploy", TestBed.image("v2")])
+        #expect(deployed.status == 0, "\(deployed.output)")
+        #expect(served(node.address) == leaf.fingerprint, "after a restart and a deploy, 443 still presents the certificate")
+        let site = try String(contentsOfFile: node.directory + "/nginx/sites/peer-testapp.conf", encoding: .utf8)
+        #expect(site.contains("listen \(node.address):443 ssl;"), "\(site)")
+        }
+    }
+
+    /// One node with its nginx and peerd, serving v1, for `body`; torn down after it.
+    func withSingleNode(extraNginx: [String], _ body: (TestNode, PeerdProcess) async throws -> Void) async throws {
+        let node = try TestNode(extraNginx: extraNginx)
+        defer { node.tearDown() }
+        try node.startNginx()
+        let peer = PeerdProcess(node: node)
+        try await peer.start()
+        defer { peer.kill() }
+        #expect(try peer.peerctl(["deploy", TestBed.image("v1")]).status == 0)
+        try await body(node, peer)
+    }
+
     /// Authenticated Origin Pulls on one node: with `origin_pulls: on` nginx answers only clients that present a
     /// certificate of the origin-pull CA (Cloudflare's, here a stand-in made in the test).
     @Test func authenticatedOriginPullsRequireTheClientCertificate() async throws {
@@ -142,15 +181,9 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try pullCA.certificatePEM.write(toFile: dir + "/origin-pull-ca.pem", atomically: true, encoding: .utf8)
-        let node = try TestNode(extraNginx: [
+        try await withSingleNode(extraNginx: [
             "tls:", "  listen: $ADDRESS:443", "  hostname: \(Self.host)", "  origin_pulls: on", "  origin_pull_ca: \(dir)/origin-pull-ca.pem",
-        ])
-        defer { node.tearDown() }
-        try node.startNginx()
-        let peer = PeerdProcess(node: node)
-        try await peer.start()
-        defer { peer.kill() }
-        #expect(try peer.peerctl(["deploy", TestBed.image("v1")]).status == 0)
+        ]) { node, peer in
 
         let origin = try TestOriginCA()
         try origin.certificatePEM.write(toFile: dir + "/origin-ca.pem", atomically: true, encoding: .utf8)
@@ -167,5 +200,6 @@ import Testing
         #expect(try await node.get("/").status == 200)
         let status = try peer.peerctl(["status", "--json"])
         #expect(status.output.contains("\"originPulls\" : \"on\""), "\(status.output)")
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Control
 import Deployment
 import Foundation
 import PeerDaemon

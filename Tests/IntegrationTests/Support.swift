@@ -39,9 +39,9 @@ func withEngine<T: Sendable>(
 
 /// Submits a deploy (or rollback) and waits for its record.
 func deploy(_ engine: NodeEngine, _ image: String?, kind: DeployRecord.Kind = .deploy) async throws -> DeployRecord {
-    let (_, events) = try await engine.submit(kind, image: image)
+    let (_, events) = try await engine.submit(kind, image: try image.map { try ImageReference(parsing: $0) })
     for await event in events {
-        if let record = event.record { return record }
+        if case .result(let record) = event { return record }
     }
     throw TestBed.NotReady(description: "the event stream ended without a result")
 }

@@ -1,6 +1,7 @@
 import DNSPlanning
 import Leadership
 import PeerCore
+import SimulationKit
 import Testing
 
 /// Voters with drifting clocks over a lossy, reordering, partitionable network, crashing and restarting (their
@@ -14,28 +15,14 @@ struct LeaseCluster {
         var persisted: UInt64
     }
 
-    struct Delivery {
-        var at: Int64
-        var order: Int
-        var from: MemberID
-        var to: MemberID
-        var epoch: Int
-        var message: Lease.Message
-    }
-
     let ids: [MemberID]
     let settings: LeaseSettings
     var realNow: Int64 = 0
     var nodes: [MemberID: Node] = [:]
     var persisted: [MemberID: UInt64] = [:]
-    var epochs: [MemberID: Int] = [:]
     var rates: [MemberID: Double] = [:]
     var rng: SplitMix64
-    var loss = 0.0
-    var maxDelay: Int64 = 20_000_000
-    var cut: Set<[MemberID]> = []
-    var inFlight: [Delivery] = []
-    var order = 0
+    var network = SimulatedNetwork<Lease.Message>()
     var violations: [String] = []
     var leadersByTerm: [UInt64: MemberID] = [:]
     var leaderChanges: [(at: Int64, id: MemberID, term: UInt64)] = []
@@ -55,6 +42,7 @@ struct LeaseCluster {
         ids = (1...size).map { MemberID("n\($0)") }
         self.settings = settings
         rng = SplitMix64(seed: seed)
+        network.delay = .microseconds(100) ... .milliseconds(20)
         if witness { self.witness = ids.last }
         for (i, id) in ids.enumerated() where id != self.witness {
             dns.append(DNSRecord(id: "r\(i)", type: "A", name: Self.dnsName, content: "192.0.2.\(i + 1)"))
@@ -71,7 +59,7 @@ struct LeaseCluster {
     }
 
     mutating func start(_ id: MemberID) {
-        epochs[id, default: 0] += 1
+        network.newEpoch(id)
         planners[id] = nil  // the planner lives in the process
         let offset = Int64.random(in: 0...1_000_000_000_000, using: &rng)
         let rate = rates[id]!
@@ -88,11 +76,7 @@ struct LeaseCluster {
 
     mutating func crash(_ id: MemberID) {
         nodes[id] = nil
-        epochs[id, default: 0] += 1
-    }
-
-    mutating func partition(_ a: Set<MemberID>, _ b: Set<MemberID>) {
-        for x in a { for y in b { cut.insert([x, y]); cut.insert([y, x]) } }
+        network.newEpoch(id)
     }
 
     var leaders: [(MemberID, UInt64)] {
@@ -104,10 +88,9 @@ struct LeaseCluster {
         let tick: Int64 = 20_000_000
         var nextTick = (realNow / tick + 1) * tick
         while realNow < end {
-            if let first = inFlight.first, first.at <= nextTick {
-                inFlight.removeFirst()
-                realNow = max(realNow, first.at)
-                guard var node = nodes[first.to], epochs[first.to] == first.epoch else { continue }
+            if let first = network.next(until: Instant(nanoseconds: nextTick)) {
+                realNow = max(realNow, first.at.nanoseconds)
+                guard var node = nodes[first.to] else { continue }
                 let directives = node.lease.receive(first.message, from: first.from, now: local(first.to, node))
                 nodes[first.to] = node
                 handle(directives, from: first.to)
@@ -153,12 +136,7 @@ struct LeaseCluster {
                 if term < (persisted[id] ?? 0) { violations.append("\(id) persisted a lower term \(term)") }
                 persisted[id] = term
             case .send(let to, let message):
-                guard !cut.contains([id, to]), Double.random(in: 0..<1, using: &rng) >= loss else { continue }
-                let at = realNow + Int64.random(in: 100_000...maxDelay, using: &rng)
-                order += 1
-                let d = Delivery(at: at, order: order, from: id, to: to, epoch: epochs[to]!, message: message)
-                let index = inFlight.firstIndex { ($0.at, $0.order) > (d.at, d.order) } ?? inFlight.endIndex
-                inFlight.insert(d, at: index)
+                network.send(message, from: id, to: to, now: Instant(nanoseconds: realNow), rng: &rng)
             case .leadership(let term):
                 guard let term else { continue }
                 if let other = leadersByTerm[term], other != id { violations.append("term \(term) led by \(other) and \(id)") }
@@ -218,8 +196,8 @@ struct LeaseCluster {
         for seed in (batch * 500)..<(batch * 500 + 500) {
             var rng = SplitMix64(seed: seed)
             var sim = LeaseCluster(size: Int.random(in: 2...5, using: &rng), witness: Bool.random(using: &rng), seed: seed)
-            sim.loss = [0, 0.1, 0.3].randomElement(using: &rng)!
-            sim.maxDelay = [2_000_000, 50_000_000, 300_000_000].randomElement(using: &rng)!
+            sim.network.loss = [0, 0.1, 0.3].randomElement(using: &rng)!
+            sim.network.delay = .microseconds(100) ... [.milliseconds(2), .milliseconds(50), .milliseconds(300)].randomElement(using: &rng)!
             sim.run(for: 4)
             for _ in 0..<Int.random(in: 1...6, using: &rng) {
                 let id = sim.ids.randomElement(using: &rng)!
@@ -228,15 +206,14 @@ struct LeaseCluster {
                 case 1: if sim.nodes[id] == nil { sim.start(id) }
                 case 2:
                     let side = Set(sim.ids.filter { _ in Bool.random(using: &rng) })
-                    sim.partition(side, Set(sim.ids).subtracting(side))
-                default: sim.cut = []
+                    sim.network.partition(side, Set(sim.ids).subtracting(side))
+                default: sim.network.cut = []
                 }
                 sim.run(for: Double.random(in: 0.1...4, using: &rng))
             }
             #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations.prefix(3))")
             // Healed, everyone up: a leader again, within a few lease durations.
-            sim.cut = []
-            sim.loss = 0
+            sim.network.heal()
             for id in sim.ids where sim.nodes[id] == nil { sim.start(id) }
             sim.run(for: 10)
             #expect(sim.leaders.count == 1, "seed \(seed): after healing \(sim.leaders.count) leaders")

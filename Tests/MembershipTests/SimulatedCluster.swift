@@ -1,7 +1,9 @@
 import Membership
 import PeerCore
+import SimulationKit
 
-/// N membership instances over a simulated mesh, in simulated time, all randomness from one seed.
+/// N membership instances over the simulated network (`SimulationKit`), in simulated time, all randomness from one
+/// seed.
 ///
 /// The network models the real transport: membership messages are datagrams (each lost on its own, delayed
 /// 0.1–2 ms, possibly reordered), and each pair also holds a TCP connection whose only role here is to close: a
@@ -9,19 +11,8 @@ import PeerCore
 /// once ("loud" crash); a machine that loses power or network does not ("silent" crash). A cut link drops
 /// everything.
 struct SimulatedCluster {
-    struct Link: Hashable {
-        var from: MemberID
-        var to: MemberID
-    }
-
-    struct Delivery {
-        var at: Instant
-        var order: Int
-        var from: MemberID
-        var to: MemberID
-        var epoch: Int
-        var envelope: SWIM.Envelope?  // nil: "connection lost" notice for `to` about `from`
-    }
+    /// A datagram, or nil: the transport's "connection lost" notice for the receiver about the sender.
+    typealias Message = SWIM.Envelope?
 
     struct Change {
         var at: Instant
@@ -35,15 +26,19 @@ struct SimulatedCluster {
     let tick: Duration
     private(set) var now = Instant.zero
     private(set) var nodes: [MemberID: SWIM] = [:]
-    private var epochs: [MemberID: Int] = [:]
     /// Crashed processes whose machine still answers: a dial is refused at once.
     private var refusing: Set<MemberID> = []
     private var rng: SplitMix64
+    private var network = SimulatedNetwork<Message>()
     /// Share of datagrams lost on every link.
-    var loss: Double = 0
-    var cut: Set<Link> = []
-    private var inFlight: [Delivery] = []
-    private var order = 0
+    var loss: Double {
+        get { network.loss }
+        set { network.loss = newValue }
+    }
+    var cut: Set<SimulatedNetwork<Message>.Link> {
+        get { network.cut }
+        set { network.cut = newValue }
+    }
     private(set) var changes: [Change] = []
     private(set) var messagesSent = 0
     /// Called after every event, for invariants.
@@ -62,7 +57,7 @@ struct SimulatedCluster {
     func address(_ id: MemberID) -> String { "\(id.name):7946" }
 
     mutating func start(_ id: MemberID) {
-        epochs[id, default: 0] += 1
+        network.newEpoch(id)
         refusing.remove(id)
         nodes[id] = SWIM(
             me: id, address: address(id), app: AppStatus(healthy: true, image: "app:1"),
@@ -72,22 +67,15 @@ struct SimulatedCluster {
     /// kill -9 (`loud`: the peers' connections close) or power loss (`loud == false`).
     mutating func crash(_ id: MemberID, loud: Bool) {
         nodes[id] = nil
-        epochs[id, default: 0] += 1
+        network.newEpoch(id)
         guard loud else { return }
         refusing.insert(id)
-        for other in running {
-            enqueue(Delivery(at: now + .milliseconds(1), order: 0, from: id, to: other, epoch: epochs[other]!, envelope: nil))
-        }
+        for other in running { network.notify(nil, from: id, to: other, at: now + .milliseconds(1)) }
     }
 
-    mutating func partition(_ a: Set<MemberID>, _ b: Set<MemberID>) {
-        for x in a { for y in b { cut.insert(Link(from: x, to: y)); cut.insert(Link(from: y, to: x)) } }
-    }
+    mutating func partition(_ a: Set<MemberID>, _ b: Set<MemberID>) { network.partition(a, b) }
 
-    mutating func heal() {
-        cut = []
-        loss = 0
-    }
+    mutating func heal() { network.heal() }
 
     mutating func setApp(_ id: MemberID, _ app: AppStatus) {
         guard var node = nodes[id] else { return }
@@ -100,9 +88,7 @@ struct SimulatedCluster {
         let end = now + duration
         var nextTick = Instant(nanoseconds: (now.nanoseconds / tick.nanoseconds + 1) * tick.nanoseconds)
         while now < end {
-            let deliveryAt = inFlight.first?.at
-            if let at = deliveryAt, at <= nextTick, at <= end {
-                let delivery = inFlight.removeFirst()
+            if let delivery = network.next(until: min(nextTick, end)) {
                 now = max(now, delivery.at)
                 deliver(delivery)
             } else if nextTick <= end {
@@ -132,10 +118,10 @@ struct SimulatedCluster {
         }
     }
 
-    private mutating func deliver(_ delivery: Delivery) {
-        guard var node = nodes[delivery.to], epochs[delivery.to] == delivery.epoch else { return }
+    private mutating func deliver(_ delivery: SimulatedNetwork<Message>.Delivery) {
+        guard var node = nodes[delivery.to] else { return }
         let directives: [SWIM.Directive]
-        if let envelope = delivery.envelope {
+        if let envelope = delivery.message {
             directives = node.receive(envelope, from: delivery.from, now: now)
         } else {
             directives = node.connectionLost(to: delivery.from, now: now)
@@ -159,26 +145,13 @@ struct SimulatedCluster {
     }
 
     private mutating func send(_ envelope: SWIM.Envelope, from: MemberID, to: MemberID) {
-        let link = Link(from: from, to: to)
-        guard !cut.contains(link) else { return }
+        guard !network.cut.contains(.init(from: from, to: to)) else { return }
         guard nodes[to] != nil else {
             // Nobody listens: a killed process's port refuses the dial at once; a dead machine is silent.
-            if refusing.contains(to) {
-                enqueue(Delivery(at: now + .milliseconds(1), order: 0, from: to, to: from, epoch: epochs[from]!, envelope: nil))
-            }
+            if refusing.contains(to) { network.notify(nil, from: to, to: from, at: now + .milliseconds(1)) }
             return
         }
-        guard Double.random(in: 0..<1, using: &rng) >= loss else { return }
-        let delay = Duration.microseconds(Int64.random(in: 100...2_000, using: &rng))
-        enqueue(Delivery(at: now + delay, order: 0, from: from, to: to, epoch: epochs[to]!, envelope: envelope))
-    }
-
-    private mutating func enqueue(_ delivery: Delivery) {
-        var delivery = delivery
-        order += 1
-        delivery.order = order
-        let index = inFlight.firstIndex { ($0.at, $0.order) > (delivery.at, delivery.order) } ?? inFlight.endIndex
-        inFlight.insert(delivery, at: index)
+        network.send(envelope, from: from, to: to, now: now, rng: &rng)
     }
 
     /// Invariants of every change: views only move forward, and a node never sees itself as anything but alive.

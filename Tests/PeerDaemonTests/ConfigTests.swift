@@ -1,3 +1,4 @@
+import PeerConfiguration
 import Deployment
 import Foundation
 import Membership

@@ -1,3 +1,4 @@
+import Cluster
 import Deployment
 import Foundation
 import Leadership
@@ -6,8 +7,8 @@ import Membership
 @testable import PeerDaemon
 import PeerCore
 
-/// The values behind the golden fixtures in `Fixtures/`: files written by peerd of the version before the
-/// architecture change (and what that version sent on the wire). A rolling upgrade mixes old and new nodes in one
+/// The values behind the golden fixtures in `Fixtures/`: files written by peerd of the version before the mesh
+/// became a pure `MeshNode` (and what that version sent on the wire). A rolling upgrade mixes old and new nodes in one
 /// mesh, and a new peerd starts on the files an old one left: what those bytes meant must not change.
 enum GoldenValues {
     static let date = Date(timeIntervalSince1970: 1_795_000_000)
@@ -36,14 +37,14 @@ enum GoldenValues {
         return app
     }()
 
-    static let sender = MemberState(id: MemberID("web-1"), address: "10.0.0.1:7946", incarnation: 3, status: .alive, app: app)
-    static let suspect = MemberState(
+    static let sender = ClusterState.Member(id: MemberID("web-1"), address: "10.0.0.1:7946", incarnation: 3, status: .alive, app: app)
+    static let suspect = ClusterState.Member(
         id: MemberID("web-2"), address: "10.0.0.2:7946", incarnation: 9, status: .suspect, app: .none, suspectedBy: MemberID("web-3"))
 
-    static let envelopes: [SWIM.Envelope] = [
-        SWIM.Envelope(sender: sender, message: .ping(seq: 17), gossip: [suspect]),
-        SWIM.Envelope(sender: sender, message: .pingRequest(seq: 18, target: MemberID("web-2")), gossip: []),
-        SWIM.Envelope(sender: sender, message: .ack(seq: 19, target: MemberID("web-3")), gossip: [sender, suspect]),
+    static let envelopes: [MeshNode.Swim.Envelope] = [
+        MeshNode.Swim.Envelope(sender: sender, message: .ping(seq: 17), gossip: [suspect]),
+        MeshNode.Swim.Envelope(sender: sender, message: .pingRequest(seq: 18, target: MemberID("web-2")), gossip: []),
+        MeshNode.Swim.Envelope(sender: sender, message: .ack(seq: 19, target: MemberID("web-3")), gossip: [sender, suspect]),
     ]
 
     static let leaseMessages: [Lease.Message] = [

@@ -1,3 +1,4 @@
+import Deployment
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -10,6 +11,11 @@ public enum TestBed {
     /// `127.0.0.1:5000/peer-testapp:TAG`: v1, v2, v3 (healthy), bad (health 404), crash (exit 3), slowstart (3 s),
     /// crashlater (exit 3 after 1 s).
     public static func image(_ tag: String) -> String { "\(registry)/peer-testapp:\(tag)" }
+    /// The same, parsed (what the engine takes).
+    public static func reference(_ tag: String) -> ImageReference {
+        // The test images' names are valid references: a failure here is a bug in the test bed.
+        try! ImageReference(parsing: image(tag))
+    }
 
     /// A registry that requires a login (`cluster/testbed up` starts it and pushes `private-app:v1`).
     public static let authRegistry = ProcessInfo.processInfo.environment["PEER_AUTH_REGISTRY"] ?? "127.0.0.1:5001"

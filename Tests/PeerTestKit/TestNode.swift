@@ -1,3 +1,4 @@
+import PeerConfiguration
 import Foundation
 import PeerDaemon
 

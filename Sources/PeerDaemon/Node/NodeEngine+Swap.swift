@@ -1,3 +1,4 @@
+import PeerConfiguration
 import Deployment
 import Foundation
 import Logging
@@ -26,7 +27,7 @@ extension NodeEngine {
             // Record the swap before anything starts: a crash from here on is cleaned up at the next start.
             state.nextGeneration = generation + 1
             state.inProgress = NodeState.InProgress(id: job.id, image: job.image, generation: generation, startedAt: startedAt)
-            try store.save(state)
+            try store.write(state, to: .node)
         } catch {
             state.inProgress = nil
             record.reason = "\(error)"
@@ -38,7 +39,7 @@ extension NodeEngine {
 
         var swap = Swap(image: job.image, generation: generation, old: state.current, settings: config.swapSettings)
         let outcome = await runSwap(&swap, spec: spec) { progress in
-            job.events?.yield(.progress(ControlAPI.ProgressLine(progress)))
+            job.events?.yield(.progress(progress))
             if progress.status == .done || progress.status == .failed || progress.status == .warning {
                 record.steps.append(.init(step: progress.step.rawValue, ms: progress.elapsed.milliseconds, status: progress.status.rawValue))
             }
@@ -72,7 +73,7 @@ extension NodeEngine {
         state.history.append(record)
         if state.history.count > NodeState.historyLimit { state.history.removeFirst(state.history.count - NodeState.historyLimit) }
         do {
-            try store.save(state)
+            try store.write(state, to: .node)
         } catch {
             // The swap already happened (or nothing changed); what runs stays as it is. The next start adopts it.
             logger.error("could not persist node state", metadata: ["error": "\(error)"])

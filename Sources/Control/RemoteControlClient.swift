@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Deployment
 import Foundation
 import Logging
 import NIOCore
@@ -80,52 +81,6 @@ public struct RemoteControlClient: ControlChannel {
     public func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
         try await exchange(OperatorRequest(op: image == nil ? .rollback : .deploy, image: image)) {
             onEvent(try ControlAPI.decoder.decode(ControlAPI.Event.self, from: $0))
-        }
-    }
-}
-
-/// The node's side: an operator's request, carried out through the local control API (the same code paths as
-/// `peerctl` on the node), logged with the operator's name.
-struct OperatorGateway: Sendable {
-    let socketPath: String
-    let http: HTTPClient
-    let logger: Logger
-
-    func serve(_ connection: MeshConnection, operator name: String) async {
-        try? await connection.channel.executeThenClose { inbound, outbound in
-            var frames = inbound.makeAsyncIterator()
-            guard let first = try await frames.next() else { return }
-            let client = ControlClient(socketPath: socketPath, http: http)
-            func send(_ value: some Encodable) async throws {
-                try await outbound.write(ByteBuffer(bytes: try ControlAPI.encoder.encode(value)))
-            }
-            do {
-                let request = try JSONDecoder().decode(OperatorRequest.self, from: Data(buffer: first))
-                logger.info("operator request", metadata: ["operator.name": "\(name)", "operator.op": "\(request.op.rawValue)", "deploy.image": "\(request.image ?? "-")"])
-                switch request.op {
-                case .status: try await send(try await client.status())
-                case .members: try await send(try await client.members())
-                case .who: try await send(try await client.who())
-                case .deploys: try await send(try await client.history())
-                case .tlsSet:
-                    guard let pair = request.origin else { throw ControlClient.Failure(description: "tls-set without a certificate") }
-                    try await send(try await client.setOriginTLS(pair, requestedBy: "operator \(name)"))
-                case .deploy, .rollback:
-                    let (stream, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self)
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            defer { continuation.finish() }
-                            try await client.deploy(image: request.op == .deploy ? request.image : nil, requestedBy: "operator \(name)") {
-                                continuation.yield($0)
-                            }
-                        }
-                        for await event in stream { try await send(event) }
-                        try await group.waitForAll()
-                    }
-                }
-            } catch {
-                try? await send(ControlAPI.ErrorBody(error: "\(error)"))
-            }
         }
     }
 }

@@ -1,5 +1,7 @@
+import PeerConfiguration
 import AsyncHTTPClient
 import CloudflareDNS
+import Cluster
 import DNSPlanning
 import Foundation
 import Logging
@@ -13,10 +15,10 @@ import ServiceLifecycle
 /// Fencing: the lease is checked right before each write, and the write must finish while the lease still
 /// holds (its deadline is the lease's remaining time minus a margin); a node that cannot promise that does
 /// not write.
-public actor DNSService: Service {
+actor DNSService: Service {
     nonisolated let settings: PeerConfig.DNS
     nonisolated let client: CloudflareClient
-    nonisolated let mesh: MembershipService
+    nonisolated let cluster: Published<ClusterState>
     nonisolated let notices: NoticeDispatcher?
     nonisolated let logger: Logger
     nonisolated let clock: any PeerClock
@@ -33,15 +35,15 @@ public actor DNSService: Service {
     /// Minimum lease left to start a write; the write's own timeout is kept under it.
     static let writeWindow = Duration.milliseconds(900)
 
-    public init(
-        settings: PeerConfig.DNS, token: String, http: HTTPClient, mesh: MembershipService, notices: NoticeDispatcher?,
+    init(
+        settings: PeerConfig.DNS, token: String, http: HTTPClient, cluster: Published<ClusterState>, notices: NoticeDispatcher?,
         clock: any PeerClock = EventLoopClock(), logger: Logger
     ) {
         self.settings = settings
         self.client = CloudflareClient(
             settings: .init(baseURL: settings.apiBase, zone: settings.zone, proxied: settings.proxied, ttl: settings.ttl),
             token: token, http: http, logger: logger)
-        self.mesh = mesh
+        self.cluster = cluster
         self.notices = notices
         self.clock = clock
         self.logger = logger
@@ -50,7 +52,7 @@ public actor DNSService: Service {
 
     public func run() async throws {
         let wakeup = Wakeup()
-        await mesh.watchChanges(wakeup)
+        cluster.watch(wakeup) { old, new in old.members != new.members || old.lease.holding?.term != new.lease.holding?.term }
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.step()
@@ -66,8 +68,8 @@ public actor DNSService: Service {
     private func step() async {
         // A node that just started does not know the others' state yet: it would take their records for
         // strangers. It writes nothing until its view has had the start-up grace to fill in.
-        if clock.now() < mesh.startedAt + mesh.mesh.membership.startupGrace + .seconds(1) { return }
-        guard await mesh.fence(atLeast: Self.writeWindow) != nil else {
+        guard cluster.current.settled(now: clock.now(), margin: .seconds(1)) else { return }
+        guard cluster.current.fence(now: clock.now(), atLeast: Self.writeWindow) != nil else {
             // Not the leader: forget what we knew; a new term starts from a fresh list.
             records = nil
             lastSignature = nil
@@ -85,8 +87,10 @@ public actor DNSService: Service {
                 return
             }
         }
-        let view = await mesh.servingView()
-        let members = view.compactMap { m in m.address.map { DNSMember(name: m.name, address: $0, serving: m.alive && m.healthy) } }
+        // A suspect still serves: only a death (which a live member cannot fail to refute) removes a record.
+        let members = cluster.current.appMembers.compactMap { m in
+            m.app.address.map { DNSMember(name: m.id.name, address: $0, serving: m.status != .dead && m.app.healthy == true) }
+        }
         let signature = members.map { "\($0.name)=\($0.address)/\($0.serving)" }.sorted()
         let now = clock.now()
         let stale = fetchedAt.map { now - $0 > settings.refresh } ?? true
@@ -111,7 +115,7 @@ public actor DNSService: Service {
             }
             guard !plan.changes.isEmpty else { return }
             // Fence: still the leader, with time to finish the write under this term.
-            guard let fence = await mesh.fence(atLeast: Self.writeWindow) else { return }
+            guard let fence = cluster.current.fence(now: clock.now(), atLeast: Self.writeWindow) else { return }
             let deadline = fence.remaining - .milliseconds(300)
             let created = try await measured("batch") { try await client.apply(plan.changes, name: settings.name, deadline: deadline) }
             writes += 1

@@ -1,3 +1,5 @@
+import Control
+import PeerConfiguration
 import AsyncHTTPClient
 import Deployment
 import Docker
@@ -15,7 +17,7 @@ public actor NodeEngine: Service {
     let runtime: any ContainerRuntime
     let proxy: any FrontProxy
     let health: HealthProbe
-    let store: StateStore
+    let store: StateDirectory
     let clock: any PeerClock
     let logger: Logger
     let startedAt = Date()
@@ -34,7 +36,7 @@ public actor NodeEngine: Service {
         var id: String
         var kind: DeployRecord.Kind
         var image: String
-        var events: AsyncStream<ControlAPI.Event>.Continuation?
+        var events: AsyncStream<DeployEvent>.Continuation?
     }
 
     /// Refusal of a second deploy while one runs.
@@ -57,7 +59,7 @@ public actor NodeEngine: Service {
         self.runtime = runtime
         self.proxy = proxy
         self.health = HealthProbe(http: http, runtime: runtime, path: config.app.health.path, requestTimeout: config.app.health.requestTimeout)
-        self.store = StateStore(directory: config.stateDirectory)
+        self.store = StateDirectory(config.stateDirectory)
         self.clock = clock
         self.logger = logger
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -71,7 +73,7 @@ public actor NodeEngine: Service {
     // MARK: - Service
 
     public func run() async throws {
-        state = try store.load()
+        state = try store.read(.node) ?? NodeState()
         await adoptUntilDone()
         for await _ in wakeups.cancelOnGracefulShutdown() {
             while !queued.isEmpty {
@@ -141,7 +143,7 @@ public actor NodeEngine: Service {
         let desired = state.current?.image ?? config.app.image
         state.current = plan.serving
         state.nextGeneration = plan.nextGeneration
-        try store.save(state)
+        try store.write(state, to: .node)
         if plan.serving == nil, let desired {
             logger.info("nothing of peer's runs; deploying the desired image", metadata: ["deploy.image": "\(desired)"])
             let job = Job(id: Self.newID(), kind: .restore, image: desired, events: nil)
@@ -155,7 +157,7 @@ public actor NodeEngine: Service {
     // MARK: - Requests
 
     /// Queues a deploy (or a rollback) and returns its event stream. Refuses while another runs.
-    public func submit(_ kind: DeployRecord.Kind, image requested: String?) throws -> (id: String, events: AsyncStream<ControlAPI.Event>) {
+    public func submit(_ kind: DeployRecord.Kind, image requested: ImageReference?) throws -> (id: String, events: AsyncStream<DeployEvent>) {
         if shuttingDown { throw Refused(description: "peerd is shutting down; deploy again once it is back") }
         if config.isWitness {
             throw Refused(description: "\(config.node.name) is a witness (mesh.members role: witness): it votes for the leader and runs no app")
@@ -165,8 +167,7 @@ public actor NodeEngine: Service {
         let image: String
         switch (kind, requested) {
         case (_, let requested?):
-            do { _ = try ImageReference(parsing: requested) } catch { throw Refused(description: error.description) }
-            image = requested
+            image = requested.given
         case (.rollback, nil):
             guard let previous = state.previousImage else {
                 throw Refused(description: "nothing to roll back to: this node has no previous image recorded yet")
@@ -177,7 +178,7 @@ public actor NodeEngine: Service {
         }
         let id = Self.newID()
         active = NodeState.InProgress(id: id, image: image, generation: state.nextGeneration, startedAt: Date())
-        let (events, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self, bufferingPolicy: .unbounded)
+        let (events, continuation) = AsyncStream.makeStream(of: DeployEvent.self, bufferingPolicy: .unbounded)
         continuation.yield(.accepted(id: id, image: image))
         queued.append(Job(id: id, kind: kind, image: image, events: continuation))
         wake.yield()
@@ -202,26 +203,41 @@ public actor NodeEngine: Service {
         return (current.image, false)
     }
 
-    public func status() async -> ControlAPI.NodeStatus {
+    /// What this node serves and how its parts are, for `peerctl status` (asks dockerd and nginx).
+    public struct Status: Sendable {
+        public var serving: AppInstance?
+        public var servingSince: Date?
+        public var previousImage: String?
+        public var deploying: NodeState.InProgress?
+        public var lastDeploy: DeployRecord?
+        /// Why this node takes no deploy yet (nil once it does; always nil on a witness).
+        public var starting: String?
+        public var nginxRunning: Bool
+        public var routedGeneration: Int?
+        /// dockerd's API version, or why it could not be asked.
+        public var docker: Result<String, Failure>
+        public var startedAt: Date
+        public var rssBytes: Int
+
+        public struct Failure: Error { public var description: String }
+    }
+
+    public func status() async -> Status {
         let servingSince = state.history.last { $0.result == .succeeded && $0.generation == state.current?.generation }?.startedAt
-        var docker = ControlAPI.NodeStatus.Docker(socket: config.dockerSocket, reachable: false)
+        var docker = Result<String, Status.Failure>.failure(.init(description: "not a Docker runtime"))
         if let client = runtime as? DockerClient {
             do {
-                docker.apiVersion = "\(try await client.ping())"
-                docker.reachable = true
+                docker = .success("\(try await client.ping())")
             } catch {
-                docker.error = "\(error)"
+                docker = .failure(.init(description: "\(error)"))
             }
         }
         let routed = await proxy.routed()
         let nginxRunning = await (proxy as? NginxProxy)?.isRunning() ?? true
-        return ControlAPI.NodeStatus(
-            node: config.node.name, address: config.node.address, app: config.app.name, serving: state.current,
-            servingSince: servingSince, previousImage: state.previousImage, deploying: active,
-            lastDeploy: state.history.last, starting: config.isWitness ? nil : startingReason,
-            nginx: .init(site: config.nginx.site, listen: config.nginx.listen, running: nginxRunning, routedGeneration: routed?.generation),
-            docker: docker,
-            peerd: .init(version: ControlAPI.version, pid: getpid(), rssBytes: Self.residentBytes(), startedAt: startedAt))
+        return Status(
+            serving: state.current, servingSince: servingSince, previousImage: state.previousImage, deploying: active,
+            lastDeploy: state.history.last, starting: config.isWitness ? nil : startingReason, nginxRunning: nginxRunning,
+            routedGeneration: routed?.generation, docker: docker, startedAt: startedAt, rssBytes: Self.residentBytes())
     }
 
     // MARK: - Execution

@@ -1,6 +1,8 @@
+import Control
 import Deployment
 import Foundation
 import Logging
+import PeerCore
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
@@ -17,10 +19,7 @@ import PKI
 ///     POST /v1/rollback   → the same stream, swapping back to the previous image
 ///     POST /v1/tls        {"certificatePEM": "…", "keyPEM": "…"} → the installed origin certificate (JSON)
 enum ControlServer {
-    static func server(
-        engine: NodeEngine, membership: MembershipService?, rollouts: RolloutService?, origin: OriginTLSService?, socketPath: String,
-        logger: Logger
-    ) throws -> HTTPServer {
+    static func server(_ control: NodeControl, socketPath: String, logger: Logger) throws -> HTTPServer {
         try prepareSocket(socketPath)
         var serverLogger = logger
         serverLogger[metadataKey: "peer.component"] = "control"
@@ -31,7 +30,16 @@ enum ControlServer {
             logger: serverLogger
         ) { request in
             do {
-                return try await route(request, engine: engine, membership: membership, rollouts: rollouts, origin: origin)
+                return try await route(request, control)
+            } catch let refusal as NodeControl.Refusal {
+                let status: HTTPResponseStatus =
+                    switch refusal {
+                    case .notFound: .notFound
+                    case .badRequest: .badRequest
+                    case .conflict: .conflict
+                    }
+                return (try? json(ControlAPI.ErrorBody(error: refusal.description), status: status))
+                    ?? HTTPServer.Response(status: status, contentType: "text/plain", body: .bytes(Array("\(refusal)\n".utf8)))
             } catch {
                 return (try? json(ControlAPI.ErrorBody(error: "\(error)"), status: .internalServerError))
                     ?? HTTPServer.Response(status: .internalServerError, contentType: "text/plain", body: .bytes(Array("\(error)\n".utf8)))
@@ -39,58 +47,30 @@ enum ControlServer {
         }
     }
 
-    private static func route(
-        _ request: HTTPServer.Request, engine: NodeEngine, membership: MembershipService?, rollouts: RolloutService?, origin: OriginTLSService?
-    ) async throws -> HTTPServer.Response {
+    private static func route(_ request: HTTPServer.Request, _ control: NodeControl) async throws -> HTTPServer.Response {
         switch (request.method, request.path) {
         case (.GET, "/v1/status"):
-            var status = await engine.status()
-            status.originCertificate = await origin?.current()
-            return try json(status)
+            return try json(await control.status())
         case (.POST, "/v1/tls"):
-            guard let origin else {
-                return try json(ControlAPI.ErrorBody(error: "this node is a witness: it runs no nginx; send the certificate to an app node"), status: .notFound)
-            }
             guard let tls = try? ControlAPI.decoder.decode(ControlAPI.TLSRequest.self, from: Data(buffer: request.body)) else {
-                return try json(ControlAPI.ErrorBody(error: "expected a JSON body {\"certificatePEM\": \"…\", \"keyPEM\": \"…\"}"), status: .badRequest)
+                throw NodeControl.Refusal.badRequest("expected a JSON body {\"certificatePEM\": \"…\", \"keyPEM\": \"…\"}")
             }
-            do {
-                let installed = try await origin.set(
-                    OriginPair(certificatePEM: tls.certificatePEM, keyPEM: tls.keyPEM), requestedBy: tls.requestedBy ?? "peerctl on \(engine.config.node.name)")
-                return try json(installed)
-            } catch let refused as OriginTLSService.Refused {
-                return try json(ControlAPI.ErrorBody(error: refused.description), status: .badRequest)
-            }
+            return try json(try await control.setOriginTLS(OriginPair(certificatePEM: tls.certificatePEM, keyPEM: tls.keyPEM), requestedBy: tls.requestedBy))
         case (.GET, "/v1/deploys"):
-            return try json(await engine.history())
+            return try json(await control.history())
         case (.GET, "/v1/members"):
-            guard let membership else {
-                return try json(
-                    ControlAPI.ErrorBody(error: "this node has no mesh: section in its config, so it has no members; see docs/configuration.md"),
-                    status: .notFound)
-            }
-            return try json(await membership.members())
+            return try json(try control.members())
         case (.GET, "/v1/who"):
-            guard let membership else {
-                return try json(
-                    ControlAPI.ErrorBody(error: "this node has no mesh: section in its config, so there is no leader; see docs/configuration.md"),
-                    status: .notFound)
-            }
-            return try json(await membership.who())
+            return try json(try control.who())
         case (.POST, "/v1/deploy"):
             guard request.body.readableBytes <= 64 * 1024,
                 let deploy = try? ControlAPI.decoder.decode(ControlAPI.DeployRequest.self, from: Data(buffer: request.body))
             else {
-                return try json(ControlAPI.ErrorBody(error: "expected a JSON body {\"image\": \"…\"}"), status: .badRequest)
+                throw NodeControl.Refusal.badRequest("expected a JSON body {\"image\": \"…\"}")
             }
-            if let rollouts { return try await roll(rollouts, image: deploy.image, requestedBy: deploy.requestedBy ?? "peerctl on \(engine.config.node.name)") }
-            return try await submit(engine, .deploy, image: deploy.image)
+            return ndjson(try await control.deploy(image: deploy.image, requestedBy: deploy.requestedBy))
         case (.POST, "/v1/rollback"):
-            if let rollouts {
-                let by = request.headers.first(name: "X-Peer-Requested-By") ?? "peerctl on \(engine.config.node.name)"
-                return try await roll(rollouts, image: nil, requestedBy: by)
-            }
-            return try await submit(engine, .rollback, image: nil)
+            return ndjson(try await control.deploy(image: nil, requestedBy: request.headers.first(name: "X-Peer-Requested-By")))
         case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"), (_, "/v1/rollback"):
             return try json(ControlAPI.ErrorBody(error: "\(request.method) is not allowed on \(request.path)"), status: .methodNotAllowed)
         default:
@@ -98,41 +78,13 @@ enum ControlServer {
         }
     }
 
-    /// A cluster rollout: the same NDJSON stream, with `node` lines and a `rollout` result.
-    private static func roll(_ rollouts: RolloutService, image: String?, requestedBy: String) async throws -> HTTPServer.Response {
-        if let image {
-            do { _ = try ImageReference(parsing: image) } catch {
-                return try json(ControlAPI.ErrorBody(error: "\(image) is not an image reference: \(error.reason)"), status: .badRequest)
-            }
-        }
-        let events: AsyncStream<ControlAPI.Event>
-        do {
-            events = try await rollouts.submit(image: image, requestedBy: requestedBy)
-        } catch let busy as RolloutService.Busy {
-            return try json(ControlAPI.ErrorBody(error: busy.description), status: .conflict)
-        }
-        return ndjson(events)
-    }
-
-    private static func submit(_ engine: NodeEngine, _ kind: DeployRecord.Kind, image: String?) async throws -> HTTPServer.Response {
-        let events: AsyncStream<ControlAPI.Event>
-        do {
-            events = try await engine.submit(kind, image: image).events
-        } catch let busy as NodeEngine.Busy {
-            return try json(ControlAPI.ErrorBody(error: busy.description), status: .conflict)
-        } catch let refused as NodeEngine.Refused {
-            return try json(ControlAPI.ErrorBody(error: refused.description), status: .badRequest)
-        }
-        return ndjson(events)
-    }
-
     /// A deploy's events as NDJSON, one line as each happens. The deploy runs in the engine or the rollout
     /// service, not here: a client that goes away only stops reading progress.
-    private static func ndjson(_ events: AsyncStream<ControlAPI.Event>) -> HTTPServer.Response {
+    private static func ndjson(_ events: ControlEvents) -> HTTPServer.Response {
         HTTPServer.Response(
             contentType: "application/x-ndjson",
             body: .stream { write in
-                for await event in events {
+                try await events.forEach { event in
                     var line = try ControlAPI.encoder.encode(event)
                     line.append(UInt8(ascii: "\n"))
                     try await write(Array(line))

@@ -29,6 +29,17 @@ public enum ControlAPI {
             /// running, succeeded, failed
             public var outcome: String
             public var failure: String?
+
+            public init(id: String, kind: String, image: String, previousImage: String? = nil, requestedBy: String, order: [String], outcome: String, failure: String? = nil) {
+                self.id = id
+                self.kind = kind
+                self.image = image
+                self.previousImage = previousImage
+                self.requestedBy = requestedBy
+                self.order = order
+                self.outcome = outcome
+                self.failure = failure
+            }
         }
 
         public struct Member: Codable, Sendable {
@@ -47,6 +58,32 @@ public enum ControlAPI {
             public var rolloutPhase: String?
             /// The first 16 hex digits of the origin certificate its nginx serves.
             public var originFingerprint: String?
+
+            public init(name: String, address: String, status: String, incarnation: UInt64, appHealthy: Bool? = nil, image: String? = nil, isSelf: Bool, lastSeenMsAgo: Int? = nil, rttMs: Double? = nil, rolloutPhase: String? = nil, originFingerprint: String? = nil) {
+                self.name = name
+                self.address = address
+                self.status = status
+                self.incarnation = incarnation
+                self.appHealthy = appHealthy
+                self.image = image
+                self.isSelf = isSelf
+                self.lastSeenMsAgo = lastSeenMsAgo
+                self.rttMs = rttMs
+                self.rolloutPhase = rolloutPhase
+                self.originFingerprint = originFingerprint
+            }
+        }
+
+        public init(node: String, profile: String? = nil, members: [Member], datagramsSent: Int, bytesSent: Int, datagramsReceived: Int, bytesReceived: Int, datagramsDropped: Int, rollout: Rollout? = nil) {
+            self.node = node
+            self.profile = profile
+            self.members = members
+            self.datagramsSent = datagramsSent
+            self.bytesSent = bytesSent
+            self.datagramsReceived = datagramsReceived
+            self.bytesReceived = bytesReceived
+            self.datagramsDropped = datagramsDropped
+            self.rollout = rollout
         }
     }
 
@@ -63,6 +100,17 @@ public enum ControlAPI {
         public var majority: Int
         /// The highest term this node has promised (persisted).
         public var promisedTerm: UInt64
+
+        public init(node: String, leader: String? = nil, term: UInt64? = nil, thisNodeLeads: Bool, leaseRemainingMs: Int? = nil, voters: [String], majority: Int, promisedTerm: UInt64) {
+            self.node = node
+            self.leader = leader
+            self.term = term
+            self.thisNodeLeads = thisNodeLeads
+            self.leaseRemainingMs = leaseRemainingMs
+            self.voters = voters
+            self.majority = majority
+            self.promisedTerm = promisedTerm
+        }
     }
 
     public struct DeployRequest: Codable, Sendable {
@@ -145,6 +193,17 @@ public enum ControlAPI {
         public var listen: String
         /// off, optional or on (Authenticated Origin Pulls).
         public var originPulls: String
+
+        public init(fingerprint: String, names: [String], issuer: String, notValidAfter: Date, daysLeft: Int, setAt: Date, listen: String, originPulls: String) {
+            self.fingerprint = fingerprint
+            self.names = names
+            self.issuer = issuer
+            self.notValidAfter = notValidAfter
+            self.daysLeft = daysLeft
+            self.setAt = setAt
+            self.listen = listen
+            self.originPulls = originPulls
+        }
     }
 
     public struct NodeStatus: Codable, Sendable {
@@ -168,18 +227,55 @@ public enum ControlAPI {
             public var listen: String
             public var running: Bool
             public var routedGeneration: Int?
+
+            public init(site: String, listen: String, running: Bool, routedGeneration: Int? = nil) {
+                self.site = site
+                self.listen = listen
+                self.running = running
+                self.routedGeneration = routedGeneration
+            }
         }
         public struct Docker: Codable, Sendable {
             public var socket: String
             public var reachable: Bool
             public var apiVersion: String?
             public var error: String?
+
+            public init(socket: String, reachable: Bool, apiVersion: String? = nil, error: String? = nil) {
+                self.socket = socket
+                self.reachable = reachable
+                self.apiVersion = apiVersion
+                self.error = error
+            }
         }
         public struct Peerd: Codable, Sendable {
             public var version: String
             public var pid: Int32
             public var rssBytes: Int
             public var startedAt: Date
+
+            public init(version: String, pid: Int32, rssBytes: Int, startedAt: Date) {
+                self.version = version
+                self.pid = pid
+                self.rssBytes = rssBytes
+                self.startedAt = startedAt
+            }
+        }
+
+        public init(node: String, address: String, app: String, serving: AppInstance? = nil, servingSince: Date? = nil, previousImage: String? = nil, deploying: NodeState.InProgress? = nil, lastDeploy: DeployRecord? = nil, starting: String? = nil, nginx: Nginx, docker: Docker, peerd: Peerd, originCertificate: OriginTLS? = nil) {
+            self.node = node
+            self.address = address
+            self.app = app
+            self.serving = serving
+            self.servingSince = servingSince
+            self.previousImage = previousImage
+            self.deploying = deploying
+            self.lastDeploy = lastDeploy
+            self.starting = starting
+            self.nginx = nginx
+            self.docker = docker
+            self.peerd = peerd
+            self.originCertificate = originCertificate
         }
     }
 

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Deployment
 import Foundation
 import NIOCore
 import PKI

@@ -1,3 +1,4 @@
+import PeerConfiguration
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore

@@ -1,3 +1,5 @@
+import PeerConfiguration
+import Cluster
 import Foundation
 import Logging
 import Membership
@@ -18,8 +20,8 @@ import ServiceLifecycle
 /// - Every node announces which pair it serves; a node that serves an older one (it was down, or joined later)
 ///   is sent the newest by the nodes that have it, every 15 s until it serves it.
 /// - The leader notifies 30, 7 and 1 day(s) before the certificate expires.
-public actor OriginTLSService: Service {
-    /// What is installed, kept next to the files as `origin.json` (no key in it).
+actor OriginTLSService: Service {
+    /// What is installed, kept next to the files as `tls/origin.json` (no key in it).
     struct Installed: Codable, Sendable {
         var info: OriginCertificateInfo
         var setAt: Int64
@@ -38,41 +40,50 @@ public actor OriginTLSService: Service {
 
     nonisolated let config: PeerConfig
     nonisolated let nginx: NginxProxy
-    nonisolated let mesh: MembershipService?
-    nonisolated let notices: @Sendable (Notice) async -> Void
-    nonisolated let logger: Logger
-    private var installed: Installed?
-    private var lastSent: [String: (fingerprint: String, at: ContinuousClock.Instant)] = [:]
-    private var metaPath: String { config.stateDirectory + "/tls/origin.json" }
+    /// The mesh's side of this service: the cluster state it reads, where it announces what it serves, and the
+    /// connections to the other members. nil for a node without a mesh.
+    struct Mesh: Sendable {
+        let cluster: Published<ClusterState>
+        let announcements: Published<Announcement>
+        let links: MemberLinks
+    }
 
-    public init(
-        config: PeerConfig, nginx: NginxProxy, mesh: MembershipService?, notices: @escaping @Sendable (Notice) async -> Void = { _ in },
-        logger: Logger
-    ) {
+    nonisolated let mesh: Mesh?
+    nonisolated let notices: NoticeDispatcher?
+    nonisolated let clock: any PeerClock
+    nonisolated let logger: Logger
+    nonisolated let state: StateDirectory
+    private var installed: Installed?
+    private var lastSent: [String: (fingerprint: String, at: Instant)] = [:]
+
+    init(config: PeerConfig, nginx: NginxProxy, mesh: Mesh?, notices: NoticeDispatcher?, clock: any PeerClock, logger: Logger) {
         self.config = config
         self.nginx = nginx
         self.mesh = mesh
         self.notices = notices
+        self.clock = clock
         self.logger = logger
-        let meta = config.stateDirectory + "/tls/origin.json"
-        if let data = FileManager.default.contents(atPath: meta), let stored = try? JSONDecoder().decode(Installed.self, from: data),
-            FileManager.default.fileExists(atPath: config.originFiles(fingerprint: stored.info.fingerprint).key)
-        {
-            installed = stored
+        self.state = StateDirectory(config.stateDirectory)
+        do {
+            if let stored = try state.read(.origin) {
+                if FileManager.default.fileExists(atPath: config.originFiles(fingerprint: stored.info.fingerprint).key) {
+                    installed = stored
+                } else {
+                    logger.error(
+                        "the installed origin certificate's key is gone; serving without it until a pair is set again",
+                        metadata: ["tls.key": "\(config.originFiles(fingerprint: stored.info.fingerprint).key)"])
+                }
+            }
+        } catch {
+            logger.error("the installed origin certificate's record is unreadable; serving without it", metadata: ["error": "\(error)"])
         }
     }
 
-    /// What `peerctl status` shows.
-    public func current() -> ControlAPI.OriginTLS? {
-        guard let installed else { return nil }
-        return ControlAPI.OriginTLS(
-            fingerprint: installed.info.fingerprint, names: installed.info.names, issuer: installed.info.issuer,
-            notValidAfter: installed.info.notValidAfter, daysLeft: installed.info.daysLeft(), setAt: Date(timeIntervalSince1970: Double(installed.setAt) / 1000),
-            listen: config.nginx.tls.listen, originPulls: config.nginx.tls.originPulls.rawValue)
-    }
+    /// What is installed (for `peerctl status`).
+    func current() -> Installed? { installed }
 
     /// An operator's pair: installed here, then sent to every other node.
-    public func set(_ pair: OriginPair, requestedBy: String) async throws -> ControlAPI.OriginTLS {
+    func set(_ pair: OriginPair, requestedBy: String) async throws -> Installed {
         let setAt = Int64(Date().timeIntervalSince1970 * 1000)
         try await install(pair, setAt: setAt)
         logger.info(
@@ -80,7 +91,7 @@ public actor OriginTLSService: Service {
             metadata: ["tls.fingerprint": "\(installed!.mark.fingerprint)", "tls.requested_by": "\(requestedBy)", "tls.days_left": "\(installed!.info.daysLeft())"])
         await announce()
         await sendToOthers(force: true)
-        return current()!
+        return installed!
     }
 
     /// Checks, writes and serves a pair; throws (having changed nothing) when it is refused or nginx does not take it.
@@ -121,15 +132,13 @@ public actor OriginTLSService: Service {
     }
 
     private func save(_ value: Installed) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        encoder.dateEncodingStrategy = .peerISO8601
-        try AtomicFile.write(Array(try encoder.encode(value)), to: metaPath, mode: 0o600)
+        try state.write(value, to: .origin)
         installed = value
     }
 
     private func announce() async {
-        await mesh?.publishOrigin(installed?.mark)
+        let mark = installed?.mark
+        mesh?.announcements.update { $0.origin = mark }
     }
 
     // MARK: - Between nodes
@@ -167,8 +176,8 @@ public actor OriginTLSService: Service {
     private func sendToOthers(force: Bool) async {
         guard let mesh, let installed else { return }
         let mine = installed.mark
-        let now = ContinuousClock.now
-        let others = await mesh.originView().filter { $0.name != config.node.name && $0.alive && ($0.mark.map { $0 < mine } ?? true) }
+        let now = clock.now()
+        let others = mesh.cluster.current.appMembers.filter { $0.id.name != config.node.name && $0.status != .dead && ($0.app.origin.map { $0 < mine } ?? true) }
         guard !others.isEmpty else { return }
         let files = config.originFiles(fingerprint: installed.info.fingerprint)
         guard let certificate = FileManager.default.contents(atPath: files.certificate), let key = FileManager.default.contents(atPath: files.key) else {
@@ -183,10 +192,10 @@ public actor OriginTLSService: Service {
             return
         }
         for other in others {
-            if !force, let last = lastSent[other.name], last.fingerprint == mine.fingerprint, now - last.at < .seconds(15) { continue }
-            if await mesh.sendMessage(message, to: other.name) {
-                lastSent[other.name] = (mine.fingerprint, now)
-                logger.debug("origin certificate sent", metadata: ["mesh.member": "\(other.name)", "tls.fingerprint": "\(mine.fingerprint)"])
+            if !force, let last = lastSent[other.id.name], last.fingerprint == mine.fingerprint, now - last.at < .seconds(15) { continue }
+            if await mesh.links.send(message, to: other.id) {
+                lastSent[other.id.name] = (mine.fingerprint, now)
+                logger.debug("origin certificate sent", metadata: ["mesh.member": "\(other.id)", "tls.fingerprint": "\(mine.fingerprint)"])
             }
         }
     }
@@ -195,14 +204,21 @@ public actor OriginTLSService: Service {
 
     public func run() async throws {
         await adopt()
-        await mesh?.setMemberMessageHandler { [weak self] name, message in await self?.received(message, from: name) }
         await announce()
         // Ends (without an error, which would stop the other services at once) on graceful shutdown.
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                await self.sendToOthers(force: false)
-                await self.watchExpiry()
-                try? await EventLoopClock().sleep(for: .seconds(2))
+            await withDiscardingTaskGroup { group in
+                if let links = self.mesh?.links {
+                    group.addTask {
+                        for await (from, message) in links.inbound { await self.received(message, from: from.name) }
+                    }
+                }
+                while !Task.isCancelled {
+                    await self.sendToOthers(force: false)
+                    await self.watchExpiry()
+                    try? await self.clock.sleep(for: .seconds(2))
+                }
+                group.cancelAll()
             }
         }
     }
@@ -225,14 +241,18 @@ public actor OriginTLSService: Service {
 
     /// The leader tells the operator once when the certificate crosses 30, 7 and 1 day(s) left.
     private func watchExpiry() async {
-        guard let installed, let mesh, await mesh.fence() != nil else { return }
+        guard let installed, let mesh, mesh.cluster.current.fence(now: clock.now()) != nil else { return }
         let days = installed.info.daysLeft()
         guard days <= 30 else { return }
         let bucket = days <= 1 ? 1 : days <= 7 ? 7 : 30
         let host = config.nginx.tlsHostname ?? config.nginx.serverName
-        await notices(Notice(
+        await notices?.post(Notice(
             kind: .certificateExpiring, title: "origin certificate for \(host) expires in \(max(days, 0)) days",
             body: "Create a new one (Cloudflare: SSL/TLS › Origin Server) and install it on every node: peerctl tls set --cert origin.pem --key origin-key.pem",
             key: "origin/\(installed.info.fingerprint.prefix(16))/\(bucket)"))
     }
+}
+
+extension StateDirectory.File where Value == OriginTLSService.Installed {
+    static var origin: Self { .init("tls/origin.json") }
 }

@@ -1,9 +1,10 @@
+import PeerConfiguration
+import Cluster
 import Deployment
 import Foundation
 import Logging
 import Membership
 import PeerCore
-import PeerFiles
 import ServiceLifecycle
 
 /// Runs this node's part of cluster deploys (``Rollout``): adopts the newest intent it hears of (persisting it
@@ -11,7 +12,8 @@ import ServiceLifecycle
 /// while a rollout runs; otherwise when a member's state changes, or after a second),
 /// runs its own blue/green swaps through the ``NodeEngine``, and serves `peerctl deploy` on a node of a mesh.
 public actor RolloutService: Service {
-    struct Persisted: Codable {
+    /// `rollout.json`: the intent this node holds and its report on it.
+    struct Persisted: Codable, Sendable {
         var intent: RolloutIntent?
         var report: RolloutReport?
     }
@@ -21,9 +23,10 @@ public actor RolloutService: Service {
     }
 
     nonisolated let engine: NodeEngine
-    nonisolated let mesh: MembershipService
+    nonisolated let cluster: Published<ClusterState>
+    nonisolated let announcements: Published<Announcement>
     nonisolated let me: String
-    nonisolated let file: String
+    nonisolated let state: StateDirectory
     nonisolated let logger: Logger
     nonisolated let clock: any PeerClock
     nonisolated let settle: Duration
@@ -34,7 +37,7 @@ public actor RolloutService: Service {
     private var downSince: [String: Instant] = [:]
     private var swapping = false
     private var swapResults: AsyncStream<(image: String, phase: RolloutReport.Phase, record: DeployRecord?)>.Continuation?
-    private var watchers: [UUID: AsyncStream<ControlAPI.Event>.Continuation] = [:]
+    private var watchers: [UUID: AsyncStream<RolloutEvent>.Continuation] = [:]
     private var lastReports: [String: RolloutReport] = [:]
     /// A rollout this node knows of is under way (its steps count time: settle, node timeout).
     private var rolling = false
@@ -43,23 +46,31 @@ public actor RolloutService: Service {
     nonisolated let parallel: Int
     nonisolated let skipDown: Bool
 
-    public init(config: PeerConfig, engine: NodeEngine, mesh: MembershipService, clock: any PeerClock = EventLoopClock(), logger: Logger) {
+    init(
+        config: PeerConfig, engine: NodeEngine, cluster: Published<ClusterState>, announcements: Published<Announcement>,
+        clock: any PeerClock = EventLoopClock(), logger: Logger
+    ) {
         let settle = config.rollout.settle
         let nodeTimeout = config.rollout.nodeTimeout
         self.preferredOrder = config.rollout.order
         self.parallel = config.rollout.parallel
         self.skipDown = config.rollout.downNodes == .skip
         self.engine = engine
-        self.mesh = mesh
+        self.cluster = cluster
+        self.announcements = announcements
         self.me = config.node.name
-        self.file = config.stateDirectory + "/rollout.json"
+        self.state = StateDirectory(config.stateDirectory)
         self.logger = logger
         self.clock = clock
         self.settle = settle
         self.nodeTimeout = nodeTimeout
-        if let data = FileManager.default.contents(atPath: file), let saved = try? JSONDecoder().decode(Persisted.self, from: data) {
-            intent = saved.intent
-            report = saved.report
+        do {
+            let saved = try state.read(.rollout)
+            intent = saved?.intent
+            report = saved?.report
+        } catch {
+            // Not fatal: the cluster's intent comes back with the gossip; this node's own report starts over.
+            logger.error("the rollout file is unreadable; starting without it", metadata: ["error": "\(error)"])
         }
     }
 
@@ -67,14 +78,17 @@ public actor RolloutService: Service {
 
     /// Starts a cluster deploy of `image` (or a rollback to the previous image when nil) and streams its
     /// progress. Refused while another one runs.
-    public func submit(image requested: String?, requestedBy: String) async throws -> AsyncStream<ControlAPI.Event> {
-        var view = await mesh.rolloutView()
+    func submit(image requested: ImageReference?, requestedBy: String) async throws -> AsyncStream<RolloutEvent> {
+        let changes = Wakeup()
+        cluster.watch(changes) { old, new in old.members != new.members }
+        defer { cluster.unwatch(changes) }
+        var view = rolloutView()
         var newest = self.newest(in: view)
         // A rollout that just finished elsewhere may still look running here for a gossip round or two.
         let patience = clock.now() + .seconds(3)
         while let n = newest, Rollout.outcome(intent: n, reports: reports(view), alive: Self.alive(view)) == .running, clock.now() < patience {
-            try? await clock.sleep(for: .milliseconds(100))
-            view = await mesh.rolloutView()
+            await changes.wait(atMost: patience - clock.now(), clock: clock)
+            view = rolloutView()
             newest = self.newest(in: view)
         }
         if let newest, Rollout.outcome(intent: newest, reports: reports(view), alive: Self.alive(view)) == .running {
@@ -89,14 +103,14 @@ public actor RolloutService: Service {
         let image: String
         let kind: RolloutIntent.Kind
         if let requested {
-            image = requested
+            image = requested.given
             kind = .deploy
         } else {
             guard let before else { throw Busy(description: "nothing to roll back to: the cluster has no previous image") }
             image = before
             kind = .rollback
         }
-        let nodes = await mesh.servingView().map(\.name)
+        let nodes = cluster.current.appMembers.map(\.id.name)
         let order = preferredOrder.filter(nodes.contains) + nodes.filter { !preferredOrder.contains($0) }.sorted()
         var new = RolloutIntent(
             id: NodeEngine.newID(), seq: (newest?.seq ?? 0) + 1, kind: kind, image: image, previousImage: current,
@@ -105,22 +119,20 @@ public actor RolloutService: Service {
         if parallel > 1 { new.parallel = parallel }
         if skipDown { new.skipDown = true }
         try await adopt(new)
-        let (stream, continuation) = AsyncStream.makeStream(of: ControlAPI.Event.self)
+        let (stream, continuation) = AsyncStream.makeStream(of: RolloutEvent.self)
         watchers[UUID()] = continuation
         // Accepted once every member that is alive has it (persisted) — so losing this node loses nothing.
         let deadline = clock.now() + .seconds(5)
         var holders = 0
         var alive = 0
         while true {
-            let view = await mesh.rolloutView().filter(\.alive)
+            let view = rolloutView().filter(\.alive)
             holders = view.filter { $0.intent?.id == new.id || $0.name == me }.count
             alive = view.count
             if holders == alive || clock.now() >= deadline { break }
-            try? await clock.sleep(for: .milliseconds(50))
+            await changes.wait(atMost: deadline - clock.now(), clock: clock)
         }
-        var accepted = ControlAPI.Event.accepted(id: new.id, image: new.image)
-        accepted.reason = "held by \(holders) of \(alive) live nodes"
-        continuation.yield(accepted)
+        continuation.yield(.accepted(id: new.id, image: new.image, holders: holders, alive: alive))
         logger.info(
             "rollout accepted",
             metadata: ["deploy.id": "\(new.id)", "deploy.seq": "\(new.seq)", "deploy.image": "\(new.image)", "deploy.order": "\(new.order)",
@@ -136,7 +148,7 @@ public actor RolloutService: Service {
         guard let intent, let report, report.intent == intent.id else { return false }
         guard report.phase == .waiting || report.phase == .swapping, await engine.servingImage() != intent.image else { return false }
         // Every other node of the rollout is done: the cluster has moved on without this one (it was down).
-        let others = reports(await mesh.rolloutView())
+        let others = reports(rolloutView())
         return intent.order.filter { $0 != me }.allSatisfy { others[$0]?.intent == intent.id && others[$0]?.phase == .done }
     }
 
@@ -147,7 +159,8 @@ public actor RolloutService: Service {
         let (results, continuation) = AsyncStream.makeStream(of: (image: String, phase: RolloutReport.Phase, record: DeployRecord?).self)
         swapResults = continuation
         let wakeup = Wakeup()
-        await mesh.watchChanges(wakeup)
+        // A new intent or a report arrives as a change of a member's state.
+        cluster.watch(wakeup) { old, new in old.members != new.members }
         try await cancelWhenGracefulShutdown {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {
@@ -179,7 +192,7 @@ public actor RolloutService: Service {
 
     /// One decision; returns a swap to start.
     private func step() async -> (String, RolloutReport.Phase)? {
-        let view = await mesh.rolloutView()
+        let view = rolloutView()
         let now = clock.now()
         // Adopt a newer intent heard from someone else.
         if let newer = newest(in: view), newer.isNewer(than: intent) {
@@ -223,11 +236,14 @@ public actor RolloutService: Service {
     private func runSwap(image: String, phase: RolloutReport.Phase) async {
         var record: DeployRecord?
         do {
-            let (_, events) = try await engine.submit(.deploy, image: image)
+            // The intent's image came over the network: it enters the domain here.
+            let (_, events) = try await engine.submit(.deploy, image: try ImageReference(parsing: image))
             for await event in events {
-                if case .result = event.type { record = event.record }
-                if case .progress = event.type, let line = event.progress, line.status != "done" {
-                    broadcast(.node(me, phase: line.step, reason: line.status == "started" ? nil : line.detail))
+                switch event {
+                case .result(let finished): record = finished
+                case .progress(let step) where step.status != .done:
+                    broadcast(.node(me, phase: step.step.rawValue, reason: step.status == .started ? nil : step.detail))
+                default: break
                 }
             }
         } catch {
@@ -237,7 +253,7 @@ public actor RolloutService: Service {
         swapResults?.yield((image, phase, record))
     }
 
-    private func broadcast(_ event: ControlAPI.Event) { for w in watchers.values { w.yield(event) } }
+    private func broadcast(_ event: RolloutEvent) { for w in watchers.values { w.yield(event) } }
 
     private func finished(_ image: String, _ phase: RolloutReport.Phase, _ record: DeployRecord?) async {
         swapping = false
@@ -266,15 +282,32 @@ public actor RolloutService: Service {
     }
 
     private func persist() throws {
-        let data = try JSONEncoder().encode(Persisted(intent: intent, report: report))
-        try AtomicFile.write(Array(data), to: file, mode: 0o600)
+        try state.write(Persisted(intent: intent, report: report), to: .rollout)
     }
 
+    /// Announces this node's rollout state (the mesh gossips it at once).
     private func publish() async {
-        await mesh.publishRollout(intent: intent, report: report)
+        announcements.update {
+            $0.rollout = intent
+            $0.rolloutReport = report
+        }
     }
 
-    private func reports(_ view: [MembershipService.RolloutMember]) -> [String: RolloutReport] {
+    /// One app node's part in rollouts, as gossiped (this node's from its own state).
+    struct RolloutMember: Sendable {
+        var name: String
+        var alive: Bool
+        var intent: RolloutIntent?
+        var report: RolloutReport?
+    }
+
+    private func rolloutView() -> [RolloutMember] {
+        cluster.current.appMembers.map {
+            RolloutMember(name: $0.id.name, alive: $0.status != .dead, intent: $0.app.rollout, report: $0.app.rolloutReport)
+        }
+    }
+
+    private func reports(_ view: [RolloutMember]) -> [String: RolloutReport] {
         var out: [String: RolloutReport] = [:]
         for member in view { if let r = member.report { out[member.name] = r } }
         if let report { out[me] = report }
@@ -282,11 +315,11 @@ public actor RolloutService: Service {
     }
 
     /// The newest intent this node knows: its own or one gossiped by a member.
-    private func newest(in view: [MembershipService.RolloutMember]) -> RolloutIntent? {
+    private func newest(in view: [RolloutMember]) -> RolloutIntent? {
         ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
     }
 
-    static func alive(_ view: [MembershipService.RolloutMember]) -> Set<String> { Set(view.filter(\.alive).map(\.name)) }
+    static func alive(_ view: [RolloutMember]) -> Set<String> { Set(view.filter(\.alive).map(\.name)) }
 
     private func notifyWatchers(intent: RolloutIntent, reports: [String: RolloutReport], alive: Set<String>) {
         for (name, report) in reports where report.intent == intent.id && lastReports[name] != report {
@@ -296,11 +329,15 @@ public actor RolloutService: Service {
         let outcome = Rollout.outcome(intent: intent, reports: reports, alive: alive)
         guard outcome != .running, !watchers.isEmpty else { return }
         switch outcome {
-        case .succeeded: broadcast(.rollout(id: intent.id, image: intent.image, succeeded: true, reason: nil))
-        case .failed(let node, let reason): broadcast(.rollout(id: intent.id, image: intent.image, succeeded: false, reason: "\(node): \(reason)"))
+        case .succeeded: broadcast(.finished(id: intent.id, image: intent.image, succeeded: true, reason: nil))
+        case .failed(let node, let reason): broadcast(.finished(id: intent.id, image: intent.image, succeeded: false, reason: "\(node): \(reason)"))
         case .running: break
         }
         for w in watchers.values { w.finish() }
         watchers = [:]
     }
+}
+
+extension StateDirectory.File where Value == RolloutService.Persisted {
+    static var rollout: Self { .init("rollout.json") }
 }

@@ -1,5 +1,9 @@
+import Deployment
+import PeerConfiguration
 import Foundation
+import Cluster
 import Logging
+import PeerCore
 import Metrics
 import NIOCore
 import Prometheus
@@ -39,7 +43,9 @@ public enum PeerMetrics {
 struct MetricsService: Service {
     let registry: PrometheusCollectorRegistry
     let settings: PeerConfig.Metrics
-    let membership: MembershipService?
+    /// The mesh's published state and measurements; nil for a node without a mesh.
+    let mesh: (cluster: Published<ClusterState>, stats: MeshStats)?
+    let clock: any PeerClock
     let logger: Logger
 
     func run() async throws {
@@ -72,34 +78,35 @@ struct MetricsService: Service {
 
     /// Membership and lease gauges, and the datagram counters (as deltas of the service's own counts).
     private func refresh() async throws {
-        guard let membership else { return }
-        var last = MembershipService.Counters()
+        guard let mesh else { return }
+        var last = MeshStats.Counters()
         while !Task.isCancelled {
-            let snapshot = await membership.snapshot()
+            let state = mesh.cluster.current
+            let measured = mesh.stats.current
+            let time = clock.now()
             var counts = ["alive": 0, "suspect": 0, "dead": 0]
-            for view in snapshot.views {
-                let member = view.state.id.name
-                counts["\(view.state.status)", default: 0] += 1
-                Gauge(label: "peer_member_status", dimensions: [("member", member)]).record(Double(view.state.status.rawValue))
-                if let rtt = view.rtt {
-                    Gauge(label: "peer_member_rtt_seconds", dimensions: [("member", member)]).record(Double(rtt.nanoseconds) / 1e9)
+            for member in state.members {
+                let name = member.id.name
+                counts["\(member.status)", default: 0] += 1
+                Gauge(label: "peer_member_status", dimensions: [("member", name)]).record(Double(member.status.rawValue))
+                if let rtt = measured.rtt[member.id] {
+                    Gauge(label: "peer_member_rtt_seconds", dimensions: [("member", name)]).record(Double(rtt.nanoseconds) / 1e9)
                 }
-                if let healthy = view.state.app.healthy {
-                    Gauge(label: "peer_member_app_healthy", dimensions: [("member", member)]).record(healthy ? 1 : 0)
+                if let healthy = member.app.healthy {
+                    Gauge(label: "peer_member_app_healthy", dimensions: [("member", name)]).record(healthy ? 1 : 0)
                 }
             }
             for (state, count) in counts { Gauge(label: "peer_members", dimensions: [("state", state)]).record(count) }
-            let who = await membership.who()
-            Gauge(label: "peer_leader").record(who.thisNodeLeads ? 1 : 0)
-            Gauge(label: "peer_lease_term").record(Double(who.term ?? who.promisedTerm))
-            let now = snapshot.counters
+            Gauge(label: "peer_leader").record(state.lease.validTerm(now: time) != nil ? 1 : 0)
+            Gauge(label: "peer_lease_term").record(Double(state.lease.knownLeader(now: time)?.term ?? state.lease.promised))
+            let now = measured.counters
             Counter(label: "peer_mesh_datagrams_sent_total").increment(by: now.datagramsSent - last.datagramsSent)
             Counter(label: "peer_mesh_datagrams_received_total").increment(by: now.datagramsReceived - last.datagramsReceived)
             Counter(label: "peer_mesh_datagrams_dropped_total").increment(by: now.datagramsDropped - last.datagramsDropped)
             Counter(label: "peer_mesh_bytes_sent_total").increment(by: now.bytesSent - last.bytesSent)
             last = now
             // Cancelled on graceful shutdown: end the loop, do not throw (an error would stop the other services).
-            try? await EventLoopClock().sleep(for: .seconds(2))
+            try? await clock.sleep(for: .seconds(2))
         }
     }
 }

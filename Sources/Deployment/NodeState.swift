@@ -1,6 +1,4 @@
-import Deployment
 import Foundation
-import PeerFiles
 
 /// What `peerd` persists in its state folder, so a restart (or a crash mid-swap) knows what it was doing.
 public struct NodeState: Codable, Sendable, Hashable {
@@ -19,6 +17,13 @@ public struct NodeState: Codable, Sendable, Hashable {
         public var image: String
         public var generation: Int
         public var startedAt: Date
+
+        public init(id: String, image: String, generation: Int, startedAt: Date) {
+            self.id = id
+            self.image = image
+            self.generation = generation
+            self.startedAt = startedAt
+        }
     }
 
     public static let historyLimit = 100
@@ -52,47 +57,27 @@ public struct DeployRecord: Codable, Sendable, Hashable {
         public var step: String
         public var ms: Int64
         public var status: String
-    }
-}
 
-/// The state file: `<state_dir>/state.json`, 0600, replaced atomically.
-public struct StateStore: Sendable {
-    public let directory: String
-    public var path: String { directory + "/state.json" }
-
-    public init(directory: String) { self.directory = directory }
-
-    public func load() throws -> NodeState {
-        guard let data = FileManager.default.contents(atPath: path) else { return NodeState() }
-        do {
-            return try Self.decoder.decode(NodeState.self, from: data)
-        } catch {
-            throw StateError(path: path, reason: "is not a state file peerd can read (\(error)); move it away to start fresh")
+        public init(step: String, ms: Int64, status: String) {
+            self.step = step
+            self.ms = ms
+            self.status = status
         }
     }
 
-    public func save(_ state: NodeState) throws {
-        try AtomicFile.makeDirectory(directory, mode: 0o700)
-        let data = try Self.encoder.encode(state)
-        try AtomicFile.write(data, to: path, mode: 0o600)
+    public init(id: String, kind: Kind, image: String, previousImage: String? = nil, generation: Int, result: Result, reason: String? = nil, evidence: String? = nil, warnings: [String], startedAt: Date, servingAfterMs: Int64? = nil, durationMs: Int64, steps: [StepTiming]) {
+        self.id = id
+        self.kind = kind
+        self.image = image
+        self.previousImage = previousImage
+        self.generation = generation
+        self.result = result
+        self.reason = reason
+        self.evidence = evidence
+        self.warnings = warnings
+        self.startedAt = startedAt
+        self.servingAfterMs = servingAfterMs
+        self.durationMs = durationMs
+        self.steps = steps
     }
-
-    struct StateError: Error, CustomStringConvertible {
-        var path: String
-        var reason: String
-        var description: String { "\(path) \(reason)" }
-    }
-
-    static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        e.dateEncodingStrategy = .peerISO8601
-        return e
-    }()
-
-    static let decoder: JSONDecoder = {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .peerISO8601
-        return d
-    }()
 }

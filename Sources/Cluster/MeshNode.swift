@@ -1,0 +1,169 @@
+import Leadership
+import Membership
+import PeerCore
+
+/// One node of the mesh as a pure state machine: membership (``SWIM``) and the leader ``Lease`` together, with
+/// what this node announces about itself. No I/O: time comes in as `now`, randomness from a seed, and every
+/// event returns the ``Directive``s the shell carries out in order (persist before the sends that follow it).
+///
+/// After every event whose outcome changes the ``ClusterState`` — a member's state, the leadership, this node's
+/// lease or grant — the directives end with `.publish(state)`.
+public struct MeshNode: Sendable {
+    public typealias Swim = SWIM<AppStatus>
+
+    /// What goes in a sealed datagram.
+    public enum Datagram: Codable, Sendable, Hashable {
+        case swim(Swim.Envelope)
+        case lease(Lease.Message)
+    }
+
+    public enum Directive: Sendable, Hashable {
+        /// Write the highest promised term to stable storage. If that fails, the shell must not carry out the
+        /// lease messages that follow in the same batch (a promise a restart forgets is no promise).
+        case persistTerm(UInt64)
+        case send(Datagram, to: MemberID)
+        /// A member's state changed in this node's view (this node included).
+        case memberChanged(ClusterState.Member, previous: ClusterState.Member)
+        /// This node started (a term) or stopped (nil) leading.
+        case leadership(term: UInt64?)
+        /// The cluster as this node sees it changed.
+        case publish(ClusterState)
+    }
+
+    /// A configured member.
+    public struct Member: Sendable, Hashable {
+        public var id: MemberID
+        /// Its mesh listener, `host:port`.
+        public var address: String
+        /// Runs the app and can lead (false for a witness, which only votes).
+        public var appNode: Bool
+
+        public init(id: MemberID, address: String, appNode: Bool) {
+            self.id = id
+            self.address = address
+            self.appNode = appNode
+        }
+    }
+
+    public private(set) var swim: Swim
+    public private(set) var lease: Lease
+    public let appNodes: Set<MemberID>
+    public let startedAt: Instant
+    /// App nodes that membership sees alive: the lease's candidates.
+    private var aliveCandidates: [MemberID]
+    private var published: ClusterState?
+    private var membersChanged = true
+
+    /// `members`: the configuration, this node among them; every member votes. `promised`: the term this node
+    /// persisted in an earlier run.
+    public init(
+        me: MemberID, members: [Member], swim settings: SWIMSettings, lease leaseSettings: LeaseSettings, promised: UInt64, seed: UInt64,
+        now: Instant
+    ) {
+        var rng = SplitMix64(seed: seed)
+        let address = members.first { $0.id == me }?.address ?? ""
+        swim = Swim(
+            me: me, address: address, app: .none, incarnation: 1, seeds: members.map { ($0.id, $0.address) }, settings: settings, seed: rng.next(),
+            now: now)
+        appNodes = Set(members.filter(\.appNode).map(\.id))
+        lease = Lease(
+            me: me, voters: members.map(\.id), canLead: appNodes.contains(me), promised: promised, settings: leaseSettings, seed: rng.next(),
+            now: now)
+        aliveCandidates = appNodes.sorted()
+        startedAt = now
+    }
+
+    public var me: MemberID { swim.me.id }
+
+    /// The cluster as this node sees it now.
+    public var state: ClusterState {
+        ClusterState(
+            me: me, members: swim.view.map(\.state), appNodes: appNodes, lease: lease.view, startedAt: startedAt,
+            startupGrace: swim.settings.startupGrace)
+    }
+
+    /// When the node next has something to do (at the latest in a second): a tick before it changes nothing.
+    public func nextDeadline(now: Instant) -> Instant {
+        min(swim.nextDeadline, lease.nextDeadline(now: now) ?? now + .seconds(1), now + .seconds(1))
+    }
+
+    // MARK: - Events
+
+    public mutating func tick(now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        absorb(swim.tick(now: now), into: &directives)
+        absorb(lease.tick(now: now, aliveCandidates: aliveCandidates), into: &directives)
+        publishIfChanged(into: &directives)
+        return directives
+    }
+
+    /// A datagram from `from`, an authenticated member.
+    public mutating func receive(_ datagram: Datagram, from: MemberID, now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        switch datagram {
+        case .swim(let envelope): absorb(swim.receive(envelope, from: from, now: now), into: &directives)
+        case .lease(let message): absorb(lease.receive(message, from: from, now: now), into: &directives)
+        }
+        publishIfChanged(into: &directives)
+        return directives
+    }
+
+    /// The transport saw `member`'s connection close, or a dial to it refused.
+    public mutating func connectionLost(to member: MemberID, now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        absorb(swim.connectionLost(to: member, now: now), into: &directives)
+        publishIfChanged(into: &directives)
+        return directives
+    }
+
+    /// What this node says about itself changed: gossiped under a new incarnation.
+    public mutating func announce(_ app: AppStatus, now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        absorb(swim.setApp(app, now: now), into: &directives)
+        publishIfChanged(into: &directives)
+        return directives
+    }
+
+    // MARK: - Directives
+
+    private mutating func absorb(_ swimDirectives: [Swim.Directive], into directives: inout [Directive]) {
+        for directive in swimDirectives {
+            switch directive {
+            case .send(let to, _, let envelope):
+                directives.append(.send(.swim(envelope), to: to))
+            case .changed(let state, let previous):
+                membersChanged = true
+                directives.append(.memberChanged(state, previous: previous))
+                if state.status != previous.status {
+                    aliveCandidates = swim.view.filter { $0.state.status == .alive && appNodes.contains($0.state.id) }.map(\.state.id)
+                }
+            }
+        }
+    }
+
+    private func absorb(_ leaseDirectives: [Lease.Directive], into directives: inout [Directive]) {
+        for directive in leaseDirectives {
+            switch directive {
+            case .persist(let term): directives.append(.persistTerm(term))
+            case .send(let to, let message): directives.append(.send(.lease(message), to: to))
+            case .leadership(let term): directives.append(.leadership(term: term))
+            }
+        }
+    }
+
+    private mutating func publishIfChanged(into directives: inout [Directive]) {
+        guard membersChanged || published?.lease != lease.view else { return }
+        var state: ClusterState
+        if let published, !membersChanged {
+            // Only the lease moved: no need to rebuild the members.
+            state = published
+            state.lease = lease.view
+        } else {
+            state = self.state
+        }
+        membersChanged = false
+        guard state != published else { return }
+        published = state
+        directives.append(.publish(state))
+    }
+}

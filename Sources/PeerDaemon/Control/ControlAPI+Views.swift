@@ -1,0 +1,86 @@
+import Cluster
+import PeerConfiguration
+import Control
+import Foundation
+import Deployment
+import Membership
+import PeerCore
+
+/// The control API's answers, built at the edge from the domain: the engine's status, the installed origin
+/// certificate, the published ``ClusterState`` and the mesh's measurements.
+extension ControlAPI.Who {
+    init(_ state: ClusterState, now: Instant) {
+        let leader = state.lease.knownLeader(now: now)
+        self.init(
+            node: state.me.name, leader: leader?.id.name, term: leader?.term, thisNodeLeads: state.lease.validTerm(now: now) != nil,
+            leaseRemainingMs: state.lease.remaining(now: now).map { Int($0.milliseconds) }, voters: state.lease.voters.map(\.name),
+            majority: state.lease.majority, promisedTerm: state.lease.promised)
+    }
+}
+
+extension ControlAPI.NodeStatus {
+    init(_ status: NodeEngine.Status, config: PeerConfig, origin: ControlAPI.OriginTLS?) {
+        var docker = Docker(socket: config.dockerSocket, reachable: false)
+        switch status.docker {
+        case .success(let version):
+            docker.apiVersion = version
+            docker.reachable = true
+        case .failure(let failure): docker.error = failure.description
+        }
+        self.init(
+            node: config.node.name, address: config.node.address, app: config.app.name, serving: status.serving,
+            servingSince: status.servingSince, previousImage: status.previousImage, deploying: status.deploying,
+            lastDeploy: status.lastDeploy, starting: status.starting,
+            nginx: .init(site: config.nginx.site, listen: config.nginx.listen, running: status.nginxRunning, routedGeneration: status.routedGeneration),
+            docker: docker,
+            peerd: .init(version: ControlAPI.version, pid: getpid(), rssBytes: status.rssBytes, startedAt: status.startedAt),
+            originCertificate: origin)
+    }
+}
+
+extension ControlAPI.OriginTLS {
+    init(_ installed: OriginTLSService.Installed, config: PeerConfig) {
+        let info = installed.info
+        self.init(
+            fingerprint: info.fingerprint, names: info.names, issuer: info.issuer, notValidAfter: info.notValidAfter, daysLeft: info.daysLeft(),
+            setAt: Date(timeIntervalSince1970: Double(installed.setAt) / 1000), listen: config.nginx.tls.listen,
+            originPulls: config.nginx.tls.originPulls.rawValue)
+    }
+}
+
+extension ControlAPI.Members {
+    init(_ state: ClusterState, measured: MeshStats.Measured, profile: String?, now: Instant) {
+        let intent = state.members.compactMap(\.app.rollout).max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+        var reports: [String: RolloutReport] = [:]
+        for member in state.members { if let r = member.app.rolloutReport { reports[member.id.name] = r } }
+        let summary = intent.map { intent -> Rollout in
+            let alive = Set(state.members.filter { $0.status != .dead }.map(\.id.name))
+            var text = "running"
+            var failure: String?
+            switch Deployment.Rollout.outcome(intent: intent, reports: reports, alive: alive) {
+            case .running: text = "running"
+            case .succeeded: text = "succeeded"
+            case .failed(let node, let reason):
+                text = "failed"
+                failure = "\(node): \(reason)"
+            }
+            return Rollout(
+                id: intent.id, kind: intent.kind.rawValue, image: intent.image, previousImage: intent.previousImage,
+                requestedBy: intent.requestedBy, order: intent.order, outcome: text, failure: failure)
+        }
+        let counters = measured.counters
+        self.init(
+            node: state.me.name, profile: profile,
+            members: state.members.map { member in
+                Member(
+                    name: member.id.name, address: member.address, status: "\(member.status)",
+                    incarnation: member.incarnation, appHealthy: member.app.healthy, image: member.app.image,
+                    isSelf: member.id == state.me, lastSeenMsAgo: measured.lastSeen[member.id].map { Int((now - $0).milliseconds) },
+                    rttMs: measured.rtt[member.id].map { Double($0.nanoseconds) / 1e6 },
+                    rolloutPhase: intent.flatMap { i in member.app.rolloutReport.flatMap { $0.intent == i.id ? $0.phase.rawValue : nil } },
+                    originFingerprint: member.app.origin?.fingerprint)
+            },
+            datagramsSent: counters.datagramsSent, bytesSent: counters.bytesSent, datagramsReceived: counters.datagramsReceived,
+            bytesReceived: counters.bytesReceived, datagramsDropped: counters.datagramsDropped, rollout: summary)
+    }
+}

@@ -1,0 +1,112 @@
+import Cluster
+import PeerConfiguration
+import Control
+import Deployment
+import PKI
+import PeerCore
+
+/// What the control API does, whoever carries the request: `peerctl` over the unix socket (``ControlServer``)
+/// or an operator over the mesh (``OperatorGateway``). Strings from the request are parsed into domain values
+/// here, once; the answers are the control API's types, built here from the domain.
+struct NodeControl: Sendable {
+    /// What the control API reads of the mesh: its published state and measurements.
+    struct MeshView: Sendable {
+        let cluster: Published<ClusterState>
+        let stats: MeshStats
+        let profile: String
+        let clock: any PeerClock
+    }
+
+    /// A request this node does not carry out, and why.
+    enum Refusal: Error, CustomStringConvertible {
+        case notFound(String)
+        case badRequest(String)
+        case conflict(String)
+
+        var description: String {
+            switch self {
+            case .notFound(let why), .badRequest(let why), .conflict(let why): why
+            }
+        }
+    }
+
+    let config: PeerConfig
+    let engine: NodeEngine
+    let mesh: MeshView?
+    let rollouts: RolloutService?
+    let origin: OriginTLSService?
+
+    func status() async -> ControlAPI.NodeStatus {
+        let installed = await origin?.current()
+        return ControlAPI.NodeStatus(await engine.status(), config: config, origin: installed.map { ControlAPI.OriginTLS($0, config: config) })
+    }
+
+    func history() async -> [DeployRecord] { await engine.history() }
+
+    func members() throws -> ControlAPI.Members {
+        guard let mesh else {
+            throw Refusal.notFound("this node has no mesh: section in its config, so it has no members; see docs/configuration.md")
+        }
+        return ControlAPI.Members(mesh.cluster.current, measured: mesh.stats.current, profile: mesh.profile, now: mesh.clock.now())
+    }
+
+    func who() throws -> ControlAPI.Who {
+        guard let mesh else {
+            throw Refusal.notFound("this node has no mesh: section in its config, so there is no leader; see docs/configuration.md")
+        }
+        return ControlAPI.Who(mesh.cluster.current, now: mesh.clock.now())
+    }
+
+    /// A deploy of `image`, or a rollback when nil: on a mesh the cluster's rollout, alone this node's swap. The
+    /// events stream as they happen; the deploy runs on in the engine or the rollout service if the caller goes.
+    func deploy(image: String?, requestedBy: String?) async throws -> ControlEvents {
+        var reference: ImageReference?
+        if let image {
+            do {
+                reference = try ImageReference(parsing: image)
+            } catch {
+                throw Refusal.badRequest(error.description)
+            }
+        }
+        if let rollouts {
+            do {
+                return .rollout(try await rollouts.submit(image: reference, requestedBy: requestedBy ?? "peerctl on \(config.node.name)"))
+            } catch let busy as RolloutService.Busy {
+                throw Refusal.conflict(busy.description)
+            }
+        }
+        do {
+            return .swap(try await engine.submit(reference == nil ? .rollback : .deploy, image: reference).events)
+        } catch let busy as NodeEngine.Busy {
+            throw Refusal.conflict(busy.description)
+        } catch let refused as NodeEngine.Refused {
+            throw Refusal.badRequest(refused.description)
+        }
+    }
+
+    func setOriginTLS(_ pair: OriginPair, requestedBy: String?) async throws -> ControlAPI.OriginTLS {
+        guard let origin else {
+            throw Refusal.notFound("this node is a witness: it runs no nginx; send the certificate to an app node")
+        }
+        do {
+            let installed = try await origin.set(pair, requestedBy: requestedBy ?? "peerctl on \(config.node.name)")
+            return ControlAPI.OriginTLS(installed, config: config)
+        } catch let refused as OriginTLSService.Refused {
+            throw Refusal.badRequest(refused.description)
+        }
+    }
+}
+
+/// A deploy's events as the control API's lines: a swap on this node, or a cluster rollout.
+enum ControlEvents: Sendable {
+    case swap(AsyncStream<DeployEvent>)
+    case rollout(AsyncStream<RolloutEvent>)
+
+    /// Calls `body` with each line as it happens, until the deploy ends.
+    func forEach(_ body: (ControlAPI.Event) async throws -> Void) async rethrows {
+        switch self {
+        case .swap(let events): for await event in events { try await body(ControlAPI.Event(event)) }
+        case .rollout(let events): for await event in events { try await body(ControlAPI.Event(event)) }
+        }
+    }
+}

@@ -1,0 +1,355 @@
+import PeerConfiguration
+import Cluster
+import Crypto
+import Foundation
+import Leadership
+import Logging
+import Membership
+import NIOCore
+import NIOPosix
+import PKI
+import PeerCore
+import ServiceLifecycle
+import Transport
+import X509
+
+/// The I/O shell around the pure ``MeshNode``: sockets, TLS connections, datagram keys. It ticks the node at its
+/// deadlines, feeds it what arrives, and carries out its directives; it publishes the ``ClusterState`` and reads
+/// what this node's services announce. Nothing calls into it.
+///
+/// - A mutual-TLS connection is kept open to every member (dialed, and accepted from it). The handshake
+///   verifies the member's certificate; its key then keys the datagrams between the two. A connection that
+///   closes, or a dial that is refused, is reported to the node (`connectionLost`).
+/// - Membership and lease messages are ``SealedDatagram``s over UDP on the same address and port.
+actor MeshService: Service {
+    nonisolated let mesh: PeerConfig.Mesh
+    nonisolated let me: MemberID
+    nonisolated let tls: MeshTLS
+    nonisolated let certificate: Certificate
+    nonisolated let logger: Logger
+    nonisolated let clock: any PeerClock
+    nonisolated let addresses: [MemberID: SocketAddress]
+    /// This node's public address (its DNS record), nil on a witness.
+    nonisolated let publicAddress: String?
+    nonisolated let state: StateDirectory
+    nonisolated let cluster: Published<ClusterState>
+    nonisolated let announcements: Published<Announcement>
+    nonisolated let links: MemberLinks
+    nonisolated let stats: MeshStats
+    nonisolated let operatorHandler: (@Sendable (MeshConnection, String) async -> Void)?
+
+    private var node: MeshNode
+    private var keys: [MemberID: SymmetricKey] = [:]
+    private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
+    /// Wakes the tick loop when an event brings a deadline closer than the one it sleeps until.
+    private let tickWakeup = Wakeup()
+    private var tickSleepsUntil: Instant?
+    private let encoder = JSONEncoder()
+    private let decoder = JSONDecoder()
+
+    init(
+        config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock, leaseSettings: LeaseSettings = .standard, cluster: Published<ClusterState>,
+        announcements: Published<Announcement>, links: MemberLinks, stats: MeshStats, logger: Logger,
+        operatorHandler: (@Sendable (MeshConnection, String) async -> Void)? = nil
+    ) throws {
+        self.mesh = mesh
+        self.me = MemberID(config.node.name)
+        self.clock = clock
+        self.logger = logger
+        self.cluster = cluster
+        self.announcements = announcements
+        self.links = links
+        self.stats = stats
+        self.operatorHandler = operatorHandler
+        self.state = StateDirectory(config.stateDirectory)
+        let read = { (path: String) throws -> String in
+            guard let data = FileManager.default.contents(atPath: path) else { throw StartupError(description: "\(config.path): mesh: \(path) cannot be read") }
+            return String(decoding: data, as: UTF8.self)
+        }
+        let names = Set(mesh.members.map(\.name))
+        let certificatePEM = try read(mesh.certificate)
+        do {
+            // Members, and operators (peerctl from a laptop or CI with an operator certificate).
+            tls = try MeshTLS(caPEM: try read(mesh.ca), certificatePEM: certificatePEM, keyPEM: try read(mesh.key)) { who in
+                switch who {
+                case .node(let name): names.contains(name)
+                case .operator: operatorHandler != nil
+                }
+            }
+            certificate = try Certificate(pemEncoded: certificatePEM)
+        } catch {
+            throw StartupError(description: "\(config.path): mesh: \(error)")
+        }
+        guard PeerIdentity(certificate: certificate) == .node(config.node.name) else {
+            throw StartupError(
+                description: "\(config.path): mesh.cert \(mesh.certificate) is not a node certificate for \(config.node.name); issue one with: peerctl cert issue \(config.node.name) --address IP")
+        }
+        var addresses: [MemberID: SocketAddress] = [:]
+        for member in mesh.members {
+            addresses[MemberID(member.name)] = try SocketAddress(ipAddress: member.host, port: member.port)
+        }
+        self.addresses = addresses
+        let members = mesh.members.map { MeshNode.Member(id: MemberID($0.name), address: $0.address, appNode: $0.role == .node) }
+        let me = self.me
+        self.publicAddress = members.contains { $0.id == me && $0.appNode } ? config.node.address : nil
+        // The highest term this node promised survives restarts: terms only grow, so they can fence.
+        let promised: UInt64
+        do {
+            promised = try state.promisedTerm()
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        var seed = SystemRandomNumberGenerator()
+        let node = MeshNode(
+            me: me, members: members, swim: mesh.membership, lease: leaseSettings, promised: promised, seed: seed.next(), now: clock.now())
+        self.node = node
+        cluster.publish(node.state)
+    }
+
+    // MARK: - Running
+
+    func run() async throws {
+        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            // NIO reads datagrams into 2 KiB buffers by default: a full-sync message is bigger, and a truncated
+            // datagram does not authenticate.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: SealedDatagram.maximumSize + 1))
+            .bind(host: mesh.host, port: mesh.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+                }
+            }
+        logger.info(
+            "mesh listening",
+            metadata: ["mesh.listen": "\(mesh.host):\(mesh.port)", "mesh.members": "\(mesh.members.count)", "mesh.profile": "\(mesh.profile)"])
+        try await cancelWhenGracefulShutdown {
+            try await channel.executeThenClose { inbound, outbound in
+                await self.attach(outbound)
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { try await self.listen() }
+                    for member in self.mesh.members where member.name != self.me.name {
+                        group.addTask { await self.keepConnected(to: member) }
+                    }
+                    group.addTask { try await self.tickLoop() }
+                    group.addTask { try await self.announceLoop() }
+                    for try await datagram in inbound {
+                        await self.received(datagram)
+                    }
+                }
+            }
+        }
+    }
+
+    private func attach(_ writer: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>) { outbound = writer }
+
+    /// Ticks the node at its deadlines and no more often: the loop sleeps until the next one, and an event that
+    /// brings it closer wakes it (``deadlinesMayHaveMoved()``).
+    private func tickLoop() async throws {
+        while !Task.isCancelled {
+            await carryOut(node.tick(now: clock.now()))
+            let after = clock.now()
+            let next = node.nextDeadline(now: after)
+            tickSleepsUntil = next
+            await tickWakeup.wait(atMost: next - after, clock: clock)
+            tickSleepsUntil = nil
+        }
+    }
+
+    /// After an event (a datagram, a lost connection): wakes the tick loop if the node now has something to do
+    /// before it planned to look.
+    private func deadlinesMayHaveMoved() {
+        guard let until = tickSleepsUntil, node.nextDeadline(now: clock.now()) < until else { return }
+        tickSleepsUntil = nil
+        tickWakeup.wake()
+    }
+
+    /// Gossips what this node's services announce, with its address and certificate days, whenever they change
+    /// (and hourly, as the certificate's days run down).
+    private func announceLoop() async throws {
+        let wakeup = Wakeup()
+        announcements.watch(wakeup)
+        var nextHourly = clock.now()
+        while !Task.isCancelled {
+            let now = clock.now()
+            if now >= nextHourly {
+                warnIfCertificateExpiresSoon()
+                nextHourly = now + .seconds(3600)
+            }
+            let status = announcements.current.status(address: publicAddress, certificateDaysLeft: ClusterCA.daysLeft(certificate))
+            await carryOut(node.announce(status, now: now))
+            deadlinesMayHaveMoved()
+            await wakeup.wait(atMost: nextHourly - clock.now(), clock: clock)
+        }
+    }
+
+    // MARK: - TLS connections
+
+    private func listen() async throws {
+        try await Mesh.listen(host: mesh.host, port: mesh.port, tls: tls, logger: logger) { connection in
+            if case .operator(let name) = connection.peer {
+                await self.operatorHandler?(connection, name)
+                return
+            }
+            let member = MemberID(connection.peer.name)
+            await self.verified(member, certificate: connection.certificate)
+            try? await connection.channel.executeThenClose { inbound, _ in
+                for try await message in inbound {
+                    self.links.received(message, from: member)
+                }
+            }
+            if !Task.isCancelled { await self.lost(member, why: "its connection to us closed") }
+        }
+    }
+
+    /// Keeps one outbound connection to `member`, redialing with backoff (100 ms up to 2 s).
+    private func keepConnected(to member: PeerConfig.Mesh.Member) async {
+        let id = MemberID(member.name)
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                let connection = try await Mesh.dial(host: member.host, port: member.port, tls: tls)
+                guard connection.peer == .node(member.name) else {
+                    try? await connection.channel.channel.close()
+                    logger.error(
+                        "mesh member answers with another identity",
+                        metadata: ["mesh.member": "\(member.name)", "mesh.address": "\(member.address)", "mesh.identity": "\(connection.peer)"])
+                    try? await clock.sleep(for: .seconds(5))
+                    continue
+                }
+                verified(id, certificate: connection.certificate)
+                backoff = .milliseconds(100)
+                try? await connection.channel.executeThenClose { inbound, outbound in
+                    self.links.opened(outbound, to: id)
+                    defer { self.links.closed(id) }
+                    for try await _ in inbound {}
+                }
+                if Task.isCancelled { return }
+                await lost(id, why: "our connection to it closed")
+            } catch {
+                if Task.isCancelled { return }
+                if Self.isRefusal(error) {
+                    await lost(id, why: "connection refused")
+                } else {
+                    logger.debug("mesh dial failed", metadata: ["mesh.member": "\(member.name)", "error": "\(error)"])
+                }
+            }
+            try? await clock.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+        }
+    }
+
+    private func verified(_ member: MemberID, certificate: Certificate) {
+        guard keys[member] == nil else { return }
+        do {
+            keys[member] = try SealedDatagram.pairKey(tls: tls, myName: me.name, peerName: member.name, peer: certificate)
+            logger.debug("mesh member verified", metadata: ["mesh.member": "\(member)"])
+        } catch {
+            logger.error("cannot derive the datagram key for a member", metadata: ["mesh.member": "\(member)", "error": "\(error)"])
+        }
+    }
+
+    private func lost(_ member: MemberID, why: String) async {
+        logger.debug("mesh connection lost", metadata: ["mesh.member": "\(member)", "reason": "\(why)"])
+        await carryOut(node.connectionLost(to: member, now: clock.now()))
+        deadlinesMayHaveMoved()
+    }
+
+    static func isRefusal(_ error: any Error) -> Bool {
+        if let io = error as? IOError { return io.errnoCode == ECONNREFUSED || io.errnoCode == ECONNRESET }
+        if let connection = error as? NIOConnectionError {
+            return connection.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
+        }
+        return "\(error)".contains("refused")
+    }
+
+    // MARK: - Datagrams
+
+    private func received(_ datagram: AddressedEnvelope<ByteBuffer>) async {
+        stats.count {
+            $0.datagramsReceived += 1
+            $0.bytesReceived += datagram.data.readableBytes
+        }
+        let message: MeshNode.Datagram
+        let from: MemberID
+        do {
+            from = MemberID(try SealedDatagram.sender(of: datagram.data))
+            guard let key = keys[from] else { throw SealedDatagram.Failure.unknownSender(from.name) }
+            message = try decoder.decode(MeshNode.Datagram.self, from: try SealedDatagram.open(datagram.data, key: key))
+        } catch {
+            stats.count { $0.datagramsDropped += 1 }
+            logger.trace("datagram dropped", metadata: ["mesh.remote": "\(datagram.remoteAddress)", "reason": "\(error)"])
+            return
+        }
+        await carryOut(node.receive(message, from: from, now: clock.now()))
+        let measured = node.swim.measurements
+        stats.measured(lastSeen: measured.lastSeen, rtt: measured.rtt)
+        deadlinesMayHaveMoved()
+    }
+
+    private func carryOut(_ directives: [MeshNode.Directive]) async {
+        var persistFailed = false
+        for directive in directives {
+            switch directive {
+            case .persistTerm(let term):
+                do {
+                    try state.writePromisedTerm(term)
+                } catch {
+                    // Not persisted, not promised: no lease message of this batch leaves.
+                    logger.error("cannot persist the lease term; not answering", metadata: ["error": "\(error)"])
+                    persistFailed = true
+                }
+            case .send(let datagram, let to):
+                if case .lease = datagram, persistFailed { continue }
+                await send(datagram, to: to)
+            case .memberChanged(let state, let previous):
+                log(state, previous: previous)
+            case .leadership(let term):
+                if let term {
+                    logger.info("this node leads", metadata: ["lease.term": "\(term)"])
+                } else {
+                    logger.info("this node no longer leads")
+                }
+            case .publish(let state):
+                cluster.publish(state)
+            }
+        }
+    }
+
+    private func send(_ message: MeshNode.Datagram, to: MemberID) async {
+        guard let key = keys[to], let address = addresses[to], let outbound else { return }
+        do {
+            let sealed = try SealedDatagram.seal(try encoder.encode(message), from: me.name, key: key)
+            stats.count {
+                $0.datagramsSent += 1
+                $0.bytesSent += sealed.readableBytes
+            }
+            try await outbound.write(AddressedEnvelope(remoteAddress: address, data: sealed))
+        } catch {
+            logger.debug("datagram not sent", metadata: ["mesh.member": "\(to)", "error": "\(error)"])
+        }
+    }
+
+    private func log(_ state: ClusterState.Member, previous: ClusterState.Member) {
+        var metadata: Logger.Metadata = [
+            "member.name": "\(state.id)", "member.status": "\(state.status)", "member.previous": "\(previous.status)",
+            "member.incarnation": "\(state.incarnation)",
+        ]
+        if let healthy = state.app.healthy { metadata["member.app_healthy"] = "\(healthy)" }
+        if let image = state.app.image { metadata["member.image"] = "\(image)" }
+        if state.id == me {
+            logger.debug("this node's state changed", metadata: metadata)
+        } else if state.status != previous.status {
+            logger.info("member \(state.status)", metadata: metadata)
+        } else {
+            logger.info("member app changed", metadata: metadata)
+        }
+    }
+
+    private func warnIfCertificateExpiresSoon() {
+        let days = ClusterCA.daysLeft(certificate)
+        guard days <= 30 else { return }
+        logger.warning(
+            "this node's mesh certificate expires soon: renew it with peerctl cert issue",
+            metadata: ["cert.days_left": "\(days)", "cert.file": "\(mesh.certificate)"])
+    }
+}
