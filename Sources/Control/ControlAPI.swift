@@ -30,7 +30,10 @@ public enum ControlAPI {
             public var outcome: String
             public var failure: String?
 
-            public init(id: String, kind: String, image: String, previousImage: String? = nil, requestedBy: String, order: [String], outcome: String, failure: String? = nil) {
+            public init(
+                id: String, kind: String, image: String, previousImage: String? = nil, requestedBy: String, order: [String], outcome: String,
+                failure: String? = nil
+            ) {
                 self.id = id
                 self.kind = kind
                 self.image = image
@@ -59,7 +62,10 @@ public enum ControlAPI {
             /// The first 16 hex digits of the origin certificate its nginx serves.
             public var originFingerprint: String?
 
-            public init(name: String, address: String, status: String, incarnation: UInt64, appHealthy: Bool? = nil, image: String? = nil, isSelf: Bool, lastSeenMsAgo: Int? = nil, rttMs: Double? = nil, rolloutPhase: String? = nil, originFingerprint: String? = nil) {
+            public init(
+                name: String, address: String, status: String, incarnation: UInt64, appHealthy: Bool? = nil, image: String? = nil, isSelf: Bool,
+                lastSeenMsAgo: Int? = nil, rttMs: Double? = nil, rolloutPhase: String? = nil, originFingerprint: String? = nil
+            ) {
                 self.name = name
                 self.address = address
                 self.status = status
@@ -74,7 +80,10 @@ public enum ControlAPI {
             }
         }
 
-        public init(node: String, profile: String? = nil, members: [Member], datagramsSent: Int, bytesSent: Int, datagramsReceived: Int, bytesReceived: Int, datagramsDropped: Int, rollout: Rollout? = nil) {
+        public init(
+            node: String, profile: String? = nil, members: [Member], datagramsSent: Int, bytesSent: Int, datagramsReceived: Int, bytesReceived: Int,
+            datagramsDropped: Int, rollout: Rollout? = nil
+        ) {
             self.node = node
             self.profile = profile
             self.members = members
@@ -101,7 +110,10 @@ public enum ControlAPI {
         /// The highest term this node has promised (persisted).
         public var promisedTerm: UInt64
 
-        public init(node: String, leader: String? = nil, term: UInt64? = nil, thisNodeLeads: Bool, leaseRemainingMs: Int? = nil, voters: [String], majority: Int, promisedTerm: UInt64) {
+        public init(
+            node: String, leader: String? = nil, term: UInt64? = nil, thisNodeLeads: Bool, leaseRemainingMs: Int? = nil, voters: [String],
+            majority: Int, promisedTerm: UInt64
+        ) {
             self.node = node
             self.leader = leader
             self.term = term
@@ -194,7 +206,9 @@ public enum ControlAPI {
         /// off, optional or on (Authenticated Origin Pulls).
         public var originPulls: String
 
-        public init(fingerprint: String, names: [String], issuer: String, notValidAfter: Date, daysLeft: Int, setAt: Date, listen: String, originPulls: String) {
+        public init(
+            fingerprint: String, names: [String], issuer: String, notValidAfter: Date, daysLeft: Int, setAt: Date, listen: String, originPulls: String
+        ) {
             self.fingerprint = fingerprint
             self.names = names
             self.issuer = issuer
@@ -262,7 +276,11 @@ public enum ControlAPI {
             }
         }
 
-        public init(node: String, address: String, app: String, serving: AppInstance? = nil, servingSince: Date? = nil, previousImage: String? = nil, deploying: NodeState.InProgress? = nil, lastDeploy: DeployRecord? = nil, starting: String? = nil, nginx: Nginx, docker: Docker, peerd: Peerd, originCertificate: OriginTLS? = nil) {
+        public init(
+            node: String, address: String, app: String, serving: AppInstance? = nil, servingSince: Date? = nil, previousImage: String? = nil,
+            deploying: NodeState.InProgress? = nil, lastDeploy: DeployRecord? = nil, starting: String? = nil, nginx: Nginx, docker: Docker,
+            peerd: Peerd, originCertificate: OriginTLS? = nil
+        ) {
             self.node = node
             self.address = address
             self.app = app

@@ -74,8 +74,10 @@ public struct ControlClient: Sendable {
         var request = try self.request("/v1/tls")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(
-            ControlAPI.TLSRequest(certificatePEM: pair.certificatePEM, keyPEM: pair.keyPEM, requestedBy: requestedBy))))
+        request.body = .bytes(
+            ByteBuffer(
+                bytes: try ControlAPI.encoder.encode(
+                    ControlAPI.TLSRequest(certificatePEM: pair.certificatePEM, keyPEM: pair.keyPEM, requestedBy: requestedBy))))
         let response = try await execute(request, timeout: .seconds(60))
         let body = try await response.body.collect(upTo: 1 << 20)
         guard response.status == .ok else {
@@ -106,7 +108,8 @@ public struct ControlClient: Sendable {
         } catch {
             let reason = FileManager.default.fileExists(atPath: socketPath) ? "\(error)" : "no such socket"
             throw Failure(
-                description: "cannot reach peerd at \(socketPath) (\(reason)); is it running? (systemctl status peerd; as root; or pass --config / --socket)")
+                description:
+                    "cannot reach peerd at \(socketPath) (\(reason)); is it running? (systemctl status peerd; as root; or pass --config / --socket)")
         }
     }
 

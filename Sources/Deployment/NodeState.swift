@@ -65,7 +65,10 @@ public struct DeployRecord: Codable, Sendable, Hashable {
         }
     }
 
-    public init(id: String, kind: Kind, image: String, previousImage: String? = nil, generation: Int, result: Result, reason: String? = nil, evidence: String? = nil, warnings: [String], startedAt: Date, servingAfterMs: Int64? = nil, durationMs: Int64, steps: [StepTiming]) {
+    public init(
+        id: String, kind: Kind, image: String, previousImage: String? = nil, generation: Int, result: Result, reason: String? = nil,
+        evidence: String? = nil, warnings: [String], startedAt: Date, servingAfterMs: Int64? = nil, durationMs: Int64, steps: [StepTiming]
+    ) {
         self.id = id
         self.kind = kind
         self.image = image

@@ -164,8 +164,11 @@ public struct Lease: Sendable {
     public func describe(now: Instant) -> String {
         let g = grant.map { "grant \($0.to)#\($0.term) for \(($0.until - now).compactDescription)" } ?? "no grant"
         switch role {
-        case .follower(let next): return "follower (next campaign in \(next.map { ($0 - now).compactDescription } ?? "-")), \(g), promised \(promised), quiet \(now < quietUntil)"
-        case .candidate(let t, let a, let sent, let grants): return "candidate #\(t) attempt \(a) sent \((now - sent).compactDescription) ago, grants \(grants.sorted()), \(g)"
+        case .follower(let next):
+            return
+                "follower (next campaign in \(next.map { ($0 - now).compactDescription } ?? "-")), \(g), promised \(promised), quiet \(now < quietUntil)"
+        case .candidate(let t, let a, let sent, let grants):
+            return "candidate #\(t) attempt \(a) sent \((now - sent).compactDescription) ago, grants \(grants.sorted()), \(g)"
         case .leader(let t, let until, _, _): return "leader #\(t) for \((until - now).compactDescription), \(g)"
         }
     }
@@ -190,7 +193,8 @@ public struct Lease: Sendable {
                 attempt += 1
                 var grants: Set<MemberID> = []
                 if vote(for: me, term: renewTerm, now: now, into: &directives) { grants.insert(me) }
-                role = .leader(term: term, validUntil: validUntil, renewing: (attempt, renewTerm, now, grants), nextRenew: now + settings.renewInterval)
+                role = .leader(
+                    term: term, validUntil: validUntil, renewing: (attempt, renewTerm, now, grants), nextRenew: now + settings.renewInterval)
                 for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: renewTerm, attempt: attempt))) }
                 checkRenewal(now: now, into: &directives)
             }
@@ -257,8 +261,8 @@ public struct Lease: Sendable {
                 let holder = grant.flatMap { now < $0.until ? $0.to : nil }
                 directives.append(.send(to: from, .reject(term: term, attempt: attempt, promised: promised, holder: holder)))
             }
-            // Someone else campaigns for a higher term while we lead: our voters may follow it once our lease is
-            // over; nothing to do until then (our lease still holds by construction).
+        // Someone else campaigns for a higher term while we lead: our voters may follow it once our lease is
+        // over; nothing to do until then (our lease still holds by construction).
 
         case .grant(let term, let attempt):
             switch role {

@@ -10,7 +10,7 @@ import PeerCore
 import PeerFiles
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The real front proxy: one nginx server block peer owns, switched by atomic rewrite → `nginx -t` → SIGHUP.
@@ -93,7 +93,9 @@ public actor NginxProxy: FrontProxy {
         if let lastRouted {
             instance = lastRouted
         } else {
-            instance = FileManager.default.contents(atPath: settings.sitePath).flatMap { NginxSite.parseInstance(String(decoding: $0, as: UTF8.self)) }
+            instance = FileManager.default.contents(atPath: settings.sitePath).flatMap {
+                NginxSite.parseInstance(String(decoding: $0, as: UTF8.self))
+            }
         }
         let previousTLS = self.tls
         // Requests on old workers finish: the drain of a swap under way also waits for these.
@@ -108,7 +110,9 @@ public actor NginxProxy: FrontProxy {
             do {
                 let presented = try await Self.presentedCertificate(host: host, port: port, serverName: serverName)
                 if presented == fingerprint {
-                    logger.info("nginx serves the origin certificate", metadata: ["nginx.tls_listen": "\(tls.listen)", "tls.fingerprint": "\(fingerprint.prefix(16))"])
+                    logger.info(
+                        "nginx serves the origin certificate",
+                        metadata: ["nginx.tls_listen": "\(tls.listen)", "tls.fingerprint": "\(fingerprint.prefix(16))"])
                     return
                 }
                 seen = "certificate \(presented.prefix(16))…"

@@ -86,7 +86,9 @@ public struct NginxSite: Sendable, Hashable {
             "# \(customInclude ?? "(no custom include configured: set nginx.custom_include)").",
         ]
         if let instance {
-            lines.append("\(Self.routeMarker) generation=\(instance.generation) port=\(instance.hostPort) container=\(instance.containerName) image=\(instance.image)")
+            lines.append(
+                "\(Self.routeMarker) generation=\(instance.generation) port=\(instance.hostPort) container=\(instance.containerName) image=\(instance.image)"
+            )
             lines += [
                 "upstream \(upstreamName) {",
                 "    server 127.0.0.1:\(instance.hostPort) max_fails=0;",

@@ -71,7 +71,9 @@ public enum OriginCertificate {
         }
         guard now < certificate.notValidAfter else {
             throw Rejected(
-                description: "the certificate expired on \(Self.format(certificate.notValidAfter)); create a new one (Cloudflare dashboard: SSL/TLS › Origin Server)")
+                description:
+                    "the certificate expired on \(Self.format(certificate.notValidAfter)); create a new one (Cloudflare dashboard: SSL/TLS › Origin Server)"
+            )
         }
         guard covers(info.names, hostname: hostname) else {
             let names = info.names.isEmpty ? "no DNS names" : info.names.joined(separator: ", ")

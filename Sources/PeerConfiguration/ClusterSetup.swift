@@ -111,7 +111,8 @@ public enum ClusterSetup {
                 root = .mapping(mapping)
             }
         }
-        let header = "# peer node config for \(name), made by `peerctl node add` from the config of the node that issued it.\n# Every key: docs/configuration.md.\n"
+        let header =
+            "# peer node config for \(name), made by `peerctl node add` from the config of the node that issued it.\n# Every key: docs/configuration.md.\n"
         let member = "    - name: \(name)\n      address: \(meshListen)" + (witness ? "\n      role: witness" : "")
         return (header + (try Yams.serialize(node: root)), member)
     }

@@ -79,7 +79,8 @@ struct Section {
     func int(_ child: String, required: Bool = false, range: ClosedRange<Int>) throws(ConfigError) -> Int? {
         guard let text = try string(child, required: required) else { return nil }
         guard let number = Int(text), range.contains(number) else {
-            throw error(child, problem: "\"\(text)\" is not a whole number from \(range.lowerBound) to \(range.upperBound)", fix: "e.g. \(child): 8080")
+            throw error(
+                child, problem: "\"\(text)\" is not a whole number from \(range.lowerBound) to \(range.upperBound)", fix: "e.g. \(child): 8080")
         }
         return number
     }

@@ -37,9 +37,12 @@ extension PeerConfig {
         let nodeSection = try top.section("node", required: true)!
         try nodeSection.allowOnly(["name", "address"])
         let nodeName = try nodeSection.string("name", required: true)!
-        try nodeSection.check("name", nodeName, isValidPeerName(nodeName), "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit", fix: "e.g. web-1")
+        try nodeSection.check(
+            "name", nodeName, isValidPeerName(nodeName), "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit",
+            fix: "e.g. web-1")
         let address = try nodeSection.string("address", required: true)!
-        try nodeSection.check("address", address, Self.isIPAddress(address), "is not an IPv4 or IPv6 address", fix: "the public address of this VPS, e.g. 203.0.113.10")
+        try nodeSection.check(
+            "address", address, Self.isIPAddress(address), "is not an IPv4 or IPv6 address", fix: "the public address of this VPS, e.g. 203.0.113.10")
 
         let mesh = try top.section("mesh").map { section throws(ConfigError) in try Self.mesh(section, node: nodeName) }
         // A witness votes for the leader and runs no app: it needs no app: or nginx: section.
@@ -61,7 +64,9 @@ extension PeerConfig {
         let healthSection = try appSection.section("health")
         try healthSection?.allowOnly(["path", "timeout", "interval", "request_timeout"])
         let healthPath = try healthSection?.string("path") ?? "/health"
-        try healthSection?.check("path", healthPath, healthPath.hasPrefix("/") && !healthPath.contains(where: \.isWhitespace), "must start with / and hold no spaces", fix: "e.g. /health")
+        try healthSection?.check(
+            "path", healthPath, healthPath.hasPrefix("/") && !healthPath.contains(where: \.isWhitespace), "must start with / and hold no spaces",
+            fix: "e.g. /health")
         let health = Health(
             path: healthPath,
             timeout: try healthSection?.duration("timeout", min: .milliseconds(100)) ?? .seconds(60),
@@ -82,10 +87,13 @@ extension PeerConfig {
             throw appSection.error("volumes", problem: "\"\(volume)\" is not SOURCE:TARGET[:ro]", fix: "e.g. /srv/shop/data:/data")
         }
         let restart = try appSection.string("restart") ?? "unless-stopped"
-        try appSection.check("restart", restart, ["no", "always", "unless-stopped", "on-failure"].contains(restart), "must be one of no, always, unless-stopped, on-failure", fix: "unless-stopped keeps the app up across reboots")
+        try appSection.check(
+            "restart", restart, ["no", "always", "unless-stopped", "on-failure"].contains(restart),
+            "must be one of no, always, unless-stopped, on-failure", fix: "unless-stopped keeps the app up across reboots")
         let labels = try appSection.stringMap("labels")
         if let reserved = labels.keys.first(where: { $0.hasPrefix("dev.peer.") }) {
-            throw appSection.error("labels.\(reserved)", problem: "the dev.peer. prefix is reserved for peer's own labels", fix: "choose another label key")
+            throw appSection.error(
+                "labels.\(reserved)", problem: "the dev.peer. prefix is reserved for peer's own labels", fix: "choose another label key")
         }
         let app = App(
             name: appName, image: image, port: port, health: health, env: env, envFile: envFile, volumes: volumes,
@@ -99,7 +107,9 @@ extension PeerConfig {
             let server = try entry.string("server", required: true)!
             let username = try entry.string("username", required: true)!
             guard ["password", "password_env", "password_file"].filter({ entry.value($0) != nil }).count == 1 else {
-                throw entry.error("", problem: "needs exactly one of password, password_env, password_file", fix: "password_file: /etc/peer/registry-token (mode 0600) keeps the secret out of this file")
+                throw entry.error(
+                    "", problem: "needs exactly one of password, password_env, password_file",
+                    fix: "password_file: /etc/peer/registry-token (mode 0600) keeps the secret out of this file")
             }
             let secret = try Self.secret(entry, "password", path: path, environment: environment, required: true)!
             registries.append(Registry(server: server, username: username, password: secret))
@@ -111,7 +121,9 @@ extension PeerConfig {
         let listen = try nginxSection.string("listen") ?? "80"
         try nginxSection.check("listen", listen, Self.isListen(listen), "must be PORT, ADDRESS:PORT or [IPv6]:PORT", fix: "e.g. 80 or 127.0.0.2:8080")
         let serverName = try nginxSection.string("server_name", required: true)!
-        try nginxSection.check("server_name", serverName, !serverName.contains(";") && !serverName.contains("{") && !serverName.isEmpty, "must be host names separated by spaces", fix: "e.g. shop.example.com")
+        try nginxSection.check(
+            "server_name", serverName, !serverName.contains(";") && !serverName.contains("{") && !serverName.isEmpty,
+            "must be host names separated by spaces", fix: "e.g. shop.example.com")
         var nginx = Nginx(
             site: try nginxSection.string("site") ?? "/etc/nginx/conf.d/peer-\(appName).conf",
             listen: listen, serverName: serverName,
@@ -126,20 +138,29 @@ extension PeerConfig {
             try section.check("listen", tls.listen, Self.isListen(tls.listen), "must be PORT, ADDRESS:PORT or [IPv6]:PORT", fix: "e.g. 443")
             try section.check("listen", tls.listen, tls.listen != listen, "is also nginx.listen", fix: "HTTPS needs its own port, e.g. 443")
             if let hostname = try section.string("hostname") {
-                try section.check("hostname", hostname, hostname.range(of: "^[A-Za-z0-9*]([-A-Za-z0-9.]*[A-Za-z0-9])?$", options: .regularExpression) != nil && hostname.contains("."), "is not a host name", fix: "the name Cloudflare proxies, e.g. shop.example.com")
+                try section.check(
+                    "hostname", hostname,
+                    hostname.range(of: "^[A-Za-z0-9*]([-A-Za-z0-9.]*[A-Za-z0-9])?$", options: .regularExpression) != nil && hostname.contains("."),
+                    "is not a host name", fix: "the name Cloudflare proxies, e.g. shop.example.com")
                 tls.hostname = hostname
             }
             let pulls = try section.string("origin_pulls") ?? "off"
             guard let originPulls = NginxSite.TLS.OriginPulls(rawValue: pulls) else {
-                throw section.error("origin_pulls", problem: "\"\(pulls)\" must be off, optional or on", fix: "optional while you turn on Authenticated Origin Pulls at Cloudflare, then on")
+                throw section.error(
+                    "origin_pulls", problem: "\"\(pulls)\" must be off, optional or on",
+                    fix: "optional while you turn on Authenticated Origin Pulls at Cloudflare, then on")
             }
             tls.originPulls = originPulls
             tls.originPullCA = try section.string("origin_pull_ca")
             if originPulls != .off {
                 guard let ca = tls.originPullCA else {
-                    throw section.error("origin_pull_ca", problem: "is missing (origin_pulls is \(pulls))", fix: "download https://developers.cloudflare.com/ssl/static/authenticated_origin_pull_ca.pem to /etc/peer/ and name it here")
+                    throw section.error(
+                        "origin_pull_ca", problem: "is missing (origin_pulls is \(pulls))",
+                        fix: "download https://developers.cloudflare.com/ssl/static/authenticated_origin_pull_ca.pem to /etc/peer/ and name it here")
                 }
-                try section.check("origin_pull_ca", ca, FileManager.default.isReadableFile(atPath: ca), "cannot be read", fix: "download https://developers.cloudflare.com/ssl/static/authenticated_origin_pull_ca.pem to that path")
+                try section.check(
+                    "origin_pull_ca", ca, FileManager.default.isReadableFile(atPath: ca), "cannot be read",
+                    fix: "download https://developers.cloudflare.com/ssl/static/authenticated_origin_pull_ca.pem to that path")
             }
             nginx.tls = tls
         }
@@ -152,16 +173,23 @@ extension PeerConfig {
         var dns: DNS?
         if let section = try top.section("dns") {
             guard mesh != nil else {
-                throw section.error("", problem: "needs a mesh: section", fix: "DNS failover is done by the cluster's leader; configure the mesh first")
+                throw section.error(
+                    "", problem: "needs a mesh: section", fix: "DNS failover is done by the cluster's leader; configure the mesh first")
             }
-            try section.allowOnly(["provider", "api_base", "zone", "name", "token", "token_env", "token_file", "proxied", "ttl", "hold_down", "refresh"])
+            try section.allowOnly([
+                "provider", "api_base", "zone", "name", "token", "token_env", "token_file", "proxied", "ttl", "hold_down", "refresh",
+            ])
             let provider = try section.string("provider") ?? "cloudflare"
             try section.check("provider", provider, provider == "cloudflare", "must be cloudflare", fix: "cloudflare is the only provider so far")
             let zone = try section.string("zone", required: true)!
             let name = try section.string("name", required: true)!
-            try section.check("name", name, name.lowercased() == zone.lowercased() || name.lowercased().hasSuffix("." + zone.lowercased()), "is not in zone \(zone)", fix: "the app's host name, e.g. shop.\(zone)")
+            try section.check(
+                "name", name, name.lowercased() == zone.lowercased() || name.lowercased().hasSuffix("." + zone.lowercased()),
+                "is not in zone \(zone)", fix: "the app's host name, e.g. shop.\(zone)")
             let apiBase = try section.string("api_base") ?? "https://api.cloudflare.com/client/v4"
-            try section.check("api_base", apiBase, apiBase.hasPrefix("https://") || apiBase.hasPrefix("http://127.") || apiBase.hasPrefix("http://localhost"), "must be https:// (plain http only to a local stand-in)", fix: "leave it out for the real API")
+            try section.check(
+                "api_base", apiBase, apiBase.hasPrefix("https://") || apiBase.hasPrefix("http://127.") || apiBase.hasPrefix("http://localhost"),
+                "must be https:// (plain http only to a local stand-in)", fix: "leave it out for the real API")
             let ttl = try section.int("ttl", range: 1...86400) ?? 1
             try section.check("ttl", "\(ttl)", ttl == 1 || ttl >= 60, "must be 1 (automatic) or 60–86400", fix: "1")
             dns = DNS(
@@ -178,8 +206,12 @@ extension PeerConfig {
             if let s = try section.section("ntfy") {
                 try s.allowOnly(["server", "topic", "token", "token_env", "token_file"])
                 let topic = try s.string("topic", required: true)!
-                try s.check("topic", topic, topic.range(of: "^[-_A-Za-z0-9]{1,64}$", options: .regularExpression) != nil, "must be 1–64 letters, digits, - or _", fix: "a long random topic: it works like a password")
-                n.ntfy = .init(server: try s.string("server") ?? "https://ntfy.sh", topic: topic, token: try Self.secret(s, "token", path: path, environment: environment, required: false))
+                try s.check(
+                    "topic", topic, topic.range(of: "^[-_A-Za-z0-9]{1,64}$", options: .regularExpression) != nil,
+                    "must be 1–64 letters, digits, - or _", fix: "a long random topic: it works like a password")
+                n.ntfy = .init(
+                    server: try s.string("server") ?? "https://ntfy.sh", topic: topic,
+                    token: try Self.secret(s, "token", path: path, environment: environment, required: false))
             }
             if let s = try section.section("pushover") {
                 try s.allowOnly(["endpoint", "token", "token_env", "token_file", "user", "user_env", "user_file"])
@@ -209,7 +241,9 @@ extension PeerConfig {
                 config.metrics = nil
             } else if let listen = try section.string("listen") {
                 guard let (host, port) = Self.hostPort(listen) else {
-                    throw section.error("listen", problem: "\"\(listen)\" is not ADDRESS:PORT with an IP address", fix: "e.g. 127.0.0.1:9464 (loopback: scrape it through an SSH tunnel or a local agent)")
+                    throw section.error(
+                        "listen", problem: "\"\(listen)\" is not ADDRESS:PORT with an IP address",
+                        fix: "e.g. 127.0.0.1:9464 (loopback: scrape it through an SSH tunnel or a local agent)")
                 }
                 config.metrics = Metrics(host: host, port: port)
             }
@@ -218,12 +252,17 @@ extension PeerConfig {
             try section.allowOnly(["order", "settle", "node_timeout", "parallel", "down_nodes"])
             let downText = try section.string("down_nodes") ?? "wait"
             guard let downNodes = RolloutSettings.DownNodes(rawValue: downText) else {
-                throw section.error("down_nodes", problem: "must be wait or skip", fix: "wait: the rollout waits node_timeout for a node that is down, then fails and is undone; skip: it goes on and the node catches up when back")
+                throw section.error(
+                    "down_nodes", problem: "must be wait or skip",
+                    fix:
+                        "wait: the rollout waits node_timeout for a node that is down, then fails and is undone; skip: it goes on and the node catches up when back"
+                )
             }
             let order = try section.stringList("order")
             if let mesh {
                 for name in order where !mesh.members.contains(where: { $0.name == name && $0.role == .node }) {
-                    throw section.error("order", problem: "\(name) is not an app node of mesh.members", fix: "list node names from mesh.members (not witnesses)")
+                    throw section.error(
+                        "order", problem: "\(name) is not an app node of mesh.members", fix: "list node names from mesh.members (not witnesses)")
                 }
             }
             config.rollout = RolloutSettings(
@@ -243,7 +282,8 @@ extension PeerConfig {
     }
 
     /// `KEY`, `KEY_env` or `KEY_file` (exactly one): inline only in a file others cannot read.
-    static func secret(_ section: Section, _ key: String, path: String, environment: [String: String], required: Bool) throws(ConfigError) -> Secret? {
+    static func secret(_ section: Section, _ key: String, path: String, environment: [String: String], required: Bool) throws(ConfigError) -> Secret?
+    {
         let options = try [
             section.string(key).map(Secret.inline), section.string(key + "_env").map(Secret.environment),
             section.string(key + "_file").map(Secret.file),
@@ -252,17 +292,23 @@ extension PeerConfig {
             throw section.error(key, problem: "is given more than once (\(key), \(key)_env, \(key)_file)", fix: "keep one")
         }
         guard let secret = options.first else {
-            if required { throw section.error(key, problem: "is missing", fix: "set \(key)_file: (a 0600 file) or \(key)_env: (an environment variable of peerd)") }
+            if required {
+                throw section.error(
+                    key, problem: "is missing", fix: "set \(key)_file: (a 0600 file) or \(key)_env: (an environment variable of peerd)")
+            }
             return nil
         }
         switch secret {
         case .inline:
             if let mode = Self.mode(of: path), mode & 0o077 != 0 {
-                throw section.error(key, problem: "is a secret in a file others can read (mode \(String(mode, radix: 8)))", fix: "chmod 600 \(path), or use \(key)_file / \(key)_env")
+                throw section.error(
+                    key, problem: "is a secret in a file others can read (mode \(String(mode, radix: 8)))",
+                    fix: "chmod 600 \(path), or use \(key)_file / \(key)_env")
             }
         case .environment(let name):
             if environment[name] == nil {
-                throw section.error(key + "_env", problem: "names $\(name), which is not set", fix: "set it in peerd's environment (systemd: EnvironmentFile=)")
+                throw section.error(
+                    key + "_env", problem: "names $\(name), which is not set", fix: "set it in peerd's environment (systemd: EnvironmentFile=)")
             }
         case .file(let file):
             if !FileManager.default.isReadableFile(atPath: file) {

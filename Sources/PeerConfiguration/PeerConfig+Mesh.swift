@@ -7,18 +7,23 @@ extension PeerConfig {
         try section.allowOnly(["listen", "ca", "cert", "key", "members", "profile", "membership"])
         let listen = try section.string("listen", required: true)!
         guard let (host, port) = Self.hostPort(listen) else {
-            throw section.error("listen", problem: "\"\(listen)\" is not ADDRESS:PORT with an IP address", fix: "e.g. 10.0.0.5:7946 or [2001:db8::5]:7946")
+            throw section.error(
+                "listen", problem: "\"\(listen)\" is not ADDRESS:PORT with an IP address", fix: "e.g. 10.0.0.5:7946 or [2001:db8::5]:7946")
         }
         var files: [String: String] = [:]
         for key in ["ca", "cert", "key"] {
             let file = try section.string(key, required: true)!
             guard FileManager.default.isReadableFile(atPath: file) else {
-                throw section.error(key, problem: "\(file) cannot be read", fix: key == "ca" ? "copy the cluster CA certificate there (peerctl ca init)" : "issue it with: peerctl cert issue \(node) --address IP")
+                throw section.error(
+                    key, problem: "\(file) cannot be read",
+                    fix: key == "ca"
+                        ? "copy the cluster CA certificate there (peerctl ca init)" : "issue it with: peerctl cert issue \(node) --address IP")
             }
             files[key] = file
         }
         if let mode = Self.mode(of: files["key"]!), mode & 0o077 != 0 {
-            throw section.error("key", problem: "is a private key others can read (mode \(String(mode, radix: 8)))", fix: "chmod 600 \(files["key"]!)")
+            throw section.error(
+                "key", problem: "is a private key others can read (mode \(String(mode, radix: 8)))", fix: "chmod 600 \(files["key"]!)")
         }
         var members: [Mesh.Member] = []
         for entry in try section.sectionList("members") {
@@ -27,19 +32,23 @@ extension PeerConfig {
             try entry.check("name", name, isValidPeerName(name), "must be 1-63 lowercase letters, digits or '-'", fix: "the member's node.name")
             let address = try entry.string("address", required: true)!
             guard let (h, p) = Self.hostPort(address) else {
-                throw entry.error("address", problem: "\"\(address)\" is not ADDRESS:PORT with an IP address", fix: "the member's mesh.listen, e.g. 10.0.0.6:7946")
+                throw entry.error(
+                    "address", problem: "\"\(address)\" is not ADDRESS:PORT with an IP address", fix: "the member's mesh.listen, e.g. 10.0.0.6:7946")
             }
             guard !members.contains(where: { $0.name == name }) else {
                 throw entry.error("name", problem: "\(name) is listed twice", fix: "list each member once")
             }
             let roleText = try entry.string("role") ?? "node"
             guard let role = Mesh.Member.Role(rawValue: roleText) else {
-                throw entry.error("role", problem: "must be node or witness", fix: "witness: votes for the leader, runs no app (for two-node clusters)")
+                throw entry.error(
+                    "role", problem: "must be node or witness", fix: "witness: votes for the leader, runs no app (for two-node clusters)")
             }
             members.append(Mesh.Member(name: name, host: h, port: p, role: role))
         }
         guard members.contains(where: { $0.name == node }) else {
-            throw section.error("members", problem: "does not list this node (\(node))", fix: "list every member, this one included, with the same list on every node")
+            throw section.error(
+                "members", problem: "does not list this node (\(node))", fix: "list every member, this one included, with the same list on every node"
+            )
         }
         let profile = try section.string("profile") ?? "lan"
         var settings: SWIMSettings

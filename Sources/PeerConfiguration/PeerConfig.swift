@@ -72,7 +72,9 @@ public struct PeerConfig: Sendable, Hashable {
         /// The host name an origin certificate must cover, or nil when none is configured.
         public var tlsHostname: String? {
             if let hostname = tls.hostname { return hostname }
-            guard let first = serverName.split(separator: " ").first.map(String.init), first != "_", !first.contains("*"), first.contains(".") else { return nil }
+            guard let first = serverName.split(separator: " ").first.map(String.init), first != "_", !first.contains("*"), first.contains(".") else {
+                return nil
+            }
             return first
         }
     }

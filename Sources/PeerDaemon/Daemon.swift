@@ -47,14 +47,17 @@ public enum Daemon {
         let stats = MeshStats()
 
         let backends = try notifiers(config)
-        let notices = config.mesh == nil || backends.isEmpty
+        let notices =
+            config.mesh == nil || backends.isEmpty
             ? nil : NoticeDispatcher(backends: backends, http: http, logger: logger) { cluster.current.fence(now: clock.now()) != nil }
 
         // On a mesh, peerctl deploy rolls across the cluster (witnesses run no app and take no part).
-        let rollouts = config.mesh == nil || config.isWitness
+        let rollouts =
+            config.mesh == nil || config.isWitness
             ? nil : RolloutService(config: config, engine: engine, cluster: cluster, announcements: announcements, clock: clock, logger: logger)
         // The origin certificate (HTTPS at nginx), on every node that runs nginx.
-        let origin = config.isWitness
+        let origin =
+            config.isWitness
             ? nil
             : OriginTLSService(
                 config: config, nginx: nginx,
@@ -65,25 +68,29 @@ public enum Daemon {
 
         if let mesh = config.mesh {
             let gateway = OperatorGateway(control: control, logger: logger)
-            services.append(try MeshService(
-                config: config, mesh: mesh, clock: clock, cluster: cluster, announcements: announcements, links: links, stats: stats,
-                logger: logger, operatorHandler: { connection, name in await gateway.serve(connection, operator: name) }))
+            services.append(
+                try MeshService(
+                    config: config, mesh: mesh, clock: clock, cluster: cluster, announcements: announcements, links: links, stats: stats,
+                    logger: logger, operatorHandler: { connection, name in await gateway.serve(connection, operator: name) }))
             services.append(AppAnnouncer(engine: engine, rollouts: rollouts, announcements: announcements, clock: clock, logger: logger))
             if let notices {
                 services.append(NoticeService(dispatcher: notices))
                 services.append(LeaderNoticeService(cluster: cluster, dispatcher: notices, clock: clock))
             }
             if let dns = config.dns {
-                services.append(DNSService(
-                    settings: dns, token: try resolve(dns.token, config, "dns.token"), http: http, cluster: cluster, notices: notices, clock: clock,
-                    logger: logger))
+                services.append(
+                    DNSService(
+                        settings: dns, token: try resolve(dns.token, config, "dns.token"), http: http, cluster: cluster, notices: notices,
+                        clock: clock,
+                        logger: logger))
             }
         }
         if let rollouts { services.append(rollouts) }
         if let origin { services.append(origin) }
         if let registry = metrics, let settings = config.metrics {
-            services.append(MetricsService(
-                registry: registry, settings: settings, mesh: meshView.map { ($0.cluster, $0.stats) }, clock: clock, logger: logger))
+            services.append(
+                MetricsService(
+                    registry: registry, settings: settings, mesh: meshView.map { ($0.cluster, $0.stats) }, clock: clock, logger: logger))
         }
         let controlServer = try ControlServer.server(control, socketPath: config.controlSocket, logger: logger)
         logger.info(
@@ -120,7 +127,10 @@ public enum Daemon {
             out.append(Ntfy(server: ntfy.server, topic: ntfy.topic, token: try ntfy.token.map { try resolve($0, config, "notify.ntfy.token") }))
         }
         if let p = n.pushover {
-            out.append(Pushover(endpoint: p.endpoint, token: try resolve(p.token, config, "notify.pushover.token"), user: try resolve(p.user, config, "notify.pushover.user")))
+            out.append(
+                Pushover(
+                    endpoint: p.endpoint, token: try resolve(p.token, config, "notify.pushover.token"),
+                    user: try resolve(p.user, config, "notify.pushover.user")))
         }
         if let slack = n.slack { out.append(SlackWebhook(url: try resolve(slack, config, "notify.slack.url"))) }
         if let discord = n.discord { out.append(DiscordWebhook(url: try resolve(discord, config, "notify.discord.url"))) }

@@ -60,12 +60,14 @@ public enum Mesh {
                             try await accepted.handshake.get()
                             guard let peer = accepted.identity.withLockedValue({ $0 }) else { throw MeshTLS.Failure(description: "no identity") }
                             try await handle(
-                                MeshConnection(peer: peer.identity, certificate: peer.certificate, remote: accepted.remote, channel: accepted.channel))
+                                MeshConnection(peer: peer.identity, certificate: peer.certificate, remote: accepted.remote, channel: accepted.channel)
+                            )
                         } catch {
                             try? await accepted.channel.channel.close()
                             let reason = accepted.refusal.withLockedValue { $0 } ?? "\(error)"
                             if limiter.withLockedValue({ $0.shouldLog(accepted.remote, now: .now) }) {
-                                logger.warning("mesh connection refused or failed", metadata: ["mesh.remote": "\(accepted.remote)", "reason": "\(reason)"])
+                                logger.warning(
+                                    "mesh connection refused or failed", metadata: ["mesh.remote": "\(accepted.remote)", "reason": "\(reason)"])
                             }
                         }
                     }
@@ -105,7 +107,9 @@ public enum Mesh {
 
 extension Mesh {
     /// The pipeline both sides share: TLS, the handshake watcher, then length-prefixed frames.
-    static func framed(_ channel: any Channel, tls: some ChannelHandler) throws
+    static func framed(
+        _ channel: any Channel, tls: some ChannelHandler
+    ) throws
         -> (NIOAsyncChannel<ByteBuffer, ByteBuffer>, EventLoopFuture<Void>)
     {
         let handshake = channel.eventLoop.makePromise(of: Void.self)

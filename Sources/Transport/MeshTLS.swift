@@ -55,7 +55,9 @@ public struct MeshTLS: Sendable {
 
     /// The whole check, replacing BoringSSL's: chain to our CA, valid now, names someone we accept.
     /// The identity it found is stored in `identity` for the connection.
-    func verificationCallback(identity: NIOLockedValueBox<Verified?>, refusal: NIOLockedValueBox<String?>)
+    func verificationCallback(
+        identity: NIOLockedValueBox<Verified?>, refusal: NIOLockedValueBox<String?>
+    )
         -> NIOSSLCustomVerificationCallback
     {
         let ca = caCertificate

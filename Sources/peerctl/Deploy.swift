@@ -6,7 +6,9 @@ import PeerConfiguration
 
 struct Deploy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Deploy an image: on a mesh, rolled across the nodes one at a time (stopped and rolled back at the first failure); alone, on this node: pull, start, health-check, switch nginx, drain, stop the old one.")
+        abstract:
+            "Deploy an image: on a mesh, rolled across the nodes one at a time (stopped and rolled back at the first failure); alone, on this node: pull, start, health-check, switch nginx, drain, stop the old one."
+    )
 
     @OptionGroup var connection: Connection
 
@@ -25,7 +27,8 @@ struct Deploy: AsyncParsableCommand {
 }
 
 struct Rollback: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Swap back (on a mesh: the whole cluster) to the image that served before the current one.")
+    static let configuration = CommandConfiguration(
+        abstract: "Swap back (on a mesh: the whole cluster) to the image that served before the current one.")
 
     @OptionGroup var connection: Connection
 
@@ -87,7 +90,8 @@ private func render(_ event: ControlAPI.Event) {
         guard let r = event.record else { return }
         if r.result == .succeeded {
             let serving = r.servingAfterMs.map { " (serving after \(String(format: "%.3f", Double($0) / 1000))s)" } ?? ""
-            print("\(r.kind.rawValue) \(r.id) succeeded: \(r.image) serves\(serving), done in \(String(format: "%.3f", Double(r.durationMs) / 1000))s")
+            print(
+                "\(r.kind.rawValue) \(r.id) succeeded: \(r.image) serves\(serving), done in \(String(format: "%.3f", Double(r.durationMs) / 1000))s")
         } else {
             print("\(r.kind.rawValue) \(r.id) FAILED: \(r.reason ?? "unknown reason")")
             if let evidence = r.evidence, !evidence.isEmpty {

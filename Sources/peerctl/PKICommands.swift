@@ -67,7 +67,9 @@ struct CA: AsyncParsableCommand {
             }
             let ca = try ClusterCA.create(cluster: cluster, validityDays: days)
             try pki.writeCA(ca)
-            print("created the CA for cluster \(cluster): \(pki.caCertificate), \(pki.caKey) (0600), valid until \(ca.certificate.notValidAfter.iso8601)")
+            print(
+                "created the CA for cluster \(cluster): \(pki.caCertificate), \(pki.caKey) (0600), valid until \(ca.certificate.notValidAfter.iso8601)"
+            )
         }
     }
 }

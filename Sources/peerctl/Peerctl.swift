@@ -11,7 +11,10 @@ struct Peerctl: AsyncParsableCommand {
         commandName: "peerctl",
         abstract: "Control the peerd on this node.",
         version: ControlAPI.version,
-        subcommands: [Deploy.self, Rollback.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self, InitCommand.self, NodeCommand.self, Join.self, CA.self, Cert.self])
+        subcommands: [
+            Deploy.self, Rollback.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self, InitCommand.self,
+            NodeCommand.self, Join.self, CA.self, Cert.self,
+        ])
 
 }
 
@@ -61,7 +64,8 @@ struct Connection: ParsableArguments {
                 guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("\(path) cannot be read") }
                 return String(decoding: data, as: UTF8.self)
             }
-            let client = try RemoteControlClient(host: host, port: port, caPEM: try read(ca!), certificatePEM: try read(cert!), keyPEM: try read(key!))
+            let client = try RemoteControlClient(
+                host: host, port: port, caPEM: try read(ca!), certificatePEM: try read(cert!), keyPEM: try read(key!))
             return try await body(client)
         }
         let path = try socketPath()

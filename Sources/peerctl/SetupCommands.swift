@@ -12,7 +12,9 @@ struct InitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
         abstract: "Set up the first node: the cluster CA, this node's certificate and a config to fill in.",
-        discussion: "Writes DIR/pki/ca.pem, ca-key.pem (0600), NAME.pem, NAME-key.pem (0600) and DIR/peer.yml (0600). Add the next nodes with: peerctl node add NAME --address IP.")
+        discussion:
+            "Writes DIR/pki/ca.pem, ca-key.pem (0600), NAME.pem, NAME-key.pem (0600) and DIR/peer.yml (0600). Add the next nodes with: peerctl node add NAME --address IP."
+    )
 
     @Option(help: "This node's name (lowercase letters, digits, -), e.g. web-1.")
     var name: String
@@ -60,7 +62,8 @@ struct InitCommand: AsyncParsableCommand {
         let text = ClusterSetup.initialConfig(
             name: name, address: address, meshHost: meshHost, meshPort: meshPort, app: app, serverName: serverName, directory: dir)
         try AtomicFile.write(Array(text.utf8), to: config, mode: 0o600)
-        print("""
+        print(
+            """
             wrote \(config) (0600)
 
             next:
@@ -79,7 +82,9 @@ struct NodeCommand: AsyncParsableCommand {
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a node's certificate and write a join file for it (peerctl join FILE on that node).",
-            discussion: "Run on a node that holds the CA key. The file holds the node's private key: copy it with scp and delete it once joined. Every existing node must then list the new member in mesh.members (printed below) and be restarted, one at a time.")
+            discussion:
+                "Run on a node that holds the CA key. The file holds the node's private key: copy it with scp and delete it once joined. Every existing node must then list the new member in mesh.members (printed below) and be restarted, one at a time."
+        )
 
         @Argument(help: "The new node's name, e.g. web-2.")
         var name: String
@@ -140,7 +145,8 @@ struct NodeCommand: AsyncParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             try AtomicFile.write(Array(try encoder.encode(bundle)), to: path, mode: 0o600)
-            print("""
+            print(
+                """
                 wrote \(path) (0600: it holds \(name)'s private key\(files.count > 4 ? " and the secrets your config names" : ""))
 
                 next:
@@ -184,7 +190,8 @@ struct Join: AsyncParsableCommand {
             try AtomicFile.write(Array(content.utf8), to: path, mode: mode)
             print("wrote \(path) (\(String(mode, radix: 8)))")
         }
-        print("""
+        print(
+            """
 
             \(bundle.node) is set up. Delete \(file) now (it holds the node's key).
             next: peerctl config check && systemctl enable --now peerd

@@ -23,20 +23,33 @@ struct Status: AsyncParsableCommand {
         var rows: [(String, String)] = [
             ("node", "\(status.node) (\(status.address))"),
             ("app", status.app),
-            ("serving", status.serving.map { "\($0.image)  generation \($0.generation), \($0.containerName), 127.0.0.1:\($0.hostPort)" } ?? "nothing"),
+            (
+                "serving",
+                status.serving.map { "\($0.image)  generation \($0.generation), \($0.containerName), 127.0.0.1:\($0.hostPort)" } ?? "nothing"
+            ),
         ]
         if let since = status.servingSince { rows.append(("since", since.iso8601)) }
         rows.append(("previous", status.previousImage ?? "none"))
         if let d = status.deploying { rows.append(("deploying", "\(d.image) (deploy \(d.id))")) }
         if let last = status.lastDeploy {
-            rows.append(("last deploy", "\(last.kind.rawValue) \(last.id) \(last.image): \(last.result.rawValue)\(last.reason.map { " — \($0)" } ?? "")"))
+            rows.append(
+                ("last deploy", "\(last.kind.rawValue) \(last.id) \(last.image): \(last.result.rawValue)\(last.reason.map { " — \($0)" } ?? "")"))
         }
         if let starting = status.starting { rows.append(("starting", starting)) }
-        rows.append(("nginx", "\(status.nginx.running ? "running" : "NOT RUNNING"), \(status.nginx.site), listen \(status.nginx.listen), routes to generation \(status.nginx.routedGeneration.map(String.init) ?? "none")"))
-        rows.append(("docker", status.docker.reachable ? "reachable (API \(status.docker.apiVersion ?? "?"))" : "UNREACHABLE: \(status.docker.error ?? "")"))
+        rows.append(
+            (
+                "nginx",
+                "\(status.nginx.running ? "running" : "NOT RUNNING"), \(status.nginx.site), listen \(status.nginx.listen), routes to generation \(status.nginx.routedGeneration.map(String.init) ?? "none")"
+            ))
+        rows.append(
+            ("docker", status.docker.reachable ? "reachable (API \(status.docker.apiVersion ?? "?"))" : "UNREACHABLE: \(status.docker.error ?? "")"))
         if let tls = status.originCertificate {
             let warning = tls.daysLeft <= 30 ? "  RENEW SOON" : ""
-            rows.append(("origin tls", "\(tls.names.joined(separator: ", ")) on \(tls.listen), expires \(tls.notValidAfter.iso8601) (\(tls.daysLeft) days left\(warning)), AOP \(tls.originPulls), sha256 \(tls.fingerprint.prefix(16))…"))
+            rows.append(
+                (
+                    "origin tls",
+                    "\(tls.names.joined(separator: ", ")) on \(tls.listen), expires \(tls.notValidAfter.iso8601) (\(tls.daysLeft) days left\(warning)), AOP \(tls.originPulls), sha256 \(tls.fingerprint.prefix(16))…"
+                ))
         } else {
             rows.append(("origin tls", "none (HTTP only; install one with peerctl tls set)"))
         }
@@ -47,7 +60,9 @@ struct Status: AsyncParsableCommand {
         guard let members = try? await connection.withClient({ try await $0.members() }) else { return }
         print("")
         if let r = members.rollout {
-            print("rollout \(r.id): \(r.kind) \(r.image) (previous \(r.previousImage ?? "none"), requested by \(r.requestedBy)): \(r.outcome)\(r.failure.map { " — \($0)" } ?? "")")
+            print(
+                "rollout \(r.id): \(r.kind) \(r.image) (previous \(r.previousImage ?? "none"), requested by \(r.requestedBy)): \(r.outcome)\(r.failure.map { " — \($0)" } ?? "")"
+            )
         }
         var table = [["NODE", "STATE", "APP", "IMAGE", "ROLLOUT", "ORIGIN TLS"]]
         for m in members.members where m.appHealthy != nil || m.image != nil || m.rolloutPhase != nil || !m.isSelf {
@@ -79,7 +94,9 @@ struct Deploys: AsyncParsableCommand {
         if json { return try printJSON(history) }
         for r in history {
             let serving = r.servingAfterMs.map { String(format: "serving after %.3fs", Double($0) / 1000) } ?? ""
-            print("\(r.startedAt.iso8601)  \(r.id)  \(r.kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(r.result.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) gen \(r.generation)  \(r.image)  \(serving)\(r.reason.map { "  \($0)" } ?? "")")
+            print(
+                "\(r.startedAt.iso8601)  \(r.id)  \(r.kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(r.result.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) gen \(r.generation)  \(r.image)  \(serving)\(r.reason.map { "  \($0)" } ?? "")"
+            )
         }
     }
 }
@@ -104,7 +121,9 @@ struct ConfigCommand: AsyncParsableCommand {
                 print("  state in \(loaded.stateDirectory), control socket \(loaded.controlSocket)")
                 if let mesh = loaded.mesh {
                     let roles = mesh.members.map { $0.role == .witness ? "\($0.name) (witness)" : $0.name }
-                    print("  mesh on \(mesh.host):\(mesh.port), \(mesh.profile) profile, members \(roles.joined(separator: ", "))\(loaded.isWitness ? "; this node is a witness" : "")")
+                    print(
+                        "  mesh on \(mesh.host):\(mesh.port), \(mesh.profile) profile, members \(roles.joined(separator: ", "))\(loaded.isWitness ? "; this node is a witness" : "")"
+                    )
                 }
                 if let dns = loaded.dns {
                     // The token itself is never printed: only where it comes from.
@@ -175,7 +194,9 @@ struct Who: AsyncParsableCommand {
         if json { return try printJSON(who) }
         if let leader = who.leader, let term = who.term {
             var line = "leader: \(leader) (term \(term))"
-            if who.thisNodeLeads, let ms = who.leaseRemainingMs { line += ", this node, lease valid for \(String(format: "%.1f", Double(ms) / 1000)) s more" }
+            if who.thisNodeLeads, let ms = who.leaseRemainingMs {
+                line += ", this node, lease valid for \(String(format: "%.1f", Double(ms) / 1000)) s more"
+            }
             print(line)
         } else {
             print("leader: none right now (an election takes about 3 s; without a majority of voters there is none)")

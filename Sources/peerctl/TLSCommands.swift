@@ -74,7 +74,9 @@ struct TLS: AsyncParsableCommand {
                 throw fail("\(error)")
             }
             if !json {
-                print("installed: \(installed.names.joined(separator: ", ")), expires \(installed.notValidAfter.iso8601) (\(installed.daysLeft) days), sha256 \(installed.fingerprint.prefix(16))…")
+                print(
+                    "installed: \(installed.names.joined(separator: ", ")), expires \(installed.notValidAfter.iso8601) (\(installed.daysLeft) days), sha256 \(installed.fingerprint.prefix(16))…"
+                )
             }
             guard wait > 0 else { return json ? try printJSON(installed) : () }
             // Every live app node announces the fingerprint it serves.
@@ -95,7 +97,9 @@ struct TLS: AsyncParsableCommand {
             }
             if json { try printJSON(installed) }
             if !missing.isEmpty {
-                throw fail("not yet served by \(missing.joined(separator: ", ")) after \(wait)s; peerctl status shows each node's ORIGIN TLS, their logs say why")
+                throw fail(
+                    "not yet served by \(missing.joined(separator: ", ")) after \(wait)s; peerctl status shows each node's ORIGIN TLS, their logs say why"
+                )
             }
         }
     }

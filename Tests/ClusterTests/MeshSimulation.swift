@@ -74,7 +74,9 @@ struct MeshSimulation {
         let members = ids.map { MeshNode.Member(id: $0, address: "\($0.name):7946", appNode: $0 != witness) }
         var mesh = MeshNode(
             me: id, members: members, swim: swim, lease: lease, promised: persisted[id] ?? 0, seed: rng.next(), now: local(id))
-        let app = AppStatus(healthy: id == witness ? nil : true, image: id == witness ? nil : "app:1", address: id == witness ? nil : "192.0.2.\(id.name.dropFirst())")
+        let app = AppStatus(
+            healthy: id == witness ? nil : true, image: id == witness ? nil : "app:1", address: id == witness ? nil : "192.0.2.\(id.name.dropFirst())"
+        )
         let directives = mesh.announce(app, now: local(id))
         nodes[id] = Node(mesh: mesh, clock: clocks[id]!, published: ClusterState.unstarted(me: id))
         carryOut(directives, from: id)
@@ -200,7 +202,9 @@ struct MeshSimulation {
             let published = node.published.fence(now: local)?.term
             let actual = node.mesh.lease.validTerm(now: local)
             if published != actual {
-                violations.append("at \(now): \(id) publishes lead term \(published.map(String.init) ?? "-") while its lease says \(actual.map(String.init) ?? "-")")
+                violations.append(
+                    "at \(now): \(id) publishes lead term \(published.map(String.init) ?? "-") while its lease says \(actual.map(String.init) ?? "-")"
+                )
             }
             // A paused leader counts: its clock runs on, so its lease ends on time whether it runs or not.
             if let published { leaders.append((id, published)) }

@@ -39,7 +39,9 @@ import Testing
 
 @Suite struct AdoptionTests {
     func container(_ gen: Int, running: Bool = true, port: Int? = nil) -> ManagedContainer {
-        ManagedContainer(id: "c\(gen)", name: "peer-n-app-\(gen)", image: "app:\(gen)", generation: gen, running: running, hostPort: running ? (port ?? 30000 + gen) : nil)
+        ManagedContainer(
+            id: "c\(gen)", name: "peer-n-app-\(gen)", image: "app:\(gen)", generation: gen, running: running,
+            hostPort: running ? (port ?? 30000 + gen) : nil)
     }
 
     @Test func keepsWhatTheProxyServesWithoutTouchingIt() {

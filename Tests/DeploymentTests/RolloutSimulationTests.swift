@@ -115,9 +115,12 @@ struct RolloutCluster {
         if let report = node.report {
             switch report.phase {
             case .swapping:
-                node.report = node.serving == intent.image ? RolloutReport(intent: intent.id, phase: .done) : RolloutReport(intent: intent.id, phase: .waiting)
+                node.report =
+                    node.serving == intent.image ? RolloutReport(intent: intent.id, phase: .done) : RolloutReport(intent: intent.id, phase: .waiting)
             case .rollingBack:
-                node.report = node.serving == intent.previousImage ? RolloutReport(intent: intent.id, phase: .rolledBack) : RolloutReport(intent: intent.id, phase: .done)
+                node.report =
+                    node.serving == intent.previousImage
+                    ? RolloutReport(intent: intent.id, phase: .rolledBack) : RolloutReport(intent: intent.id, phase: .done)
             default: break
             }
         }
@@ -125,7 +128,8 @@ struct RolloutCluster {
     }
 
     var outcome: Rollout.Outcome {
-        Rollout.outcome(intent: intent, reports: Dictionary(uniqueKeysWithValues: names.compactMap { n in nodes[n]!.report.map { (n, $0) } }), alive: alive)
+        Rollout.outcome(
+            intent: intent, reports: Dictionary(uniqueKeysWithValues: names.compactMap { n in nodes[n]!.report.map { (n, $0) } }), alive: alive)
     }
 }
 

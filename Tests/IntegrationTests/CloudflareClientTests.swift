@@ -78,7 +78,8 @@ import Testing
     @Test func everyBackendSpeaksItsServicesShape() async throws {
         try await withStub { stub, _, port in
             let base = "http://127.0.0.1:\(port)/notify"
-            let notice = Notice(kind: .nodeRemoved, title: "web-2 removed from shop.example.test", body: "web-2 (203.0.113.2) is down <b>.", key: "k1")
+            let notice = Notice(
+                kind: .nodeRemoved, title: "web-2 removed from shop.example.test", body: "web-2 (203.0.113.2) is down <b>.", key: "k1")
             let backends: [any Notifier] = [
                 Ntfy(server: base + "/ntfy", topic: "peer-test", token: "tk_secret"),
                 Pushover(endpoint: base + "/pushover/1/messages.json", token: "apptoken", user: "userkey"),
@@ -104,7 +105,10 @@ import Testing
             var logger = Logger(label: "test")
             logger.logLevel = .critical
             let dispatcher = NoticeDispatcher(
-                backends: [Ntfy(server: "http://127.0.0.1:\(port)/notify/ntfy", topic: "t", token: nil), Ntfy(server: "http://127.0.0.1:1", topic: "down", token: nil)],
+                backends: [
+                    Ntfy(server: "http://127.0.0.1:\(port)/notify/ntfy", topic: "t", token: nil),
+                    Ntfy(server: "http://127.0.0.1:1", topic: "down", token: nil),
+                ],
                 http: TestBed.http, logger: logger, fence: { await leads.value })
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await dispatcher.run() }

@@ -259,7 +259,8 @@ import Testing
             let record = try await deploy(engine, TestBed.image("v1"))
             #expect(record.result == .failed)
             #expect(record.steps.contains { $0.step == "verify" && $0.status == "failed" })
-            #expect(record.evidence?.contains("generation none") == true || record.evidence?.contains("no answer") == true, "\(record.evidence ?? "")")
+            #expect(
+                record.evidence?.contains("generation none") == true || record.evidence?.contains("no answer") == true, "\(record.evidence ?? "")")
             #expect(record.evidence?.contains("another program may hold the listen address") == true)
             #expect(try node.containers().isEmpty, "the new container was removed")
             #expect(await engine.status().serving == nil)

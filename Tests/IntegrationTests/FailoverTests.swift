@@ -48,11 +48,12 @@ import Testing
             let first = cluster.names.sorted()[0]
             #expect(try cluster.peer(follower).peerctl(["deploy", TestBed.image("v2")]).status == 0)
             #expect(try cluster.peer(follower).peerctl(["deploy", TestBed.image("crash")]).status != 0)
-            #expect(await eventually(within: .seconds(10)) {
-                let titles = stub.notifications.filter { $0.backend == "ntfy" }.compactMap { $0.headers["title"] }
-                return cluster.names.allSatisfy { n in titles.contains { $0.contains("\(n): deploy of \(TestBed.image("v2")) done") } }
-                    && titles.contains { $0.contains("\(first): deploy of \(TestBed.image("crash")) failed") }
-            }, "\(stub.notifications.compactMap { $0.headers["title"] })")
+            #expect(
+                await eventually(within: .seconds(10)) {
+                    let titles = stub.notifications.filter { $0.backend == "ntfy" }.compactMap { $0.headers["title"] }
+                    return cluster.names.allSatisfy { n in titles.contains { $0.contains("\(n): deploy of \(TestBed.image("v2")) done") } }
+                        && titles.contains { $0.contains("\(first): deploy of \(TestBed.image("crash")) failed") }
+                }, "\(stub.notifications.compactMap { $0.headers["title"] })")
 
             // kill -9 a follower: its record goes, once; the foreign record stays.
             let followerAddress = cluster.nodes[cluster.names.firstIndex(of: follower)!].address
@@ -61,7 +62,10 @@ import Testing
             #expect(await eventually(within: .seconds(10)) { !addresses(stub).contains(followerAddress) })
             #expect(addresses(stub).contains("198.51.100.77"))
             #expect(stub.mutations.count == writesBefore + 1, "one API write for the change: \(stub.mutations.map(\.call))")
-            #expect(await eventually(within: .seconds(10)) { stub.notifications.contains { $0.backend == "ntfy" && $0.headers["title"]?.contains(follower) == true } })
+            #expect(
+                await eventually(within: .seconds(10)) {
+                    stub.notifications.contains { $0.backend == "ntfy" && $0.headers["title"]?.contains(follower) == true }
+                })
             let removedNotes = stub.notifications.filter { $0.backend == "ntfy" && $0.headers["title"]?.contains("\(follower) removed") == true }
             #expect(removedNotes.count == 1)
             #expect(removedNotes.first?.headers["priority"] == "5")
@@ -79,7 +83,10 @@ import Testing
             // Restart the follower: a majority again; the survivor or the follower leads with a higher term, the
             // dead leader's record goes and the follower's returns after its hold-down.
             try await cluster.peer(follower).start()
-            #expect(await eventually(within: .seconds(30)) { addresses(stub) == Set([cluster.nodes[cluster.names.firstIndex(of: survivor)!].address, followerAddress, "198.51.100.77"]) }, "\(addresses(stub))")
+            #expect(
+                await eventually(within: .seconds(30)) {
+                    addresses(stub) == Set([cluster.nodes[cluster.names.firstIndex(of: survivor)!].address, followerAddress, "198.51.100.77"])
+                }, "\(addresses(stub))")
             let newTerm = [survivor, follower].compactMap { cluster.who(cluster.peer($0))?.term }.max() ?? 0
             #expect(newTerm > firstTerm)
 
@@ -193,8 +200,10 @@ import Testing
             // From CI: an operator certificate, over the mesh port of any node.
             let peerctl = PeerdProcess.binDirectory + "/peerctl"
             #expect(try Shell.run(peerctl, ["cert", "issue-operator", "ci", "--dir", cluster.pki]).status == 0)
-            let remote = ["--peer", "\(cluster.nodes[0].address):\(cluster.nodes[0].port + 1000)", "--cert", cluster.pki + "/operator-ci.pem",
-                "--key", cluster.pki + "/operator-ci-key.pem", "--ca", cluster.pki + "/ca.pem"]
+            let remote = [
+                "--peer", "\(cluster.nodes[0].address):\(cluster.nodes[0].port + 1000)", "--cert", cluster.pki + "/operator-ci.pem",
+                "--key", cluster.pki + "/operator-ci-key.pem", "--ca", cluster.pki + "/ca.pem",
+            ]
             let who = try Shell.run(peerctl, ["who"] + remote)
             #expect(who.status == 0 && who.output.contains("leader:"), "\(who.output)")
             let rollback = try Shell.run(peerctl, ["rollback"] + remote)
@@ -204,13 +213,19 @@ import Testing
             #expect(cluster.peers.allSatisfy { serving($0) == TestBed.image("v2") })
             #expect(cluster.peers[0].log().contains("operator request"))
             // A node's certificate is not an operator's.
-            let wrong = try Shell.run(peerctl, ["who", "--peer", remote[1], "--cert", cluster.pki + "/\(order[0]).pem", "--key", cluster.pki + "/\(order[0])-key.pem", "--ca", cluster.pki + "/ca.pem"])
+            let wrong = try Shell.run(
+                peerctl,
+                [
+                    "who", "--peer", remote[1], "--cert", cluster.pki + "/\(order[0]).pem", "--key", cluster.pki + "/\(order[0])-key.pem", "--ca",
+                    cluster.pki + "/ca.pem",
+                ])
             #expect(wrong.status != 0 && wrong.output.contains("operator certificate"), "\(wrong.output)")
 
             // A second deploy while one runs is refused, naming the running one.
             let receiver = cluster.peer(order[2])
             let output = receiver.node.directory + "/deploy-v3.out"
-            let pid = try Spawn.start(PeerdProcess.binDirectory + "/peerctl", ["deploy", TestBed.image("v3"), "--config", receiver.node.configPath], output: output)
+            let pid = try Spawn.start(
+                PeerdProcess.binDirectory + "/peerctl", ["deploy", TestBed.image("v3"), "--config", receiver.node.configPath], output: output)
             #expect(await eventually(within: .seconds(10)) { ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("accepted") })
             let second = try cluster.peer(order[0]).peerctl(["deploy", TestBed.image("v1")])
             #expect(second.status != 0 && second.output.contains("still rolling out"), "\(second.output)")
@@ -218,7 +233,10 @@ import Testing
             // kill -9 the node that received it: the others go on; it catches up when it is back.
             receiver.kill()
             _ = Spawn.wait(pid)
-            #expect(await eventually(within: .seconds(60)) { serving(cluster.peer(order[0])) == TestBed.image("v3") && serving(cluster.peer(order[1])) == TestBed.image("v3") })
+            #expect(
+                await eventually(within: .seconds(60)) {
+                    serving(cluster.peer(order[0])) == TestBed.image("v3") && serving(cluster.peer(order[1])) == TestBed.image("v3")
+                })
             try await receiver.start()
             #expect(await eventually(within: .seconds(60)) { serving(receiver) == TestBed.image("v3") }, "\(receiver.log().suffix(2000))")
             // systemctl stop on a mesh node: every service ends cleanly, peerd exits 0.
@@ -246,24 +264,26 @@ import Testing
             try wrong.write(toFile: pki + "/cf-token", atomically: true, encoding: .utf8)
             chmod(pki + "/cf-token", 0o600)
             // A mesh of one: it is its own majority, so it leads at once.
-            try node.appendToConfig(node.meshSection(pki: pki, members: node.meshMember) + """
-                dns:
-                  api_base: http://127.0.0.1:\(port)/client/v4
-                  zone: \(Self.zone)
-                  name: \(Self.name)
-                  token_file: \(pki)/cf-token
-                notify:
-                  ntfy:
-                    server: http://127.0.0.1:\(port)/notify/ntfy
-                    topic: peer-token-test
+            try node.appendToConfig(
+                node.meshSection(pki: pki, members: node.meshMember) + """
+                    dns:
+                      api_base: http://127.0.0.1:\(port)/client/v4
+                      zone: \(Self.zone)
+                      name: \(Self.name)
+                      token_file: \(pki)/cf-token
+                    notify:
+                      ntfy:
+                        server: http://127.0.0.1:\(port)/notify/ntfy
+                        topic: peer-token-test
 
-                """)
+                    """)
             let peer = PeerdProcess(node: node)
             try await peer.start()
             defer { peer.kill() }
-            #expect(await eventually(within: .seconds(15)) {
-                stub.notifications.contains { $0.headers["title"]?.contains("Cloudflare token rejected") == true }
-            })
+            #expect(
+                await eventually(within: .seconds(15)) {
+                    stub.notifications.contains { $0.headers["title"]?.contains("Cloudflare token rejected") == true }
+                })
             let note = stub.notifications.first { $0.headers["title"]?.contains("token") == true }
             #expect(note?.body.contains("9109") == true)
             #expect(note?.body.contains(wrong) == false, "the token must not appear in a notification")

@@ -58,21 +58,22 @@ struct MeshCluster {
                   socket: \(node.directory)/run/peerd.sock
                 """.write(toFile: node.configPath, atomically: true, encoding: .utf8)
             }
-            try node.appendToConfig(node.meshSection(pki: pki, members: members) + """
-                dns:
-                  api_base: http://127.0.0.1:\(stubPort)/client/v4
-                  zone: \(MeshCluster.zone)
-                  name: \(MeshCluster.name)
-                  token_file: \(pki)/cf-token
-                  hold_down: 2s
-                notify:
-                  ntfy:
-                    server: http://127.0.0.1:\(stubPort)/notify/ntfy
-                    topic: peer-failover-test
-                  discord:
-                    url: http://127.0.0.1:\(stubPort)/notify/discord/api/v10/webhooks/123/secret-token
+            try node.appendToConfig(
+                node.meshSection(pki: pki, members: members) + """
+                    dns:
+                      api_base: http://127.0.0.1:\(stubPort)/client/v4
+                      zone: \(MeshCluster.zone)
+                      name: \(MeshCluster.name)
+                      token_file: \(pki)/cf-token
+                      hold_down: 2s
+                    notify:
+                      ntfy:
+                        server: http://127.0.0.1:\(stubPort)/notify/ntfy
+                        topic: peer-failover-test
+                      discord:
+                        url: http://127.0.0.1:\(stubPort)/notify/discord/api/v10/webhooks/123/secret-token
 
-                """)
+                    """)
             chmod(node.configPath, 0o600)  // it now holds a webhook URL, which is a secret
         }
         var peers: [PeerdProcess] = []

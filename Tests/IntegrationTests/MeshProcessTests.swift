@@ -28,7 +28,8 @@ import Testing
             try Shell.run(
                 TestBed.root + "/cluster/mesh", arguments,
                 environment: ProcessInfo.processInfo.environment.merging(
-                    ["MESH_PREFIX": MeshProcessTests.prefix, "PEER_BIN": PeerdProcess.binDirectory, "MESH_CERT_DAYS": "\(certDays)"], uniquingKeysWith: { $1 }))
+                    ["MESH_PREFIX": MeshProcessTests.prefix, "PEER_BIN": PeerdProcess.binDirectory, "MESH_CERT_DAYS": "\(certDays)"],
+                    uniquingKeysWith: { $1 }))
         }
 
         func members(_ node: String) throws -> ControlAPI.Members {
@@ -92,7 +93,8 @@ import Testing
     @Test func killedNodeIsDeclaredDeadByEveryoneAndRejoinsWhenRestarted() async throws {
         let mesh = try Mesh(size: 4)
         defer { mesh.down() }
-        #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+        #expect(
+            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
 
         // (Members that start a little later than the others may be declared dead and come back during the
         // start; only what happens from the kill on counts.)
@@ -128,7 +130,8 @@ import Testing
             Firewall.clear()
             mesh.down()
         }
-        #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+        #expect(
+            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
         // m1 and m2 cannot reach each other at all; both still reach m3.
         let before = mesh.deathCounts()
         try Firewall.add(["-s", Self.prefix + "1", "-d", Self.prefix + "2", "-j", "DROP"])
@@ -148,9 +151,12 @@ import Testing
             Firewall.clear()
             mesh.down()
         }
-        #expect(await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+        #expect(
+            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
         let before = mesh.deathCounts()
-        try Firewall.add(["-s", Self.prefix + "0/24", "-d", Self.prefix + "0/24", "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP"])
+        try Firewall.add([
+            "-s", Self.prefix + "0/24", "-d", Self.prefix + "0/24", "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP",
+        ])
         try await Task.sleep(for: .seconds(30))
         for node in mesh.names {
             let after = mesh.deaths(in: node, after: before)

@@ -14,15 +14,21 @@ import Testing
     /// The certificate the HTTPS listener at `address:443` presents, by SHA-256 (lowercase hex), from openssl.
     func served(_ address: String) -> String? {
         let r = try? Shell.run(
-            "sh", ["-c", "openssl s_client -connect \(address):443 -servername \(Self.host) </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"])
+            "sh",
+            [
+                "-c",
+                "openssl s_client -connect \(address):443 -servername \(Self.host) </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+            ])
         guard let r, r.status == 0, let eq = r.output.firstIndex(of: "=") else { return nil }
-        return r.output[r.output.index(after: eq)...].replacingOccurrences(of: ":", with: "").trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        return r.output[r.output.index(after: eq)...].replacingOccurrences(of: ":", with: "").trimmingCharacters(in: .whitespacesAndNewlines)
+            .lowercased()
     }
 
     /// One HTTPS request as a client that trusts `caFile`: the status, or 0 when the connection failed.
     func https(_ address: String, caFile: String, extra: [String] = []) -> Int {
         let r = try? Shell.run(
-            "curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "--cacert", caFile, "--resolve", "\(Self.host):443:\(address)"]
+            "curl",
+            ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "--cacert", caFile, "--resolve", "\(Self.host):443:\(address)"]
                 + extra + ["https://\(Self.host)/"])
         return Int(r?.output.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
     }
@@ -51,9 +57,11 @@ import Testing
             let before = sites()
             let good = try origin.issue(names: ["example.test", "*.example.test"])
             let other = try origin.issue(names: ["*.example.test"])
-            let mismatched = try write(TestOriginCA.Leaf(certificatePEM: good.certificatePEM, keyPEM: other.keyPEM, fingerprint: ""), to: dir, as: "mismatched")
+            let mismatched = try write(
+                TestOriginCA.Leaf(certificatePEM: good.certificatePEM, keyPEM: other.keyPEM, fingerprint: ""), to: dir, as: "mismatched")
             let expired = try write(
-                try origin.issue(names: ["*.example.test"], notBefore: Date().addingTimeInterval(-400 * 86_400), notAfter: Date().addingTimeInterval(-86_400)),
+                try origin.issue(
+                    names: ["*.example.test"], notBefore: Date().addingTimeInterval(-400 * 86_400), notAfter: Date().addingTimeInterval(-86_400)),
                 to: dir, as: "expired")
             let wrongHost = try write(try origin.issue(names: ["*.elsewhere.test"]), to: dir, as: "wrong-host")
             for (arguments, reason) in [(mismatched, "does not belong"), (expired, "expired"), (wrongHost, "does not cover \(Self.host)")] {
@@ -118,18 +126,20 @@ import Testing
             let away = cluster.peers[2]
             away.kill()
             let leader = cluster.peers[0]
-            #expect(await TestBed.eventually(within: .seconds(10)) {
-                ((try? leader.peerctl(["members", "--json"]))?.output ?? "").contains("\"dead\"")
-            })
+            #expect(
+                await TestBed.eventually(within: .seconds(10)) {
+                    ((try? leader.peerctl(["members", "--json"]))?.output ?? "").contains("\"dead\"")
+                })
             let expiring = try origin.issue(names: ["*.example.test"], notAfter: Date().addingTimeInterval(5 * 86_400 + 3600))
             let whileAway = try leader.peerctl(["tls", "set"] + (try write(expiring, to: dir, as: "expiring")))
             #expect(whileAway.status == 0, "\(whileAway.output)")
             #expect(served(addresses[2]) == rotated.fingerprint, "its nginx keeps serving what it had")
             try await away.start()
             #expect(await TestBed.eventually(within: .seconds(30)) { served(addresses[2]) == expiring.fingerprint }, "\(away.log().suffix(1500))")
-            #expect(await TestBed.eventually(within: .seconds(15)) {
-                stub.notifications.contains { ($0.headers["title"] ?? "").contains("origin certificate for \(Self.host) expires in 5 days") }
-            }, "\(stub.notifications.compactMap { $0.headers["title"] })")
+            #expect(
+                await TestBed.eventually(within: .seconds(15)) {
+                    stub.notifications.contains { ($0.headers["title"] ?? "").contains("origin certificate for \(Self.host) expires in 5 days") }
+                }, "\(stub.notifications.compactMap { $0.headers["title"] })")
         }
     }
 
@@ -142,21 +152,21 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try await withSingleNode(extraNginx: ["tls:", "  listen: $ADDRESS:443", "  hostname: \(Self.host)"]) { node, peer in
-        let origin = try TestOriginCA()
-        let leaf = try origin.issue(names: [Self.host])
-        let set = try peer.peerctl(["tls", "set"] + (try write(leaf, to: dir, as: "origin")))
-        #expect(set.status == 0, "\(set.output)")
-        #expect(served(node.address) == leaf.fingerprint)
+            let origin = try TestOriginCA()
+            let leaf = try origin.issue(names: [Self.host])
+            let set = try peer.peerctl(["tls", "set"] + (try write(leaf, to: dir, as: "origin")))
+            #expect(set.status == 0, "\(set.output)")
+            #expect(served(node.address) == leaf.fingerprint)
 
-        #expect(peer.stop(SIGTERM) == 0)
-        try await peer.start()
-        let status = try peer.peerctl(["status"])
-        #expect(status.output.contains("sha256 \(leaf.fingerprint.prefix(16))"), "\(status.output)")
-        let deployed = try peer.peerctl(["deploy", TestBed.image("v2")])
-        #expect(deployed.status == 0, "\(deployed.output)")
-        #expect(served(node.address) == leaf.fingerprint, "after a restart and a deploy, 443 still presents the certificate")
-        let site = try String(contentsOfFile: node.directory + "/nginx/sites/peer-testapp.conf", encoding: .utf8)
-        #expect(site.contains("listen \(node.address):443 ssl;"), "\(site)")
+            #expect(peer.stop(SIGTERM) == 0)
+            try await peer.start()
+            let status = try peer.peerctl(["status"])
+            #expect(status.output.contains("sha256 \(leaf.fingerprint.prefix(16))"), "\(status.output)")
+            let deployed = try peer.peerctl(["deploy", TestBed.image("v2")])
+            #expect(deployed.status == 0, "\(deployed.output)")
+            #expect(served(node.address) == leaf.fingerprint, "after a restart and a deploy, 443 still presents the certificate")
+            let site = try String(contentsOfFile: node.directory + "/nginx/sites/peer-testapp.conf", encoding: .utf8)
+            #expect(site.contains("listen \(node.address):443 ssl;"), "\(site)")
         }
     }
 
@@ -185,21 +195,26 @@ import Testing
             "tls:", "  listen: $ADDRESS:443", "  hostname: \(Self.host)", "  origin_pulls: on", "  origin_pull_ca: \(dir)/origin-pull-ca.pem",
         ]) { node, peer in
 
-        let origin = try TestOriginCA()
-        try origin.certificatePEM.write(toFile: dir + "/origin-ca.pem", atomically: true, encoding: .utf8)
-        let set = try peer.peerctl(["tls", "set"] + (try write(try origin.issue(names: [Self.host]), to: dir, as: "origin")))
-        #expect(set.status == 0, "\(set.output)")
-        let cloudflare = try pullCA.issue(names: ["origin-pull.cloudflare.test"], client: true)
-        _ = try write(cloudflare, to: dir, as: "pull-client")
-        let stranger = try TestOriginCA().issue(names: ["stranger.test"], client: true)
-        _ = try write(stranger, to: dir, as: "stranger")
-        #expect(https(node.address, caFile: dir + "/origin-ca.pem") == 400, "no client certificate: nginx answers 400")
-        #expect(https(node.address, caFile: dir + "/origin-ca.pem", extra: ["--cert", dir + "/stranger.pem", "--key", dir + "/stranger-key.pem"]) == 400)
-        #expect(https(node.address, caFile: dir + "/origin-ca.pem", extra: ["--cert", dir + "/pull-client.pem", "--key", dir + "/pull-client-key.pem"]) == 200)
-        // The HTTP listener (peer's own checks, the verify location) is not affected.
-        #expect(try await node.get("/").status == 200)
-        let status = try peer.peerctl(["status", "--json"])
-        #expect(status.output.contains("\"originPulls\" : \"on\""), "\(status.output)")
+            let origin = try TestOriginCA()
+            try origin.certificatePEM.write(toFile: dir + "/origin-ca.pem", atomically: true, encoding: .utf8)
+            let set = try peer.peerctl(["tls", "set"] + (try write(try origin.issue(names: [Self.host]), to: dir, as: "origin")))
+            #expect(set.status == 0, "\(set.output)")
+            let cloudflare = try pullCA.issue(names: ["origin-pull.cloudflare.test"], client: true)
+            _ = try write(cloudflare, to: dir, as: "pull-client")
+            let stranger = try TestOriginCA().issue(names: ["stranger.test"], client: true)
+            _ = try write(stranger, to: dir, as: "stranger")
+            #expect(https(node.address, caFile: dir + "/origin-ca.pem") == 400, "no client certificate: nginx answers 400")
+            #expect(
+                https(node.address, caFile: dir + "/origin-ca.pem", extra: ["--cert", dir + "/stranger.pem", "--key", dir + "/stranger-key.pem"])
+                    == 400)
+            #expect(
+                https(
+                    node.address, caFile: dir + "/origin-ca.pem", extra: ["--cert", dir + "/pull-client.pem", "--key", dir + "/pull-client-key.pem"])
+                    == 200)
+            // The HTTP listener (peer's own checks, the verify location) is not affected.
+            #expect(try await node.get("/").status == 200)
+            let status = try peer.peerctl(["status", "--json"])
+            #expect(status.output.contains("\"originPulls\" : \"on\""), "\(status.output)")
         }
     }
 }

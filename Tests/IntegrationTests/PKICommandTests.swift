@@ -65,7 +65,10 @@ import Testing
         let base = NSTemporaryDirectory() + "peer-join-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: base) }
         let first = base + "/first/etc/peer"
-        let init1 = try peerctl(["init", "--name", "web-1", "--address", "203.0.113.10", "--mesh-address", "10.0.0.5", "--app", "shop", "--server-name", "shop.example.com", "--dir", first])
+        let init1 = try peerctl([
+            "init", "--name", "web-1", "--address", "203.0.113.10", "--mesh-address", "10.0.0.5", "--app", "shop", "--server-name",
+            "shop.example.com", "--dir", first,
+        ])
         #expect(init1.status == 0, "\(init1.output)")
         #expect(try mode(first + "/peer.yml") == 0o600)
         #expect(try mode(first + "/pki/ca-key.pem") == 0o600)
@@ -78,17 +81,23 @@ import Testing
         try "cf-token-abc".write(toFile: first + "/cloudflare-token", atomically: true, encoding: .utf8)
         chmod(first + "/cloudflare-token", 0o600)
         var config = try String(contentsOfFile: first + "/peer.yml", encoding: .utf8)
-        config = config.replacingOccurrences(of: "# dns:\n#   zone: example.com\n#   name: shop.example.com\n#   token_file:", with: "dns:\n  zone: example.com\n  name: shop.example.com\n  token_file:")
+        config = config.replacingOccurrences(
+            of: "# dns:\n#   zone: example.com\n#   name: shop.example.com\n#   token_file:",
+            with: "dns:\n  zone: example.com\n  name: shop.example.com\n  token_file:")
         try config.write(toFile: first + "/peer.yml", atomically: true, encoding: .utf8)
         #expect(try peerctl(["config", "check", "--config", first + "/peer.yml"]).status == 0)
 
         let bundle = base + "/web-2.peer-join"
-        let add = try peerctl(["node", "add", "web-2", "--address", "203.0.113.11", "--mesh-address", "10.0.0.6", "--config", first + "/peer.yml", "--out", bundle])
+        let add = try peerctl([
+            "node", "add", "web-2", "--address", "203.0.113.11", "--mesh-address", "10.0.0.6", "--config", first + "/peer.yml", "--out", bundle,
+        ])
         #expect(add.status == 0, "\(add.output)")
         #expect(add.output.contains("- name: web-2") && add.output.contains("address: 10.0.0.6:7946"), "\(add.output)")
         #expect(try mode(bundle) == 0o600)
         #expect(!add.output.contains("PRIVATE KEY") && !add.output.contains("cf-token-abc"))
-        #expect(try peerctl(["node", "add", "web-1", "--address", "203.0.113.12", "--config", first + "/peer.yml", "--out", base + "/x"]).output.contains("already in mesh.members"))
+        #expect(
+            try peerctl(["node", "add", "web-1", "--address", "203.0.113.12", "--config", first + "/peer.yml", "--out", base + "/x"]).output.contains(
+                "already in mesh.members"))
 
         // On the second VPS (here: under its own root folder).
         let second = base + "/second"

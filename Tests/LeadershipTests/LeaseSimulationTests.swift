@@ -197,7 +197,7 @@ struct LeaseCluster {
             var rng = SplitMix64(seed: seed)
             var sim = LeaseCluster(size: Int.random(in: 2...5, using: &rng), witness: Bool.random(using: &rng), seed: seed)
             sim.network.loss = [0, 0.1, 0.3].randomElement(using: &rng)!
-            sim.network.delay = .microseconds(100) ... [.milliseconds(2), .milliseconds(50), .milliseconds(300)].randomElement(using: &rng)!
+            sim.network.delay = .microseconds(100)...[.milliseconds(2), .milliseconds(50), .milliseconds(300)].randomElement(using: &rng)!
             sim.run(for: 4)
             for _ in 0..<Int.random(in: 1...6, using: &rng) {
                 let id = sim.ids.randomElement(using: &rng)!

@@ -38,7 +38,9 @@ import Testing
                 for member in sim.ids where member != observer {
                     let expected: MemberStatus = sim.nodes[member] == nil ? .dead : .alive
                     let seen = sim.view(of: member, by: observer)
-                    #expect(seen == expected, "seed \(seed), \(size) nodes: \(observer) sees \(member) \(seen.map { "\($0)" } ?? "-"), expected \(expected)")
+                    #expect(
+                        seen == expected,
+                        "seed \(seed), \(size) nodes: \(observer) sees \(member) \(seen.map { "\($0)" } ?? "-"), expected \(expected)")
                     if let actual = sim.nodes[member]?.me.app {
                         #expect(sim.nodes[observer]?.state(of: member)?.app == actual, "seed \(seed): \(observer) has a stale app state of \(member)")
                     }
@@ -102,7 +104,8 @@ import Testing
             let falseDeaths = deaths.count
             #expect(
                 falseDeaths == 0,
-                "seed \(seed): \(deaths.count) false deaths (\(suspicions.count) suspicions), first: \(deaths.first.map { "\($0.observer) → \($0.state.id) at \($0.at)" } ?? "")")
+                "seed \(seed): \(deaths.count) false deaths (\(suspicions.count) suspicions), first: \(deaths.first.map { "\($0.observer) → \($0.state.id) at \($0.at)" } ?? "")"
+            )
             #expect(sim.violations.isEmpty, "seed \(seed): \(sim.violations.prefix(3))")
         }
     }

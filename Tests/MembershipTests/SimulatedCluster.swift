@@ -158,7 +158,8 @@ struct SimulatedCluster {
     private mutating func check(_ state: MemberState, previous: MemberState, observer: MemberID) {
         if state.id != previous.id { violations.append("\(observer): change of \(previous.id) reported as \(state.id)") }
         if previous.supersedes(state) {
-            violations.append("\(observer): view of \(state.id) went back from \(previous.status)#\(previous.incarnation) to \(state.status)#\(state.incarnation)")
+            violations.append(
+                "\(observer): view of \(state.id) went back from \(previous.status)#\(previous.incarnation) to \(state.status)#\(state.incarnation)")
         }
         if state.id == observer, state.status != .alive { violations.append("\(observer) sees itself \(state.status)") }
     }

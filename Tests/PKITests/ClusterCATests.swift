@@ -44,11 +44,13 @@ import X509
 
     @Test func pemRoundTripAndAMismatchedKeyIsNamed() throws {
         let ca = try ClusterCA.create(cluster: "prod")
-        let reloaded = try ClusterCA(certificatePEM: try ca.certificate.serializeAsPEM().pemString, privateKeyPEM: try ca.privateKey.serializeAsPEM().pemString)
+        let reloaded = try ClusterCA(
+            certificatePEM: try ca.certificate.serializeAsPEM().pemString, privateKeyPEM: try ca.privateKey.serializeAsPEM().pemString)
         #expect(reloaded.certificate == ca.certificate)
         let other = try ClusterCA.create(cluster: "prod")
         do {
-            _ = try ClusterCA(certificatePEM: try ca.certificate.serializeAsPEM().pemString, privateKeyPEM: try other.privateKey.serializeAsPEM().pemString)
+            _ = try ClusterCA(
+                certificatePEM: try ca.certificate.serializeAsPEM().pemString, privateKeyPEM: try other.privateKey.serializeAsPEM().pemString)
             Issue.record("a mismatched key was accepted")
         } catch {
             #expect("\(error)".contains("does not belong to the CA certificate"))

@@ -29,7 +29,8 @@ import Testing
     }
 
     @Test func expiredAndNotYetValidCertificatesAreRefused() throws {
-        let expired = try ca.issue(names: ["shop.example.test"], notBefore: Date().addingTimeInterval(-90 * 86_400), notAfter: Date().addingTimeInterval(-60))
+        let expired = try ca.issue(
+            names: ["shop.example.test"], notBefore: Date().addingTimeInterval(-90 * 86_400), notAfter: Date().addingTimeInterval(-60))
         let error = #expect(throws: OriginCertificate.Rejected.self) { try OriginCertificate.validate(expired.pair, hostname: "shop.example.test") }
         #expect(error?.description.contains("expired") == true)
         let future = try ca.issue(names: ["shop.example.test"], notBefore: Date().addingTimeInterval(86_400))
@@ -75,11 +76,14 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let made = try Shell.run(
             "openssl",
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "30",
-             "-subj", "/O=CloudFlare, Inc./CN=CloudFlare Origin Certificate", "-addext", "subjectAltName=DNS:*.example.test,DNS:example.test"])
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "30",
+                "-subj", "/O=CloudFlare, Inc./CN=CloudFlare Origin Certificate", "-addext", "subjectAltName=DNS:*.example.test,DNS:example.test",
+            ])
         try #require(made.status == 0, "\(made.output)")
         let pair = OriginPair(
-            certificatePEM: try String(contentsOfFile: dir + "/cert.pem", encoding: .utf8), keyPEM: try String(contentsOfFile: dir + "/key.pem", encoding: .utf8))
+            certificatePEM: try String(contentsOfFile: dir + "/cert.pem", encoding: .utf8),
+            keyPEM: try String(contentsOfFile: dir + "/key.pem", encoding: .utf8))
         #expect(pair.keyPEM.contains("BEGIN PRIVATE KEY"))
         let info = try OriginCertificate.validate(pair, hostname: "shop.example.test")
         #expect(info.daysLeft() == 29)

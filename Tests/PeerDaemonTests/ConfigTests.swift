@@ -53,10 +53,12 @@ import Testing
         // The example names files that exist on a real node only; check everything else.
         let pki = try Self.pkiFiles()
         defer { try? FileManager.default.removeItem(atPath: pki) }
-        let portable = text.replacingOccurrences(of: "  env_file: /etc/peer/shop.env # KEY=value lines, read at every deploy (keep it 0600)\n", with: "")
-            .replacingOccurrences(of: "password_file: /etc/peer/ghcr-token", with: "password_env: GHCR_TOKEN")
-            .replacingOccurrences(of: "/etc/peer/pki/", with: pki + "/")
-            .replacingOccurrences(of: "token_file: /etc/peer/cloudflare-token", with: "token_env: CF_TOKEN")
+        let portable = text.replacingOccurrences(
+            of: "  env_file: /etc/peer/shop.env # KEY=value lines, read at every deploy (keep it 0600)\n", with: ""
+        )
+        .replacingOccurrences(of: "password_file: /etc/peer/ghcr-token", with: "password_env: GHCR_TOKEN")
+        .replacingOccurrences(of: "/etc/peer/pki/", with: pki + "/")
+        .replacingOccurrences(of: "token_file: /etc/peer/cloudflare-token", with: "token_env: CF_TOKEN")
         let config = try parse(portable, environment: ["GHCR_TOKEN": "x", "CF_TOKEN": "y"])
         #expect(config.dns?.name == "shop.example.com")
         #expect(config.notify?.ntfy?.topic == "shop-alerts-8f3k2c9q")
@@ -87,8 +89,9 @@ import Testing
             environment: ["GHCR_TOKEN": "x", "CF_TOKEN": "y"])
         var site = config.nginxSettings.site
         site.tls = config.nginxTLS(fingerprint: "3f1c9a0e5b7d2c48aa00")
-        let rendered = site.render(routingTo: AppInstance(
-            generation: 7, image: "ghcr.io/acme/shop:1.4.2", containerID: "0123456789ab", containerName: "peer-shop-web-1-g7", hostPort: 49153))
+        let rendered = site.render(
+            routingTo: AppInstance(
+                generation: 7, image: "ghcr.io/acme/shop:1.4.2", containerID: "0123456789ab", containerName: "peer-shop-web-1-g7", hostPort: 49153))
         let documented = try String(contentsOf: root.appendingPathComponent("deploy/nginx/peer-site.conf.example"), encoding: .utf8)
         let body = documented.split(separator: "\n", omittingEmptySubsequences: false).drop { $0.hasPrefix("##") }.joined(separator: "\n")
         #expect(body == rendered, "regenerate deploy/nginx/peer-site.conf.example:\n\(rendered)")
@@ -134,8 +137,13 @@ import Testing
         return dir
     }
 
-    static func meshYAML(_ pki: String, members: String = "    - name: web-1\n      address: 10.0.0.5:7946\n    - name: web-2\n      address: \"[2001:db8::6]:7946\"\n", extra: String = "") -> String {
-        minimal + "\nmesh:\n  listen: 10.0.0.5:7946\n  ca: \(pki)/ca.pem\n  cert: \(pki)/web-1.pem\n  key: \(pki)/web-1-key.pem\n\(extra)  members:\n\(members)"
+    static func meshYAML(
+        _ pki: String,
+        members: String = "    - name: web-1\n      address: 10.0.0.5:7946\n    - name: web-2\n      address: \"[2001:db8::6]:7946\"\n",
+        extra: String = ""
+    ) -> String {
+        minimal
+            + "\nmesh:\n  listen: 10.0.0.5:7946\n  ca: \(pki)/ca.pem\n  cert: \(pki)/web-1.pem\n  key: \(pki)/web-1-key.pem\n\(extra)  members:\n\(members)"
     }
 
     @Test func meshSectionIsReadWithTheLANProfileByDefault() throws {
@@ -175,7 +183,8 @@ import Testing
         let pki = try Self.pkiFiles()
         defer { try? FileManager.default.removeItem(atPath: pki) }
         let path = pki + "/peer.yml"
-        try (Self.meshYAML(pki) + "notify:\n  slack:\n    url: https://hooks.slack.com/services/T/B/x\n").write(toFile: path, atomically: true, encoding: .utf8)
+        try (Self.meshYAML(pki) + "notify:\n  slack:\n    url: https://hooks.slack.com/services/T/B/x\n").write(
+            toFile: path, atomically: true, encoding: .utf8)
         chmod(path, 0o644)
         do {
             _ = try PeerConfig.load(path: path, environment: [:])
@@ -260,11 +269,23 @@ import Testing
         ("node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\n  image: Shop:1\nnginx:\n  server_name: x", "app.image"),
         ("node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\n  drain_timeout: soon\nnginx:\n  server_name: x", "app.drain_timeout"),
         ("node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\n  restart: sometimes\nnginx:\n  server_name: x", "app.restart"),
-        ("node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\n  labels:\n    dev.peer.app: x\nnginx:\n  server_name: x", "app.labels.dev.peer.app"),
+        (
+            "node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\n  labels:\n    dev.peer.app: x\nnginx:\n  server_name: x",
+            "app.labels.dev.peer.app"
+        ),
         ("node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\nnginx:\n  server_name: x\n  listen: 1.2.3:80", "nginx.listen"),
-        ("node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\n  env_file: /nonexistent/app.env\nnginx:\n  server_name: x", "app.env_file"),
-        ("node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\nnginx:\n  server_name: x\nregistries:\n  - server: ghcr.io\n    username: bot", "registries[0]"),
-        ("node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\nnginx:\n  server_name: x\nregistries:\n  - server: ghcr.io\n    username: bot\n    password_env: NOT_SET", "registries[0].password_env"),
+        (
+            "node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\n  env_file: /nonexistent/app.env\nnginx:\n  server_name: x",
+            "app.env_file"
+        ),
+        (
+            "node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\nnginx:\n  server_name: x\nregistries:\n  - server: ghcr.io\n    username: bot",
+            "registries[0]"
+        ),
+        (
+            "node:\n  name: web-1\n  address: 203.0.113.10\napp:\n  port: 80\nnginx:\n  server_name: x\nregistries:\n  - server: ghcr.io\n    username: bot\n    password_env: NOT_SET",
+            "registries[0].password_env"
+        ),
     ])
     func badValuesNameTheirKey(yaml: String, key: String) throws {
         let e = try #require(error(yaml))

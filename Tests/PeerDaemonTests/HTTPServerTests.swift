@@ -19,9 +19,11 @@ import Testing
             case "/echo":
                 return .init(contentType: "text/plain", body: .bytes(Array("\(request.method) \(String(buffer: request.body))".utf8)))
             case "/stream":
-                return .init(contentType: "application/x-ndjson", body: .stream { write in
-                    for i in 1...3 { try await write(Array("line \(i)\n".utf8)) }
-                })
+                return .init(
+                    contentType: "application/x-ndjson",
+                    body: .stream { write in
+                        for i in 1...3 { try await write(Array("line \(i)\n".utf8)) }
+                    })
             default:
                 return .init(status: .notFound, contentType: "text/plain", body: .bytes([]))
             }
@@ -39,7 +41,7 @@ import Testing
                         let response = try await client.execute(request, timeout: .seconds(5))
                         let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
                         return (response.status.code, text, response.headers)
-                    } catch where "\(error)".contains("connect") {
+                    } catch  where "\(error)".contains("connect") {
                         try await Task.sleep(for: .milliseconds(50))  // not listening yet
                     }
                 }

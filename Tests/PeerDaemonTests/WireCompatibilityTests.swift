@@ -52,7 +52,9 @@ import Testing
             return
         }
         #expect(pair == GoldenValues.originPair && setAt == GoldenValues.originSetAt)
-        #expect(try sameJSON(JSONEncoder().encode(OriginTLSService.MemberMessage.origin(GoldenValues.originPair, setAt: GoldenValues.originSetAt)), origin))
+        #expect(
+            try sameJSON(
+                JSONEncoder().encode(OriginTLSService.MemberMessage.origin(GoldenValues.originPair, setAt: GoldenValues.originSetAt)), origin))
 
         let deploy = try JSONDecoder().decode(OperatorRequest.self, from: try fixture("operator-request-deploy.json"))
         #expect(deploy.op == .deploy && deploy.image == "registry.example.com/shop:v2" && deploy.origin == nil)

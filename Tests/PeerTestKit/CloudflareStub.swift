@@ -112,7 +112,8 @@ public final class CloudflareStub: Sendable {
         router.get("/client/v4/zones") { request, _ in
             try self.api(request) { _ in
                 let name = request.uri.queryParameters["name"].map(String.init)
-                let zones: [[String: String]] = (name == nil || name == self.zoneName) ? [["id": self.zoneID, "name": self.zoneName, "status": "active"]] : []
+                let zones: [[String: String]] =
+                    (name == nil || name == self.zoneName) ? [["id": self.zoneID, "name": self.zoneName, "status": "active"]] : []
                 return .list(zones, page: 1, perPage: 20, total: zones.count)
             }
         }
@@ -191,27 +192,41 @@ public final class CloudflareStub: Sendable {
             let state = self.state.withLockedValue { s in
                 StubState(
                     records: s.records, calls: s.calls,
-                    mutations: s.mutations.map { .init(at: $0.at.timeIntervalSince1970, call: $0.call, deleted: $0.deleted, created: $0.created, after: $0.after) },
-                    notifications: s.notifications.map { .init(at: $0.at.timeIntervalSince1970, backend: $0.backend, title: $0.headers["title"] ?? "", body: $0.body) })
+                    mutations: s.mutations.map {
+                        .init(at: $0.at.timeIntervalSince1970, call: $0.call, deleted: $0.deleted, created: $0.created, after: $0.after)
+                    },
+                    notifications: s.notifications.map {
+                        .init(at: $0.at.timeIntervalSince1970, backend: $0.backend, title: $0.headers["title"] ?? "", body: $0.body)
+                    })
             }
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(state))))
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(state))))
         }
         // Notification backends.
         router.post("/notify/ntfy/:topic") { request, context in
             try await self.record(request, backend: "ntfy", path: "/\(context.parameters.get("topic") ?? "")")
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{\"id\":\"sPs71M8A2T\",\"event\":\"message\"}")))
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: "{\"id\":\"sPs71M8A2T\",\"event\":\"message\"}")))
         }
         router.post("/notify/pushover/1/messages.json") { request, _ in
             let body = try await self.record(request, backend: "pushover", path: "/1/messages.json")
-            let fields = Dictionary(body.split(separator: "&").map { pair -> (String, String) in
-                let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
-                return (kv[0], kv.count > 1 ? kv[1] : "")
-            }, uniquingKeysWith: { $1 })
+            let fields = Dictionary(
+                body.split(separator: "&").map { pair -> (String, String) in
+                    let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+                    return (kv[0], kv.count > 1 ? kv[1] : "")
+                }, uniquingKeysWith: { $1 })
             var errors: [String] = []
             for required in ["token", "user", "message"] where (fields[required] ?? "").isEmpty { errors.append("\(required) is missing") }
-            if fields["priority"] == "2", fields["retry"] == nil || fields["expire"] == nil { errors.append("expire must be supplied with priority=2") }
-            let json = errors.isEmpty ? "{\"status\":1,\"request\":\"5042853c-402d-4a18-abcb-168734a801de\"}" : "{\"status\":0,\"errors\":\(errors),\"request\":\"x\"}"
-            return Response(status: errors.isEmpty ? .ok : .badRequest, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: json)))
+            if fields["priority"] == "2", fields["retry"] == nil || fields["expire"] == nil {
+                errors.append("expire must be supplied with priority=2")
+            }
+            let json =
+                errors.isEmpty
+                ? "{\"status\":1,\"request\":\"5042853c-402d-4a18-abcb-168734a801de\"}" : "{\"status\":0,\"errors\":\(errors),\"request\":\"x\"}"
+            return Response(
+                status: errors.isEmpty ? .ok : .badRequest, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: json)))
         }
         router.post("/notify/slack/:a/:b/:c") { request, _ in
             let body = try await self.record(request, backend: "slack", path: "/services")
@@ -222,7 +237,8 @@ public final class CloudflareStub: Sendable {
             let body = try await self.record(request, backend: "discord", path: "/webhooks")
             let content = (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?["content"] as? String
             guard let content, !content.isEmpty, content.count <= 2000 else {
-                return Response(status: .badRequest, body: .init(byteBuffer: ByteBuffer(string: "{\"message\":\"Cannot send an empty message\",\"code\":50006}")))
+                return Response(
+                    status: .badRequest, body: .init(byteBuffer: ByteBuffer(string: "{\"message\":\"Cannot send an empty message\",\"code\":50006}")))
             }
             return Response(status: .noContent)
         }
@@ -278,7 +294,9 @@ public final class CloudflareStub: Sendable {
             body = try encoder.encode(SuccessEnvelope(result: AnyEncodable(result), result_info: nil))
         case .list(let result, let page, let perPage, let total):
             status = 200
-            let info = ResultInfo(count: min(perPage, max(0, total - (page - 1) * perPage)), page: page, per_page: perPage, total_count: total, total_pages: max(1, (total + perPage - 1) / perPage))
+            let info = ResultInfo(
+                count: min(perPage, max(0, total - (page - 1) * perPage)), page: page, per_page: perPage, total_count: total,
+                total_pages: max(1, (total + perPage - 1) / perPage))
             body = try encoder.encode(SuccessEnvelope(result: AnyEncodable(result), result_info: info))
         case .error(let code, let cfCode, let message):
             status = code
@@ -290,7 +308,9 @@ public final class CloudflareStub: Sendable {
 
     private static func make(_ new: NewRecord, in s: inout State) -> Record {
         defer { s.nextID += 1 }
-        return Record(id: id(s.nextID), type: new.type, name: new.name, content: new.content ?? "", proxied: new.proxied ?? false, ttl: new.ttl ?? 1, comment: new.comment)
+        return Record(
+            id: id(s.nextID), type: new.type, name: new.name, content: new.content ?? "", proxied: new.proxied ?? false, ttl: new.ttl ?? 1,
+            comment: new.comment)
     }
 
     private static func validate(_ records: [Record]) -> Answer? {
@@ -303,95 +323,10 @@ public final class CloudflareStub: Sendable {
             case "A", "AAAA": break
             default: return .error(400, 1004, "this stub only keeps A and AAAA records")
             }
-            if r.ttl != 1 && !(60...86400).contains(r.ttl) { return .error(400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, or 1 for Automatic") }
+            if r.ttl != 1 && !(60...86400).contains(r.ttl) {
+                return .error(400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, or 1 for Automatic")
+            }
         }
         return nil
-    }
-
-    struct StubState: Encodable {
-        struct M: Encodable {
-            var at: Double
-            var call: String
-            var deleted: [Record]
-            var created: [Record]
-            var after: [Record]
-        }
-        struct N: Encodable {
-            var at: Double
-            var backend: String
-            var title: String
-            var body: String
-        }
-        var records: [Record]
-        var calls: Int
-        var mutations: [M]
-        var notifications: [N]
-    }
-
-    struct NewRecord: Codable {
-        var type: String
-        var name: String
-        var content: String?
-        var ttl: Int?
-        var proxied: Bool?
-        var comment: String?
-    }
-
-    struct Batch: Codable {
-        struct ID: Codable { var id: String }
-        var deletes: [ID]?
-        var patches: [NewRecord]?
-        var puts: [NewRecord]?
-        var posts: [NewRecord]?
-    }
-
-    struct BatchResult: Encodable {
-        var deletes: [Record]
-        var patches: [Record]
-        var puts: [Record]
-        var posts: [Record]
-    }
-
-    struct Message: Encodable {
-        var code: Int
-        var message: String
-    }
-
-    struct ResultInfo: Encodable {
-        var count: Int
-        var page: Int
-        var per_page: Int
-        var total_count: Int
-        var total_pages: Int
-    }
-
-    struct SuccessEnvelope: Encodable {
-        var success = true
-        var errors: [Message] = []
-        var messages: [Message] = []
-        var result: AnyEncodable
-        var result_info: ResultInfo?
-    }
-
-    struct FailureEnvelope: Encodable {
-        var success = false
-        var errors: [Message]
-        var messages: [Message] = []
-        var result: String? = nil
-
-        func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(success, forKey: .success)
-            try c.encode(errors, forKey: .errors)
-            try c.encode(messages, forKey: .messages)
-            try c.encodeNil(forKey: .result)
-        }
-        enum CodingKeys: String, CodingKey { case success, errors, messages, result }
-    }
-
-    struct AnyEncodable: Encodable {
-        let value: any Encodable
-        init(_ value: any Encodable) { self.value = value }
-        func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
     }
 }

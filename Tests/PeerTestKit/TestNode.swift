@@ -100,15 +100,15 @@ public final class TestNode: Sendable {
     public func meshSection(pki: String, members: String) -> String {
         """
 
-            mesh:
-              listen: \(address):\(port + 1000)
-              ca: \(pki)/ca.pem
-              cert: \(pki)/\(name).pem
-              key: \(pki)/\(name)-key.pem
-              members:
-            \(members)
+        mesh:
+          listen: \(address):\(port + 1000)
+          ca: \(pki)/ca.pem
+          cert: \(pki)/\(name).pem
+          key: \(pki)/\(name)-key.pem
+          members:
+        \(members)
 
-            """
+        """
     }
 
     /// This node as an entry of `mesh.members`.
@@ -120,12 +120,15 @@ public final class TestNode: Sendable {
     public var metricsURL: String { "http://\(address):\(port + 2000)/metrics" }
 
     public func startNginx() throws {
-        let result = try Shell.run("nginx", ["-p", "\(directory)/nginx", "-c", "\(directory)/nginx/nginx.conf", "-e", "\(directory)/nginx/logs/error.log"])
+        let result = try Shell.run(
+            "nginx", ["-p", "\(directory)/nginx", "-c", "\(directory)/nginx/nginx.conf", "-e", "\(directory)/nginx/logs/error.log"])
         guard result.status == 0 else { throw TestBed.NotReady(description: "nginx did not start: \(result.output)") }
     }
 
     public func stopNginx() {
-        if let pid = try? String(contentsOfFile: "\(directory)/nginx/nginx.pid", encoding: .utf8), let n = Int32(pid.trimmingCharacters(in: .whitespacesAndNewlines)) {
+        if let pid = try? String(contentsOfFile: "\(directory)/nginx/nginx.pid", encoding: .utf8),
+            let n = Int32(pid.trimmingCharacters(in: .whitespacesAndNewlines))
+        {
             kill(n, SIGQUIT)
             for _ in 0..<50 where kill(n, 0) == 0 { usleep(20_000) }
         }
@@ -138,7 +141,8 @@ public final class TestNode: Sendable {
 
     /// The containers of this node (by peer's labels), from the docker CLI, independent of the code under test.
     public func containers(all: Bool = true) throws -> [String] {
-        let result = try Shell.run("docker", ["ps", all ? "-a" : "", "-q", "--no-trunc", "--filter", "label=dev.peer.node=\(name)"].filter { !$0.isEmpty })
+        let result = try Shell.run(
+            "docker", ["ps", all ? "-a" : "", "-q", "--no-trunc", "--filter", "label=dev.peer.node=\(name)"].filter { !$0.isEmpty })
         return result.output.split(separator: "\n").map(String.init)
     }
 

@@ -31,7 +31,8 @@ extension ControlAPI.NodeStatus {
             node: config.node.name, address: config.node.address, app: config.app.name, serving: status.serving,
             servingSince: status.servingSince, previousImage: status.previousImage, deploying: status.deploying,
             lastDeploy: status.lastDeploy, starting: status.starting,
-            nginx: .init(site: config.nginx.site, listen: config.nginx.listen, running: status.nginxRunning, routedGeneration: status.routedGeneration),
+            nginx: .init(
+                site: config.nginx.site, listen: config.nginx.listen, running: status.nginxRunning, routedGeneration: status.routedGeneration),
             docker: docker,
             peerd: .init(version: ControlAPI.version, pid: getpid(), rssBytes: status.rssBytes, startedAt: status.startedAt),
             originCertificate: origin)

@@ -55,7 +55,8 @@ enum ControlServer {
             guard let tls = try? ControlAPI.decoder.decode(ControlAPI.TLSRequest.self, from: Data(buffer: request.body)) else {
                 throw NodeControl.Refusal.badRequest("expected a JSON body {\"certificatePEM\": \"…\", \"keyPEM\": \"…\"}")
             }
-            return try json(try await control.setOriginTLS(OriginPair(certificatePEM: tls.certificatePEM, keyPEM: tls.keyPEM), requestedBy: tls.requestedBy))
+            return try json(
+                try await control.setOriginTLS(OriginPair(certificatePEM: tls.certificatePEM, keyPEM: tls.keyPEM), requestedBy: tls.requestedBy))
         case (.GET, "/v1/deploys"):
             return try json(await control.history())
         case (.GET, "/v1/members"):

@@ -143,7 +143,9 @@ struct HTTPServer: Service {
         }
     }
 
-    private func write(_ response: Response, for request: HTTPRequestHead, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+    private func write(
+        _ response: Response, for request: HTTPRequestHead, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
+    ) async throws {
         var headers = HTTPHeaders([("content-type", response.contentType)])
         if !request.isKeepAlive { headers.add(name: "connection", value: "close") }
         switch response.body {

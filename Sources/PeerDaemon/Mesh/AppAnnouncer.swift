@@ -20,16 +20,16 @@ struct AppAnnouncer: Service {
     private func loop() async throws {
         var debounce = AppHealthDebounce()
         while !Task.isCancelled {
-                let observed = await check()
-                let announced = announcements.current.app
-                let next = debounce.next(observed: observed, announced: announced)
-                if next != announced {
-                    logger.info(
-                        "app state changed",
-                        metadata: ["app.healthy": "\(next.healthy.map { "\($0)" } ?? "-")", "app.image": "\(next.image ?? "-")"])
-                    announcements.update { $0.app = next }
-                }
-                try await clock.sleep(for: .seconds(1))
+            let observed = await check()
+            let announced = announcements.current.app
+            let next = debounce.next(observed: observed, announced: announced)
+            if next != announced {
+                logger.info(
+                    "app state changed",
+                    metadata: ["app.healthy": "\(next.healthy.map { "\($0)" } ?? "-")", "app.image": "\(next.image ?? "-")"])
+                announcements.update { $0.app = next }
+            }
+            try await clock.sleep(for: .seconds(1))
         }
     }
 

@@ -14,9 +14,10 @@ enum LeaderNotices {
         guard let term = next.lease.validTerm(now: now) else { return notices }
         let me = next.me.name
         if previous.lease.holding?.term != term {
-            notices.append(Notice(
-                kind: .leaderChanged, title: "\(me) leads the cluster",
-                body: "\(me) holds the leader lease (term \(term)): it now edits DNS and sends notifications.", key: "leader/\(term)"))
+            notices.append(
+                Notice(
+                    kind: .leaderChanged, title: "\(me) leads the cluster",
+                    body: "\(me) holds the leader lease (term \(term)): it now edits DNS and sends notifications.", key: "leader/\(term)"))
         }
         for member in next.members {
             let before = previous.member(member.id) ?? ClusterState.Member(id: member.id, address: member.address)
@@ -37,13 +38,15 @@ enum LeaderNotices {
             case "running":
                 notices.append(Notice(kind: .deployStarted, title: "\(who): \(what) started", body: "deploy \(deploy.id)", key: key))
             case "succeeded":
-                notices.append(Notice(
-                    kind: deploy.kind == "rollback" ? .deployRolledBack : .deployFinished, title: "\(who): \(what) done",
-                    body: "deploy \(deploy.id) serves \(deploy.image)", key: key))
+                notices.append(
+                    Notice(
+                        kind: deploy.kind == "rollback" ? .deployRolledBack : .deployFinished, title: "\(who): \(what) done",
+                        body: "deploy \(deploy.id) serves \(deploy.image)", key: key))
             default:
-                notices.append(Notice(
-                    kind: .deployFailed, title: "\(who): \(what) \(deploy.state)",
-                    body: "deploy \(deploy.id): \(deploy.reason ?? "no reason given"); the previous version keeps serving", key: key))
+                notices.append(
+                    Notice(
+                        kind: .deployFailed, title: "\(who): \(what) \(deploy.state)",
+                        body: "deploy \(deploy.id): \(deploy.reason ?? "no reason given"); the previous version keeps serving", key: key))
             }
         }
         return notices

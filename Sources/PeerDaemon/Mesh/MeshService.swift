@@ -63,7 +63,9 @@ actor MeshService: Service {
         self.operatorHandler = operatorHandler
         self.state = StateDirectory(config.stateDirectory)
         let read = { (path: String) throws -> String in
-            guard let data = FileManager.default.contents(atPath: path) else { throw StartupError(description: "\(config.path): mesh: \(path) cannot be read") }
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw StartupError(description: "\(config.path): mesh: \(path) cannot be read")
+            }
             return String(decoding: data, as: UTF8.self)
         }
         let names = Set(mesh.members.map(\.name))
@@ -82,7 +84,9 @@ actor MeshService: Service {
         }
         guard PeerIdentity(certificate: certificate) == .node(config.node.name) else {
             throw StartupError(
-                description: "\(config.path): mesh.cert \(mesh.certificate) is not a node certificate for \(config.node.name); issue one with: peerctl cert issue \(config.node.name) --address IP")
+                description:
+                    "\(config.path): mesh.cert \(mesh.certificate) is not a node certificate for \(config.node.name); issue one with: peerctl cert issue \(config.node.name) --address IP"
+            )
         }
         var addresses: [MemberID: SocketAddress] = [:]
         for member in mesh.members {

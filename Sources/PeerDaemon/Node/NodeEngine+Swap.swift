@@ -64,7 +64,9 @@ extension NodeEngine {
             record.warnings = cleanupWarnings
         }
         record.durationMs = (clock.now() - begin).milliseconds
-        log.log(level: record.result == .succeeded ? .info : .error, "\(job.kind.rawValue) \(record.result.rawValue)", metadata: record.reason.map { ["reason": "\($0)"] } ?? [:])
+        log.log(
+            level: record.result == .succeeded ? .info : .error, "\(job.kind.rawValue) \(record.result.rawValue)",
+            metadata: record.reason.map { ["reason": "\($0)"] } ?? [:])
         remember(record)
         return record
     }

@@ -191,7 +191,8 @@ public actor NodeEngine: Service {
     public func servingImage() -> String? { state.current?.image }
 
     /// The running deploy and the last finished one: (id, kind, image, state, reason).
-    public func deploys() -> (running: (id: String, image: String)?, last: (id: String, kind: String, image: String, state: String, reason: String?)?) {
+    public func deploys() -> (running: (id: String, image: String)?, last: (id: String, kind: String, image: String, state: String, reason: String?)?)
+    {
         let last = state.history.last { $0.kind != .restore }.map { ($0.id, $0.kind.rawValue, $0.image, $0.result.rawValue, $0.reason) }
         return (active.map { ($0.id, $0.image) }, last)
     }

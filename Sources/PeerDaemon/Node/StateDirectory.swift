@@ -56,7 +56,9 @@ public struct StateDirectory: Sendable {
         guard let term = UInt64(text) else {
             throw Unreadable(
                 path: full,
-                reason: "does not hold a lease term (\(text.prefix(40).debugDescription)); it is this node's promise to the others: restore it from a backup, or remove it only if this node has been stopped for longer than a lease")
+                reason:
+                    "does not hold a lease term (\(text.prefix(40).debugDescription)); it is this node's promise to the others: restore it from a backup, or remove it only if this node has been stopped for longer than a lease"
+            )
         }
         return term
     }

@@ -17,7 +17,9 @@ public enum PeerMetrics {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.durationHistogramBuckets["peer_swap_duration_seconds"] = [0.5, 1, 2, 5, 10, 30, 60, 120, 300].map { .milliseconds(Int64($0 * 1000)) }
-        factory.durationHistogramBuckets["peer_swap_serving_after_seconds"] = [0.25, 0.5, 1, 1.5, 2, 5, 10, 30, 60].map { .milliseconds(Int64($0 * 1000)) }
+        factory.durationHistogramBuckets["peer_swap_serving_after_seconds"] = [0.25, 0.5, 1, 1.5, 2, 5, 10, 30, 60].map {
+            .milliseconds(Int64($0 * 1000))
+        }
         MetricsSystem.bootstrap(factory)
         return registry
     }
@@ -53,10 +55,12 @@ struct MetricsService: Service {
         serverLogger[metadataKey: "peer.component"] = "metrics"
         let server = HTTPServer(address: .tcp(host: settings.host, port: settings.port), maxBodyBytes: 0, logger: serverLogger) { request in
             guard request.path == "/metrics" else {
-                return HTTPServer.Response(status: .notFound, contentType: "text/plain; charset=utf-8", body: .bytes(Array("only /metrics here\n".utf8)))
+                return HTTPServer.Response(
+                    status: .notFound, contentType: "text/plain; charset=utf-8", body: .bytes(Array("only /metrics here\n".utf8)))
             }
             guard request.method == .GET || request.method == .HEAD else {
-                return HTTPServer.Response(status: .methodNotAllowed, contentType: "text/plain; charset=utf-8", body: .bytes(Array("GET /metrics\n".utf8)))
+                return HTTPServer.Response(
+                    status: .methodNotAllowed, contentType: "text/plain; charset=utf-8", body: .bytes(Array("GET /metrics\n".utf8)))
             }
             return HTTPServer.Response(contentType: "text/plain; version=0.0.4; charset=utf-8", body: .bytes(registry.emitToBuffer()))
         }

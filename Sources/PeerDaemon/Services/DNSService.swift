@@ -82,7 +82,9 @@ actor DNSService: Service {
                 tokenVerified = true
                 logger.info("Cloudflare token verified", metadata: ["dns.zone": "\(settings.zone)", "dns.name": "\(settings.name)"])
             } catch {
-                await alert("Cloudflare token rejected", "\(error). DNS failover is off until a valid token (DNS Write, Zone Read) is configured.", key: "dns-token/\(error)")
+                await alert(
+                    "Cloudflare token rejected", "\(error). DNS failover is off until a valid token (DNS Write, Zone Read) is configured.",
+                    key: "dns-token/\(error)")
                 try? await clock.sleep(for: .seconds(30))
                 return
             }
@@ -124,17 +126,27 @@ actor DNSService: Service {
             let byAddress = Dictionary(members.map { ($0.address, $0.name) }, uniquingKeysWith: { a, _ in a })
             for record in plan.changes.deletes {
                 let who = byAddress[record.content] ?? record.content
-                logger.info("DNS record removed", metadata: ["dns.name": "\(settings.name)", "dns.content": "\(record.content)", "member.name": "\(who)", "lease.term": "\(fence.term)"])
-                await notices?.post(Notice(
-                    kind: .nodeRemoved, title: "\(who) removed from \(settings.name)",
-                    body: "\(who) (\(record.content)) is down or unhealthy; its DNS record was removed.", key: "removed/\(record.content)/\(record.id)"))
+                logger.info(
+                    "DNS record removed",
+                    metadata: [
+                        "dns.name": "\(settings.name)", "dns.content": "\(record.content)", "member.name": "\(who)", "lease.term": "\(fence.term)",
+                    ])
+                await notices?.post(
+                    Notice(
+                        kind: .nodeRemoved, title: "\(who) removed from \(settings.name)",
+                        body: "\(who) (\(record.content)) is down or unhealthy; its DNS record was removed.",
+                        key: "removed/\(record.content)/\(record.id)"))
             }
             for address in plan.changes.creates {
                 let who = byAddress[address] ?? address
-                logger.info("DNS record added", metadata: ["dns.name": "\(settings.name)", "dns.content": "\(address)", "member.name": "\(who)", "lease.term": "\(fence.term)"])
-                await notices?.post(Notice(
-                    kind: .nodeRestored, title: "\(who) back in \(settings.name)",
-                    body: "\(who) (\(address)) serves again; its DNS record is back.", key: "restored/\(address)/\(created.first { $0.content == address }?.id ?? "")"))
+                logger.info(
+                    "DNS record added",
+                    metadata: ["dns.name": "\(settings.name)", "dns.content": "\(address)", "member.name": "\(who)", "lease.term": "\(fence.term)"])
+                await notices?.post(
+                    Notice(
+                        kind: .nodeRestored, title: "\(who) back in \(settings.name)",
+                        body: "\(who) (\(address)) serves again; its DNS record is back.",
+                        key: "restored/\(address)/\(created.first { $0.content == address }?.id ?? "")"))
             }
         } catch {
             records = nil  // list again next time

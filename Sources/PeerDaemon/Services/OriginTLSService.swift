@@ -88,7 +88,10 @@ actor OriginTLSService: Service {
         try await install(pair, setAt: setAt)
         logger.info(
             "origin certificate set",
-            metadata: ["tls.fingerprint": "\(installed!.mark.fingerprint)", "tls.requested_by": "\(requestedBy)", "tls.days_left": "\(installed!.info.daysLeft())"])
+            metadata: [
+                "tls.fingerprint": "\(installed!.mark.fingerprint)", "tls.requested_by": "\(requestedBy)",
+                "tls.days_left": "\(installed!.info.daysLeft())",
+            ])
         await announce()
         await sendToOthers(force: true)
         return installed!
@@ -98,7 +101,9 @@ actor OriginTLSService: Service {
     private func install(_ pair: OriginPair, setAt: Int64) async throws {
         guard let hostname = config.nginx.tlsHostname else {
             throw Refused(
-                description: "\(config.path): nginx.server_name (\(config.nginx.serverName)) names no host the certificate must cover; set nginx.tls.hostname, e.g. shop.example.com")
+                description:
+                    "\(config.path): nginx.server_name (\(config.nginx.serverName)) names no host the certificate must cover; set nginx.tls.hostname, e.g. shop.example.com"
+            )
         }
         let info: OriginCertificateInfo
         do {
@@ -163,7 +168,8 @@ actor OriginTLSService: Service {
             if let mine = installed?.mark, !(mine < offered) { return }
             do {
                 try await install(pair, setAt: setAt)
-                logger.info("origin certificate installed from a member", metadata: ["mesh.member": "\(member)", "tls.fingerprint": "\(offered.fingerprint)"])
+                logger.info(
+                    "origin certificate installed from a member", metadata: ["mesh.member": "\(member)", "tls.fingerprint": "\(offered.fingerprint)"])
                 await announce()
             } catch {
                 logger.error("origin certificate from a member not installed", metadata: ["mesh.member": "\(member)", "error": "\(error)"])
@@ -177,10 +183,13 @@ actor OriginTLSService: Service {
         guard let mesh, let installed else { return }
         let mine = installed.mark
         let now = clock.now()
-        let others = mesh.cluster.current.appMembers.filter { $0.id.name != config.node.name && $0.status != .dead && ($0.app.origin.map { $0 < mine } ?? true) }
+        let others = mesh.cluster.current.appMembers.filter {
+            $0.id.name != config.node.name && $0.status != .dead && ($0.app.origin.map { $0 < mine } ?? true)
+        }
         guard !others.isEmpty else { return }
         let files = config.originFiles(fingerprint: installed.info.fingerprint)
-        guard let certificate = FileManager.default.contents(atPath: files.certificate), let key = FileManager.default.contents(atPath: files.key) else {
+        guard let certificate = FileManager.default.contents(atPath: files.certificate), let key = FileManager.default.contents(atPath: files.key)
+        else {
             logger.error("the installed origin certificate's files are gone", metadata: ["tls.certificate": "\(files.certificate)"])
             return
         }
@@ -246,10 +255,12 @@ actor OriginTLSService: Service {
         guard days <= 30 else { return }
         let bucket = days <= 1 ? 1 : days <= 7 ? 7 : 30
         let host = config.nginx.tlsHostname ?? config.nginx.serverName
-        await notices?.post(Notice(
-            kind: .certificateExpiring, title: "origin certificate for \(host) expires in \(max(days, 0)) days",
-            body: "Create a new one (Cloudflare: SSL/TLS › Origin Server) and install it on every node: peerctl tls set --cert origin.pem --key origin-key.pem",
-            key: "origin/\(installed.info.fingerprint.prefix(16))/\(bucket)"))
+        await notices?.post(
+            Notice(
+                kind: .certificateExpiring, title: "origin certificate for \(host) expires in \(max(days, 0)) days",
+                body:
+                    "Create a new one (Cloudflare: SSL/TLS › Origin Server) and install it on every node: peerctl tls set --cert origin.pem --key origin-key.pem",
+                key: "origin/\(installed.info.fingerprint.prefix(16))/\(bucket)"))
     }
 }
 

@@ -92,7 +92,10 @@ public actor RolloutService: Service {
             newest = self.newest(in: view)
         }
         if let newest, Rollout.outcome(intent: newest, reports: reports(view), alive: Self.alive(view)) == .running {
-            throw Busy(description: "deploy \(newest.id) of \(newest.image) (requested by \(newest.requestedBy)) is still rolling out; wait for it or see peerctl status")
+            throw Busy(
+                description:
+                    "deploy \(newest.id) of \(newest.image) (requested by \(newest.requestedBy)) is still rolling out; wait for it or see peerctl status"
+            )
         }
         let status = await engine.status()
         // What the cluster serves now, and what it served before that: from the newest rollout (if it failed,
@@ -135,8 +138,10 @@ public actor RolloutService: Service {
         continuation.yield(.accepted(id: new.id, image: new.image, holders: holders, alive: alive))
         logger.info(
             "rollout accepted",
-            metadata: ["deploy.id": "\(new.id)", "deploy.seq": "\(new.seq)", "deploy.image": "\(new.image)", "deploy.order": "\(new.order)",
-                "deploy.replaces": "\(newest?.id ?? "-")"])
+            metadata: [
+                "deploy.id": "\(new.id)", "deploy.seq": "\(new.seq)", "deploy.image": "\(new.image)", "deploy.order": "\(new.order)",
+                "deploy.replaces": "\(newest?.id ?? "-")",
+            ])
         return stream
     }
 
