@@ -203,7 +203,7 @@ let package = Package(
         .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
         .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "DNSPlanning", "PeerCore", "SimulationKit"], swiftSettings: strict),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore", "SimulationKit"], swiftSettings: strict),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Membership", "Leadership", "Deployment", "PeerCore", "SimulationKit"], swiftSettings: strict),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Membership", "Leadership", "Deployment", "DNSPlanning", "PeerCore", "SimulationKit"], swiftSettings: strict),
         // The simulated network every protocol simulation runs on.
         .target(name: "SimulationKit", dependencies: ["PeerCore"], path: "Tests/SimulationKit", swiftSettings: strict),
         .testTarget(

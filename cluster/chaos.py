@@ -4,8 +4,9 @@
 Bounded: no round starts after M minutes (default 5) or R rounds (default: no limit), and every round is bounded
 (the deploy 180 s, settling 90 s).
 
-Each round (chosen by the seed): a fault — kill -9 a follower or the leader, SIGSTOP a peerd, cut a node off
-from the others, 30 % mesh packet loss on a node, or none — then a rolling deploy submitted to a node the fault
+Each round (chosen by the seed): a fault — kill -9 a follower or the leader, SIGSTOP a peerd or the leader, cut a
+node off from the others, 30 % mesh packet loss on a node, a slow provider (batches commit 0.3–1.2 s after they
+arrive), a record deleted by hand in the "dashboard", or none — then a rolling deploy submitted to a node the fault
 does not touch (v2/v3 alternately; every fourth round a broken image, which must be stopped and undone), the fault
 healed after 2–6 s, the deploy awaited and the cluster settled. All along: HTTP load on every node's nginx (a fresh
 connection per request) and the DNS records at the Cloudflare stand-in read every 50 ms.
@@ -13,8 +14,9 @@ connection per request) and the DNS records at the Cloudflare stand-in read ever
 It fails (exit 1) unless, at the end:
   - no request got a non-2xx answer or no answer (nginx and the app serve through every one of these faults:
     a failure would be unexplained);
-  - the record set was never empty;
-  - no DNS write happened under a stale term (a write by a node after a higher term had begun, from the logs);
+  - the record set was never empty: the result of every write the provider applied, read from its log (exact);
+  - no DNS write was applied after a write of a higher term (the term is in the comments peer writes), nor made
+    by a node after a higher term had begun (from the logs);
   - no orphan containers: every node runs exactly one container of peer's, the one nginx routes to;
   - every deploy ended done or rolled back (the broken ones rolled back), and every node serves the image of the
     last good deploy.
@@ -88,11 +90,21 @@ def settled(expected):
     return r.returncode == 0 and all(m["status"] == "alive" for m in json.loads(r.stdout)["members"])
 
 
+def stub_post(path):
+    urllib.request.urlopen(urllib.request.Request(STUB + path, method="POST"), timeout=5).read()
+
+
 def apply(fault, target):
     if fault in ("kill-follower", "kill-leader"):
         kill(target)
-    elif fault == "pause":
+    elif fault in ("pause", "pause-leader"):
         pause(target)
+    elif fault == "slow-provider":
+        stub_post(f"/_stub/commit-latency?ms={rng.randint(300, 1200)}")
+    elif fault == "hand-delete":
+        have = sorted(contents())
+        if len(have) >= 2:
+            stub_post(f"/_stub/hand-delete?name={NAME}&content={rng.choice(have)}")
     elif fault == "isolate":
         partition([[target], [n for n in NODES if n != target]])
     elif fault == "loss":
@@ -102,8 +114,10 @@ def apply(fault, target):
 def undo(fault, target):
     if fault in ("kill-follower", "kill-leader"):
         start(target)
-    elif fault == "pause":
+    elif fault in ("pause", "pause-leader"):
         resume(target)
+    elif fault == "slow-provider":
+        stub_post("/_stub/commit-latency?ms=0")
     elif fault in ("isolate", "loss"):
         heal()
 
@@ -125,9 +139,9 @@ try:
     for round_ in range(1, options.rounds + 1):
         if time.time() - started > options.minutes * 60:
             break
-        fault = rng.choice(["kill-follower", "kill-leader", "pause", "isolate", "loss", "none"])
+        fault = rng.choice(["kill-follower", "kill-leader", "pause", "pause-leader", "isolate", "loss", "slow-provider", "hand-delete", "none"])
         lead = leader()
-        if fault == "kill-leader":
+        if fault in ("kill-leader", "pause-leader"):
             target = lead or rng.choice(NODES)
         else:
             target = rng.choice([n for n in NODES if n != lead] or NODES)
@@ -179,7 +193,21 @@ total = sum(answers.values())
 if non2xx:
     problems.append(f"{non2xx} of {total} requests failed: {failures[:5]}")
 if records_seen["zero_at"]:
-    problems.append(f"the record set was empty {len(records_seen['zero_at'])} times")
+    problems.append(f"the record set was empty {len(records_seen['zero_at'])} times (sampled)")
+# Exact: the record set after every write the provider applied, and the terms of those writes in order.
+applied = [m for m in state()["mutations"] if m["call"] != "hand-delete"]
+empty_after = [m for m in applied if not [r for r in m["after"] if r["name"] == NAME]]
+if empty_after:
+    problems.append(f"{len(empty_after)} writes left the name with no record")
+out_of_order, highest = [], 0
+for m in applied:
+    term = m.get("term")
+    if term is not None:
+        if term < highest:
+            out_of_order.append((m["at"], term, highest))
+        highest = max(highest, term)
+if out_of_order:
+    problems.append(f"{len(out_of_order)} writes applied after a write of a higher term: {out_of_order[:3]}")
 writes, stale = dns_writes_and_stale()
 if stale:
     problems.append(f"{len(stale)} DNS writes under a stale term")
@@ -201,7 +229,9 @@ if set(final.values()) != {expected}:
 
 print()
 print(f"seed {seed}: {len(results)} rounds in {time.time() - started:.0f} s, {total} requests, {non2xx} failed")
-print(f"DNS: {len(writes)} record writes, fewest records at any moment {records_seen['min']}, stale-term writes {len(stale)}")
+print(f"DNS: {len(applied)} writes applied, {len(writes)} record changes logged, fewest records after any write "
+      f"{min((len([r for r in m['after'] if r['name'] == NAME]) for m in applied), default='-')} (sampled {records_seen['min']}), "
+      f"stale-term writes {len(stale) + len(out_of_order)}")
 print(f"faults: {', '.join(f'{r[1]}({r[2]})' for r in results)}")
 print(f"deploys: {', '.join(f'{r[3]}:{r[4]}' for r in results)}")
 if os.environ.get("PEER_CHAOS_KEEP") is None:

@@ -23,11 +23,14 @@ public actor CloudflareClient {
         public var requestTimeout: Duration
         /// Requests allowed per 5 minutes (Cloudflare allows 1,200; peer keeps a margin).
         public var budget: Int
+        /// A fenced write is not sent with less time than this left before its deadline.
+        public var minimumWrite: Duration
 
         public init(
             baseURL: String = "https://api.cloudflare.com/client/v4", zone: String, proxied: Bool = true, ttl: Int = 1,
-            attempts: Int = 4, requestTimeout: Duration = .seconds(5), budget: Int = 1000
+            attempts: Int = 4, requestTimeout: Duration = .seconds(5), budget: Int = 1000, minimumWrite: Duration = .milliseconds(300)
         ) {
+            self.minimumWrite = minimumWrite
             self.baseURL = baseURL
             self.zone = zone
             self.proxied = proxied
@@ -48,7 +51,12 @@ public actor CloudflareClient {
         }
     }
 
-    public let settings: Settings
+    /// A fenced write that was not sent (too little time left before its deadline).
+    public struct NotSent: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    public nonisolated let settings: Settings
     private let token: String
     private let http: HTTPClient
     private let logger: Logger
@@ -104,20 +112,24 @@ public actor CloudflareClient {
         return out
     }
 
-    /// One `POST /zones/{zone}/dns_records/batch` for the whole change set (deletes run before posts).
-    /// Returns the records it created.
-    public func apply(_ changes: DNSChangeSet, name: String, deadline: Duration? = nil) async throws -> [DNSRecord] {
-        guard !changes.isEmpty else { return [] }
+    /// One `POST /zones/{zone}/dns_records/batch` (the provider runs deletes, then patches, then posts, as one
+    /// transaction). The guard record's comment is set to this write's, so the whole batch fails if it is gone;
+    /// posts carry the comment too. Returns the records it created.
+    ///
+    /// `deadline`: the absolute instant by which the write must have been answered — fenced writes are tried once,
+    /// and not at all when less than ``Settings/minimumWrite`` is left when the request is about to leave.
+    public func apply(_ batch: DNSBatch, name: String, term: UInt64, deadline: NIODeadline? = nil) async throws -> [DNSRecord] {
+        guard !batch.isEmpty else { return [] }
         let zone = try await zone()
         let body = Batch(
-            deletes: changes.deletes.map { Batch.Delete(id: $0.id) },
-            posts: changes.creates.map {
+            deletes: batch.deletes.map { Batch.Delete(id: $0.id) },
+            patches: batch.guarded.map { [Batch.Patch(id: $0.record.id, comment: DNSPlanner.comment(member: $0.member, term: term))] } ?? [],
+            posts: batch.creates.map {
                 NewRecord(
-                    type: $0.contains(":") ? "AAAA" : "A", name: name, content: $0, ttl: settings.ttl, proxied: settings.proxied,
-                    comment: DNSPlanner.comment)
+                    type: $0.address.contains(":") ? "AAAA" : "A", name: name, content: $0.address, ttl: settings.ttl,
+                    proxied: settings.proxied, comment: DNSPlanner.comment(member: $0.member, term: term))
             })
-        // A fenced write is tried once: a retry could land after the lease is over.
-        let result: BatchResult = try await call(.POST, "/zones/\(zone)/dns_records/batch", body: body, deadline: deadline, retry: deadline == nil)
+        let result: BatchResult = try await call(.POST, "/zones/\(zone)/dns_records/batch", body: body, deadline: deadline)
         return (result.posts ?? []).map(\.plain)
     }
 
@@ -128,16 +140,17 @@ public actor CloudflareClient {
     }
 
     private func call<T: Decodable & Sendable>(
-        _ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)? = Optional<Batch>.none, deadline: Duration? = nil,
-        retry: Bool = true
+        _ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)? = Optional<Batch>.none, deadline: NIODeadline? = nil
     ) async throws -> T {
-        try await callPaged(method, path, body: body, deadline: deadline, retry: retry).0
+        try await callPaged(method, path, body: body, deadline: deadline).0
     }
 
+    /// A call; retried (429, 5xx, timeouts) unless it has a `deadline`: a fenced write is tried once, since a retry
+    /// could land after the lease is over.
     private func callPaged<T: Decodable & Sendable>(
-        _ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)? = Optional<Batch>.none, deadline: Duration? = nil,
-        retry: Bool = true
+        _ method: HTTPMethod, _ path: String, body: (some Encodable & Sendable)? = Optional<Batch>.none, deadline: NIODeadline? = nil
     ) async throws -> (T, ResultInfo?) {
+        let retry = deadline == nil
         var attempt = 0
         var delay = Duration.milliseconds(250)
         while true {
@@ -151,11 +164,18 @@ public actor CloudflareClient {
                 request.headers.add(name: "Content-Type", value: "application/json")
                 request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(body)))
             }
-            let timeout = deadline.map { min($0, settings.requestTimeout) } ?? settings.requestTimeout
+            var until = NIODeadline.now() + .nanoseconds(settings.requestTimeout.nanoseconds)
+            if let deadline {
+                // The last look before the request leaves: nothing that can wait comes between it and the send.
+                guard deadline - .nanoseconds(settings.minimumWrite.nanoseconds) > NIODeadline.now() else {
+                    throw NotSent(description: "not sent: the lease no longer leaves time for the write")
+                }
+                until = min(until, deadline)
+            }
             var retryAfter: Duration? = nil
             var failure = Failure(status: nil, errors: [])
             do {
-                let response = try await http.execute(request, timeout: .nanoseconds(timeout.nanoseconds))
+                let response = try await http.execute(request, deadline: until)
                 let data = Data(buffer: try await response.body.collect(upTo: 8 << 20))
                 let status = Int(response.status.code)
                 let envelope = try? JSONDecoder().decode(Envelope<T>.self, from: data)
@@ -258,7 +278,12 @@ public actor CloudflareClient {
 
     struct Batch: Encodable, Sendable {
         struct Delete: Encodable, Sendable { var id: String }
+        struct Patch: Encodable, Sendable {
+            var id: String
+            var comment: String
+        }
         var deletes: [Delete]
+        var patches: [Patch]
         var posts: [NewRecord]
     }
 

@@ -116,6 +116,23 @@ public struct MeshNode: Sendable {
         return directives
     }
 
+    /// A fenced action is about to be taken: ask the voters now whether they still back this leader
+    /// (``Lease/confirm(now:)``); the answer shows as the published lease's `confirmedAt`.
+    public mutating func confirmLease(now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        absorb(lease.confirm(now: now), into: &directives)
+        publishIfChanged(into: &directives)
+        return directives
+    }
+
+    /// This node cannot do the leader's work: it stops leading and does not campaign before `until`.
+    public mutating func stepDown(now: Instant, until: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        absorb(lease.stepDown(now: now, until: until), into: &directives)
+        publishIfChanged(into: &directives)
+        return directives
+    }
+
     /// What this node says about itself changed: gossiped under a new incarnation.
     public mutating func announce(_ app: AppStatus, now: Instant) -> [Directive] {
         var directives: [Directive] = []

@@ -109,10 +109,12 @@ public enum ControlAPI {
         public var majority: Int
         /// The highest term this node has promised (persisted).
         public var promisedTerm: UInt64
+        /// Why this node stepped down and does not campaign for now (it could not do the leader's work).
+        public var standingDown: String?
 
         public init(
             node: String, leader: String? = nil, term: UInt64? = nil, thisNodeLeads: Bool, leaseRemainingMs: Int? = nil, voters: [String],
-            majority: Int, promisedTerm: UInt64
+            majority: Int, promisedTerm: UInt64, standingDown: String? = nil
         ) {
             self.node = node
             self.leader = leader
@@ -122,6 +124,7 @@ public enum ControlAPI {
             self.voters = voters
             self.majority = majority
             self.promisedTerm = promisedTerm
+            self.standingDown = standingDown
         }
     }
 

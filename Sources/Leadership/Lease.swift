@@ -62,8 +62,15 @@ public struct Lease: Sendable {
             term: UInt64, validUntil: Instant, renewing: (attempt: UInt64, term: UInt64, sent: Instant, grants: Set<MemberID>)?, nextRenew: Instant)
     }
     private var role: Role = .follower(nextCampaign: nil)
+    /// While leading: when the round that gave the current lease was sent (its grants came from a majority).
+    private var confirmedAt: Instant?
+    /// This node gave up leading (it cannot do the leader's work): it neither campaigns nor renews before then.
+    private var standingDownUntil: Instant?
     private var attempt: UInt64 = 0
     private var highestSeen: UInt64
+    /// A voter refused our term because it promised this term (or a higher one) without knowing to whom: the
+    /// next renewal asks for a term above it.
+    private var renewAbove: UInt64 = 0
 
     /// `promised`: the term persisted by a previous run (0 for a new node). `voters` includes this node if it
     /// votes.
@@ -93,7 +100,10 @@ public struct Lease: Sendable {
     /// any instant.
     public var view: View {
         var view = View(me: me, voters: voters, promised: promised)
-        if case .leader(let term, let validUntil, _, _) = role { view.holding = .init(term: term, validUntil: validUntil) }
+        if case .leader(let term, let validUntil, _, _) = role {
+            view.holding = .init(term: term, validUntil: validUntil, confirmedAt: confirmedAt ?? validUntil, contested: highestSeen > term)
+        }
+        view.standingDownUntil = standingDownUntil
         view.grant = grant.map { .init(to: $0.to, term: $0.term, until: $0.until) }
         return view
     }
@@ -104,9 +114,18 @@ public struct Lease: Sendable {
             public var term: UInt64
             /// This node leads until then (its own clock, drift and margin already taken off).
             public var validUntil: Instant
-            public init(term: UInt64, validUntil: Instant) {
+            /// When the round of messages that a majority granted, and that gave `validUntil`, was sent: a leader
+            /// that asks its voters at `t` knows they still back it once this is at or after `t`.
+            public var confirmedAt: Instant
+            /// Someone asked for a higher term since this node's term began: until a renewal under a higher term
+            /// succeeds, this node takes no fenced action (a node resumed from a pause learns of the new leader
+            /// this way before it acts).
+            public var contested: Bool
+            public init(term: UInt64, validUntil: Instant, confirmedAt: Instant, contested: Bool = false) {
                 self.term = term
                 self.validUntil = validUntil
+                self.confirmedAt = confirmedAt
+                self.contested = contested
             }
         }
 
@@ -129,6 +148,8 @@ public struct Lease: Sendable {
         public var holding: Holding?
         /// This node's vote.
         public var grant: Grant?
+        /// This node stepped down and does not campaign before then.
+        public var standingDownUntil: Instant?
 
         public init(me: MemberID, voters: [MemberID], promised: UInt64, holding: Holding? = nil, grant: Grant? = nil) {
             self.me = me
@@ -181,23 +202,13 @@ public struct Lease: Sendable {
         case .leader(let term, let validUntil, let renewing, let nextRenew):
             if now >= validUntil {
                 role = .follower(nextCampaign: nil)
+                confirmedAt = nil
                 directives.append(.leadership(term: nil))
                 // A follower from now on: it plans its next campaign in this same tick.
                 followerStep(now: now, aliveCandidates: aliveCandidates, into: &directives)
                 break
             }
-            if now >= nextRenew {
-                // Renew under our term, or under a higher one if someone promised a higher term to another
-                // (a voter that did would refuse ours forever): our own voters accept a higher term from us.
-                let renewTerm = highestSeen > term ? highestSeen + 1 : term
-                attempt += 1
-                var grants: Set<MemberID> = []
-                if vote(for: me, term: renewTerm, now: now, into: &directives) { grants.insert(me) }
-                role = .leader(
-                    term: term, validUntil: validUntil, renewing: (attempt, renewTerm, now, grants), nextRenew: now + settings.renewInterval)
-                for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: renewTerm, attempt: attempt))) }
-                checkRenewal(now: now, into: &directives)
-            }
+            if now >= nextRenew { renew(term: term, validUntil: validUntil, now: now, into: &directives) }
             _ = renewing
         case .candidate(let term, _, let sent, _):
             if now >= sent + settings.requestTimeout { abandonCampaign(term: term, now: now, into: &directives) }
@@ -207,8 +218,58 @@ public struct Lease: Sendable {
         return directives
     }
 
+    /// A round of lease requests under our term (or a higher one, if someone promised a higher term to another: a
+    /// voter that did would refuse ours forever, and our own voters accept a higher term from us).
+    private mutating func renew(term: UInt64, validUntil: Instant, now: Instant, into directives: inout [Directive]) {
+        let above = max(highestSeen > term ? highestSeen : 0, renewAbove >= term ? renewAbove : 0)
+        let renewTerm = above > 0 ? above + 1 : term
+        attempt += 1
+        var grants: Set<MemberID> = []
+        if vote(for: me, term: renewTerm, now: now, into: &directives) { grants.insert(me) }
+        role = .leader(term: term, validUntil: validUntil, renewing: (attempt, renewTerm, now, grants), nextRenew: now + settings.renewInterval)
+        for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: renewTerm, attempt: attempt))) }
+        checkRenewal(now: now, into: &directives)
+    }
+
+    /// Before a fenced action: asks the voters at once whether they still back this leader (a renewal round sent
+    /// now). The action may go ahead once ``View/Holding/confirmedAt`` is at or after `now` — one round trip, so
+    /// that no pause or clock anomaly of this node can stretch an old answer over a new leader's term.
+    public mutating func confirm(now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        guard case .leader(let term, let validUntil, let renewing, _) = role, now < validUntil else { return directives }
+        if let renewing, renewing.sent >= now { return directives }
+        renew(term: term, validUntil: validUntil, now: now, into: &directives)
+        return directives
+    }
+
+    /// Gives up leading (or campaigning) until `until`: this node cannot do the leader's work (its DNS writes keep
+    /// failing). Its voters are told, so another candidate can win at once rather than after the lease runs out.
+    public mutating func stepDown(now: Instant, until: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        standingDownUntil = max(standingDownUntil ?? until, until)
+        switch role {
+        case .leader(let term, _, let renewing, _):
+            role = .follower(nextCampaign: until)
+            confirmedAt = nil
+            directives.append(.leadership(term: nil))
+            let terms = Set([term] + (renewing.map { [$0.term] } ?? []))
+            if let grant, grant.to == me { self.grant = nil }
+            for term in terms.sorted() { for voter in voters where voter != me { directives.append(.send(to: voter, .release(term: term))) } }
+        case .candidate(let term, _, _, _):
+            abandonCampaign(term: term, now: now, into: &directives)
+            role = .follower(nextCampaign: until)
+        case .follower:
+            role = .follower(nextCampaign: until)
+        }
+        return directives
+    }
+
     private mutating func followerStep(now: Instant, aliveCandidates: [MemberID], into directives: inout [Directive]) {
         guard case .follower(let nextCampaign) = role, canLead, now >= quietUntil else { return }
+        if let until = standingDownUntil {
+            guard now >= until else { return }
+            standingDownUntil = nil
+        }
         if knownLeader(now: now) != nil {
             role = .follower(nextCampaign: nil)
             return
@@ -237,6 +298,7 @@ public struct Lease: Sendable {
         case .follower(let nextCampaign):
             guard canLead else { return nil }
             if now < quietUntil { return quietUntil }
+            if let until = standingDownUntil { return max(until, now) }
             if knownLeader(now: now) != nil, let until = grant?.until {
                 // A leader is known: nothing until its grant runs out — but a campaign planned before it was
                 // known is called off at the next tick.
@@ -271,6 +333,7 @@ public struct Lease: Sendable {
                 if grants.count >= majority {
                     role = .leader(
                         term: term, validUntil: validity(sent: sent), renewing: nil, nextRenew: sent + settings.renewInterval)
+                    confirmedAt = sent
                     directives.append(.leadership(term: term))
                 } else {
                     role = .candidate(term: t, attempt: a, sent: sent, grants: grants)
@@ -290,6 +353,9 @@ public struct Lease: Sendable {
             if case .candidate(let mine, let a, _, _) = role, mine == term, a == attempt, promisedThere > mine {
                 abandonCampaign(term: mine, now: now, into: &directives)
             }
+            // A voter that restarted remembers the term it promised but not to whom: it grants only a higher one.
+            // The next renewal asks for one, or that voter would never back this leader again.
+            if case .leader(let mine, _, _, _) = role, promisedThere >= mine { renewAbove = max(renewAbove, promisedThere) }
 
         case .release(let term):
             if let grant, grant.to == from, grant.term == term { self.grant = nil }
@@ -308,6 +374,7 @@ public struct Lease: Sendable {
     private mutating func checkRenewal(now: Instant, into directives: inout [Directive]) {
         guard case .leader(_, let validUntil, .some(let renewing), let nextRenew) = role, renewing.grants.count >= majority else { return }
         role = .leader(term: renewing.term, validUntil: max(validUntil, validity(sent: renewing.sent)), renewing: nil, nextRenew: nextRenew)
+        confirmedAt = max(confirmedAt ?? renewing.sent, renewing.sent)
     }
 
     /// A campaign that did not win: back to follower, the votes it got given back.
@@ -329,6 +396,7 @@ public struct Lease: Sendable {
         role = .candidate(term: term, attempt: attempt, sent: now, grants: grants)
         if grants.count >= majority {
             role = .leader(term: term, validUntil: validity(sent: now), renewing: nil, nextRenew: now + settings.renewInterval)
+            confirmedAt = now
             directives.append(.leadership(term: term))
             return
         }
@@ -380,8 +448,18 @@ public struct LeaseSettings: Sendable, Hashable {
         self.stagger = stagger
     }
 
-    /// Leader failover in about 2.5–3 s; a leader's lease has ≥ 1.8 s left after each renewal.
+    /// For peers in one region (round trips well under 100 ms): leader failover in about 2.5–3 s; a leader's
+    /// lease has ≥ 1.8 s left after each renewal.
     public static let standard = LeaseSettings(
         duration: .milliseconds(2500), renewInterval: .milliseconds(400), requestTimeout: .seconds(1), maxDrift: 0.01,
         margin: .milliseconds(100), stagger: .milliseconds(150))
+
+    /// For peers in different regions (round trips up to about a second): renewals that take 400 ms on the LAN
+    /// timings fail for good above ~400 ms round trip; these leave room for 1.5 s. Failover in about 10–12 s.
+    public static let wan = LeaseSettings(
+        duration: .seconds(10), renewInterval: .seconds(2), requestTimeout: .seconds(3), maxDrift: 0.01, margin: .milliseconds(300),
+        stagger: .milliseconds(600))
+
+    /// The timings of a mesh profile (`mesh.profile`: lan or wan).
+    public static func profile(_ name: String) -> LeaseSettings { name == "wan" ? .wan : .standard }
 }

@@ -234,6 +234,11 @@ public actor NoticeDispatcher {
     private func deliver(_ notice: Notice, to backend: any Notifier) async {
         var delay = Duration.seconds(1)
         for attempt in 1...3 {
+            // Every attempt, not only the first: a node that lost the lease while it retried sends nothing more.
+            if attempt > 1, await !fence() {
+                logger.debug("notice dropped: this node no longer leads", metadata: ["notice.key": "\(notice.key)"])
+                return
+            }
             do {
                 try await backend.send(notice, http: http)
                 sent.append(Sent(backend: backend.name, key: notice.key))

@@ -43,6 +43,7 @@ public enum Daemon {
         let me = MemberID(config.node.name)
         let cluster = Published(ClusterState.unstarted(me: me))
         let announcements = Published(Announcement())
+        let leaseRequests = Published(LeaseRequests())
         let links = MemberLinks()
         let stats = MeshStats()
 
@@ -63,14 +64,17 @@ public enum Daemon {
                 config: config, nginx: nginx,
                 mesh: config.mesh.map { _ in .init(cluster: cluster, announcements: announcements, links: links) }, notices: notices,
                 clock: clock, logger: logger)
-        let meshView = config.mesh.map { NodeControl.MeshView(cluster: cluster, stats: stats, profile: $0.profile, clock: clock) }
+        let meshView = config.mesh.map {
+            NodeControl.MeshView(cluster: cluster, leaseRequests: leaseRequests, stats: stats, profile: $0.profile, clock: clock)
+        }
         let control = NodeControl(config: config, engine: engine, mesh: meshView, rollouts: rollouts, origin: origin)
 
         if let mesh = config.mesh {
             let gateway = OperatorGateway(control: control, logger: logger)
             services.append(
                 try MeshService(
-                    config: config, mesh: mesh, clock: clock, cluster: cluster, announcements: announcements, links: links, stats: stats,
+                    config: config, mesh: mesh, clock: clock, cluster: cluster, announcements: announcements, leaseRequests: leaseRequests,
+                    links: links, stats: stats,
                     logger: logger, operatorHandler: { connection, name in await gateway.serve(connection, operator: name) }))
             services.append(AppAnnouncer(engine: engine, rollouts: rollouts, announcements: announcements, clock: clock, logger: logger))
             if let notices {
@@ -80,7 +84,8 @@ public enum Daemon {
             if let dns = config.dns {
                 services.append(
                     DNSService(
-                        settings: dns, token: try resolve(dns.token, config, "dns.token"), http: http, cluster: cluster, notices: notices,
+                        settings: dns, token: try resolve(dns.token, config, "dns.token"), http: http, cluster: cluster, lease: leaseRequests,
+                        notices: notices,
                         clock: clock,
                         logger: logger))
             }

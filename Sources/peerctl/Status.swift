@@ -203,5 +203,6 @@ struct Who: AsyncParsableCommand {
         }
         print("voters: \(who.voters.joined(separator: ", ")) (majority \(who.majority))")
         print("asked:  \(who.node), highest promised term \(who.promisedTerm)")
+        if let standingDown = who.standingDown { print("stepped down: \(standingDown)") }
     }
 }

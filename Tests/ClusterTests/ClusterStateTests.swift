@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test func theFenceHoldsOnlyWhileTheLeaseHasEnoughLeft() {
-        let state = state(holding: .init(term: 4, validUntil: Instant(nanoseconds: 2_000_000_000)))
+        let state = state(holding: .init(term: 4, validUntil: Instant(nanoseconds: 2_000_000_000), confirmedAt: .zero))
         #expect(state.fence(now: Instant(nanoseconds: 500_000_000))?.term == 4)
         #expect(state.fence(now: Instant(nanoseconds: 500_000_000))?.remaining == Duration.milliseconds(1500))
         #expect(state.fence(now: Instant(nanoseconds: 1_500_000_000), atLeast: .milliseconds(900)) == nil)

@@ -1,4 +1,5 @@
 import Cluster
+import DNSPlanning
 import Leadership
 import Membership
 import PeerCore
@@ -10,8 +11,10 @@ import SimulationKit
 /// simulation keeps what each node published, as the services of that node see it.
 ///
 /// Faults: kill -9 (peers see the connection close), power loss (they see nothing), process pauses (SIGSTOP:
-/// the node's events stop while its monotonic clock runs on, and what piled up arrives at once on resume), loss,
-/// duplication, delay, partitions.
+/// the node's events stop while its monotonic clock runs on, and what piled up arrives at once on resume), VM
+/// pauses (the same, and the node's clocks stop too), NTP slewing the nodes' monotonic clocks by up to 8 % (the
+/// lease reads the raw clock, which is not slewed), loss, duplication, delay, partitions. With `dns`, every node
+/// also runs the leader's DNS work against a simulated provider (`MeshSimulation+DNS.swift`).
 struct MeshSimulation {
     enum Message: Sendable {
         case datagram(MeshNode.Datagram)
@@ -20,26 +23,44 @@ struct MeshSimulation {
 
     struct Node {
         var mesh: MeshNode
-        var clock: SimulatedClock
         /// What this node's services see: the last state it published.
         var published: ClusterState
         var pausedUntil: Instant?
+        /// A process that runs again: the DNS work of this run (nil without `dns`).
+        var dns: DNSReconciler?
+        /// The state the DNS work last saw, and when it asked to look again: as the service, it steps on a change,
+        /// an outcome or its own wake, not on every tick.
+        var dnsSaw: ClusterState?
+        var dnsWake: Instant?
+        var epoch: Int
     }
+
+    /// The clock the lease and the fences read: CLOCK_MONOTONIC_RAW, as peerd does (``slewed`` is a mutation).
+    enum LeaseClock { case raw, slewed }
 
     let ids: [MemberID]
     let witness: MemberID?
     let swim: SWIMSettings
     let lease: LeaseSettings
-    private(set) var now = Instant.zero
-    private(set) var nodes: [MemberID: Node] = [:]
-    private var clocks: [MemberID: SimulatedClock] = [:]
+    var now = Instant.zero
+    var nodes: [MemberID: Node] = [:]
+    /// Each node's raw clock (the hardware's rate) and its NTP-slewed monotonic clock.
+    var raw: [MemberID: SimulatedClock] = [:]
+    var slewed: [MemberID: SimulatedClock] = [:]
+    var leaseClock = LeaseClock.raw
     /// The promised term each node persisted: what a restart starts from.
-    private var persisted: [MemberID: UInt64] = [:]
+    var persisted: [MemberID: UInt64] = [:]
     /// Crashed processes whose machine still answers: a dial is refused at once.
-    private var refusing: Set<MemberID> = []
+    var refusing: Set<MemberID> = []
     var network = SimulatedNetwork<Message>()
-    private var rng: SplitMix64
-    private(set) var violations: [String] = [] {
+    var rng: SplitMix64
+    /// The leader's DNS work and its provider, when simulated.
+    var dns: DNSWorld?
+    private var epochs = 0
+    /// Nodes whose clocks stopped while they led (a VM pause): their belief that they lead is not checked until
+    /// it is gone (their lease ran out or was renewed after the pause).
+    var frozenLeader: [MemberID: Instant] = [:]
+    var violations: [String] = [] {
         didSet { if violations.count > 20 { violations.removeLast() } }
     }
     /// Every this many ticks, also compare each node's published members with its view, and check that a tick
@@ -48,23 +69,38 @@ struct MeshSimulation {
     private var ticks = 0
     private var leadersByTerm: [UInt64: MemberID] = [:]
 
-    init(size: Int, witness: Bool, seed: UInt64, swim: SWIMSettings = .lan, lease: LeaseSettings = .standard) {
+    init(
+        size: Int, witness: Bool, seed: UInt64, swim: SWIMSettings = .lan, lease: LeaseSettings = .standard, dns: DNSWorld? = nil,
+        leaseClock: LeaseClock = .raw
+    ) {
         ids = (1...size).map { MemberID("n\($0)") }
         self.witness = witness ? ids.last : nil
         self.swim = swim
         self.lease = lease
+        self.dns = dns
+        self.leaseClock = leaseClock
         rng = SplitMix64(seed: seed)
         for id in ids {
             // Rates within ±maxDrift/2 of real time: any two differ by at most maxDrift.
             let rate = 1 + Double.random(in: -lease.maxDrift / 2...lease.maxDrift / 2, using: &rng)
-            clocks[id] = SimulatedClock(rate: rate, offset: Int64.random(in: 0...1_000_000_000_000, using: &rng))
-            start(id)
+            let offset = Int64.random(in: 0...1_000_000_000_000, using: &rng)
+            raw[id] = SimulatedClock(rate: rate, offset: offset)
+            slewed[id] = SimulatedClock(rate: rate, offset: offset)
         }
+        self.dns?.seed(records: ids.filter { $0 != self.witness }.map { (member: $0.name, address: Self.address($0)) })
+        for id in ids { start(id) }
     }
 
     var running: [MemberID] { ids.filter { nodes[$0] != nil } }
 
-    func local(_ id: MemberID) -> Instant { clocks[id]!.local(now) }
+    /// Node `id`'s public address (its DNS record).
+    static func address(_ id: MemberID) -> String { "192.0.2.\(id.name.dropFirst())" }
+
+    /// What node `id`'s lease reads now.
+    func local(_ id: MemberID) -> Instant { (leaseClock == .raw ? raw[id]! : slewed[id]!).local(now) }
+
+    /// NTP slews `id`'s monotonic clock to run at `rate` × its raw rate (chrony: up to 8.3 % either way).
+    mutating func slew(_ id: MemberID, by factor: Double) { slewed[id]!.setRate(raw[id]!.rate * factor, at: now) }
 
     // MARK: - Faults
 
@@ -75,33 +111,46 @@ struct MeshSimulation {
         var mesh = MeshNode(
             me: id, members: members, swim: swim, lease: lease, promised: persisted[id] ?? 0, seed: rng.next(), now: local(id))
         let app = AppStatus(
-            healthy: id == witness ? nil : true, image: id == witness ? nil : "app:1", address: id == witness ? nil : "192.0.2.\(id.name.dropFirst())"
-        )
+            healthy: id == witness ? nil : true, image: id == witness ? nil : "app:1", address: id == witness ? nil : Self.address(id))
         let directives = mesh.announce(app, now: local(id))
-        nodes[id] = Node(mesh: mesh, clock: clocks[id]!, published: ClusterState.unstarted(me: id))
+        epochs += 1
+        nodes[id] = Node(
+            mesh: mesh, published: ClusterState.unstarted(me: id), dns: id == witness ? nil : dns.map { DNSReconciler(settings: $0.settings) },
+            epoch: epochs)
         carryOut(directives, from: id)
     }
 
     /// kill -9 (`loud`: the peers' connections close) or power loss (`loud == false`).
     mutating func crash(_ id: MemberID, loud: Bool) {
         nodes[id] = nil
+        // Whatever stopped the machine's clocks is over when it comes back.
+        raw[id]!.thaw(at: now)
+        slewed[id]!.thaw(at: now)
+        frozenLeader[id] = nil
         network.newEpoch(id)
         guard loud else { return }
         refusing.insert(id)
         for other in running { network.notify(.connectionLost, from: id, to: other, at: now + .milliseconds(1)) }
     }
 
-    /// SIGSTOP for `duration`: the node neither ticks nor reads; its clock runs on.
-    mutating func pause(_ id: MemberID, for duration: Duration) {
-        nodes[id]?.pausedUntil = now + duration
+    /// SIGSTOP for `duration`: the node neither ticks nor reads; its clocks run on. `frozenClock`: a VM pause,
+    /// whose clocks stop too (beyond the lease's assumptions: the node may believe it still leads).
+    mutating func pause(_ id: MemberID, for duration: Duration, frozenClock: Bool = false) {
+        guard nodes[id] != nil, nodes[id]!.pausedUntil == nil else { return }
+        nodes[id]!.pausedUntil = now + duration
+        if frozenClock {
+            if nodes[id]!.mesh.lease.validTerm(now: local(id)) != nil { frozenLeader[id] = Instant(nanoseconds: .max) }
+            raw[id]!.freeze(at: now)
+            slewed[id]!.freeze(at: now)
+        }
     }
 
     mutating func announce(_ id: MemberID, healthy: Bool) {
-        guard var node = nodes[id], id != witness else { return }
-        var app = node.mesh.swim.me.app
+        guard nodes[id] != nil, id != witness else { return }
+        var app = nodes[id]!.mesh.swim.me.app
         app.healthy = healthy
-        let directives = node.mesh.announce(app, now: local(id))
-        nodes[id] = node
+        let local = local(id)
+        let directives = nodes[id]!.mesh.announce(app, now: local)
         carryOut(directives, from: id)
     }
 
@@ -111,14 +160,21 @@ struct MeshSimulation {
         let end = now + duration
         var nextTick = Instant(nanoseconds: (now.nanoseconds / tick.nanoseconds + 1) * tick.nanoseconds)
         while now < end {
-            if let delivery = network.next(until: min(nextTick, end)) {
+            let dnsAt = dns?.nextEvent
+            if let delivery = network.next(until: min(nextTick, end, dnsAt ?? end)) {
                 now = max(now, delivery.at)
                 deliver(delivery)
+            } else if let at = dnsAt, at <= min(nextTick, end) {
+                now = max(now, at)
+                runDNSEvent()
             } else if nextTick <= end {
                 now = nextTick
                 nextTick = nextTick + tick
                 ticks += 1
-                for id in running { tickIfDue(id) }
+                for id in running {
+                    tickIfDue(id)
+                    stepDNS(id)
+                }
             } else {
                 now = end
             }
@@ -126,46 +182,60 @@ struct MeshSimulation {
         }
     }
 
-    private mutating func tickIfDue(_ id: MemberID) {
-        guard var node = nodes[id] else { return }
-        if let until = node.pausedUntil {
-            guard now >= until else { return }
-            nodes[id]!.pausedUntil = nil
-            node.pausedUntil = nil
-        }
+    // The nodes are changed in place (`nodes[id]!.mesh…`): a copy taken out and written back would copy the
+    // membership's tables on every event.
+    mutating func tickIfDue(_ id: MemberID) {
+        guard nodes[id] != nil, resumeIfDue(id) else { return }
         let local = local(id)
         // The shell sleeps until the node's next deadline: before it, a tick must change nothing.
-        let deadline = node.mesh.nextDeadline(now: local)
+        let deadline = nodes[id]!.mesh.nextDeadline(now: local)
         if local < deadline {
             guard ticks % deepCheckEvery == 0 else { return }
-            var copy = node.mesh
+            var copy = nodes[id]!.mesh
             let early = copy.tick(now: local)
             if !early.isEmpty { violations.append("\(id): a tick before its deadline did something: \(early.prefix(2))") }
             return
         }
-        let directives = node.mesh.tick(now: local)
-        nodes[id] = node
+        let directives = nodes[id]!.mesh.tick(now: local)
         carryOut(directives, from: id)
     }
 
-    private mutating func deliver(_ delivery: SimulatedNetwork<Message>.Delivery) {
-        guard var node = nodes[delivery.to] else { return }
-        if let until = node.pausedUntil, now < until {
+    mutating func deliver(_ delivery: SimulatedNetwork<Message>.Delivery) {
+        guard nodes[delivery.to] != nil else { return }
+        guard resumeIfDue(delivery.to) else {
             // Read when the process runs again: put back for then.
-            network.notify(delivery.message, from: delivery.from, to: delivery.to, at: until)
+            network.notify(delivery.message, from: delivery.from, to: delivery.to, at: nodes[delivery.to]!.pausedUntil!)
             return
         }
+        let local = local(delivery.to)
         let directives: [MeshNode.Directive]
         switch delivery.message {
-        case .datagram(let datagram): directives = node.mesh.receive(datagram, from: delivery.from, now: local(delivery.to))
-        case .connectionLost: directives = node.mesh.connectionLost(to: delivery.from, now: local(delivery.to))
+        case .datagram(let datagram): directives = nodes[delivery.to]!.mesh.receive(datagram, from: delivery.from, now: local)
+        case .connectionLost: directives = nodes[delivery.to]!.mesh.connectionLost(to: delivery.from, now: local)
         }
-        nodes[delivery.to] = node
         carryOut(directives, from: delivery.to)
     }
 
+    /// Whether `id` runs now: a pause that is over ends here. A process that runs again acts before it reads
+    /// what piled up while it was stopped (the worst order for its DNS work: its view is as old as the pause).
+    mutating func resumeIfDue(_ id: MemberID) -> Bool {
+        guard let until = nodes[id]?.pausedUntil else { return nodes[id] != nil }
+        guard now >= until else { return false }
+        resume(id)
+        stepDNS(id)
+        return true
+    }
+
+    /// The process runs again (its clocks go on from where they stopped, if they stopped).
+    mutating func resume(_ id: MemberID) {
+        nodes[id]?.pausedUntil = nil
+        raw[id]!.thaw(at: now)
+        slewed[id]!.thaw(at: now)
+        if frozenLeader[id] != nil { frozenLeader[id] = local(id) }
+    }
+
     /// What the shell does with the directives, in order.
-    private mutating func carryOut(_ directives: [MeshNode.Directive], from id: MemberID) {
+    mutating func carryOut(_ directives: [MeshNode.Directive], from id: MemberID) {
         for directive in directives {
             switch directive {
             case .persistTerm(let term):
@@ -206,8 +276,15 @@ struct MeshSimulation {
                     "at \(now): \(id) publishes lead term \(published.map(String.init) ?? "-") while its lease says \(actual.map(String.init) ?? "-")"
                 )
             }
-            // A paused leader counts: its clock runs on, so its lease ends on time whether it runs or not.
-            if let published { leaders.append((id, published)) }
+            // A paused leader counts: its clock runs on, so its lease ends on time whether it runs or not — unless
+            // its clock stopped too (a VM pause, beyond the lease's assumptions: the DNS invariants cover it).
+            if let published, frozenLeader[id] == nil { leaders.append((id, published)) }
+            // Resolved once it no longer leads, or its voters confirmed it after it ran again.
+            if let resumed = frozenLeader[id],
+                node.published.fence(now: local) == nil || (node.published.lease.holding?.confirmedAt ?? .zero) > resumed
+            {
+                frozenLeader[id] = nil
+            }
             // And the members' status and app it published are the ones it knows.
             let view = node.mesh.swim.view.map(\.state)
             if deep, node.published.members.map(\.status) != view.map(\.status) || node.published.members.map(\.app) != view.map(\.app) {

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import CloudflareDNS
 import DNSPlanning
 import Foundation
+import NIOCore
 import Logging
 import Notify
 import PeerTestKit
@@ -35,13 +36,59 @@ import Testing
             let records = try await client.records(name: "shop.example.test")
             #expect(records.count == 150)  // two pages of 100
             let calls = stub.calls
-            let created = try await client.apply(
-                DNSChangeSet(deletes: Array(records.prefix(149)), creates: ["192.0.2.10", "2001:db8::10"]), name: "shop.example.test")
-            #expect(stub.calls == calls + 1, "one call for the whole change set")
+            let batch = DNSBatch(
+                deletes: Array(records.prefix(148)), guarded: (records[149], "web-9"),
+                creates: [.init(member: "web-10", address: "192.0.2.10"), .init(member: "web-11", address: "2001:db8::10")])
+            let created = try await client.apply(batch, name: "shop.example.test", term: 7)
+            #expect(stub.calls == calls + 1, "one call for the whole batch")
             #expect(Set(created.map(\.type)) == ["A", "AAAA"])
-            #expect(created.allSatisfy { $0.comment == DNSPlanner.comment && $0.proxied == true })
-            #expect(stub.records.filter { $0.name == "shop.example.test" }.count == 3)
+            #expect(created.map(\.comment) == ["managed by peer · node web-10 · term 7", "managed by peer · node web-11 · term 7"])
+            #expect(created.allSatisfy { $0.proxied == true })
+            #expect(stub.records.filter { $0.name == "shop.example.test" }.count == 4)
+            #expect(stub.records.first { $0.id == records[149].id }?.comment == "managed by peer · node web-9 · term 7", "the guard is patched")
             #expect(stub.records.contains { $0.name == "other.example.test" })
+            #expect(stub.mutations.last?.term == 7)
+        }
+    }
+
+    /// The provider runs a batch as one transaction: when the record it keeps (and patches) is gone — deleted by
+    /// hand, or by a late write — the whole batch is refused and nothing is deleted, whatever the caller's cache
+    /// said. That is what keeps a leader planning from a stale cache from taking the name to zero records.
+    @Test func aBatchWhoseGuardRecordIsGoneDeletesNothing() async throws {
+        try await withStub { stub, client, _ in
+            stub.seed(name: "shop.example.test", content: "192.0.2.1")
+            stub.seed(name: "shop.example.test", content: "192.0.2.2")
+            let cached = try await client.records(name: "shop.example.test")
+            stub.handDelete(name: "shop.example.test", content: "192.0.2.2")
+            let doomed = cached.first { $0.content == "192.0.2.1" }!
+            let kept = cached.first { $0.content == "192.0.2.2" }!
+            let error = await #expect(throws: CloudflareClient.Failure.self) {
+                _ = try await client.apply(DNSBatch(deletes: [doomed], guarded: (kept, "b")), name: "shop.example.test", term: 3)
+            }
+            #expect(error?.description.contains("81044") == true, "\(String(describing: error))")
+            #expect(stub.records.map(\.content) == ["192.0.2.1"], "nothing was deleted: the name keeps its last record")
+        }
+    }
+
+    /// A fenced write is tried once, and not at all when its deadline leaves less than the minimum write time;
+    /// a batch the provider commits after the client gave up still lands (the stand-in models that late commit).
+    @Test func aFencedWriteIsSentOnceBeforeItsDeadlineAndMayStillLandLate() async throws {
+        try await withStub { stub, client, _ in
+            let soon = NIODeadline.now() + .milliseconds(100)
+            await #expect(throws: CloudflareClient.NotSent.self) {
+                _ = try await client.apply(
+                    DNSBatch(creates: [.init(member: "a", address: "192.0.2.1")]), name: "shop.example.test", term: 1, deadline: soon)
+            }
+            #expect(stub.mutations.isEmpty && stub.calls <= 1, "nothing sent")
+            stub.setCommitLatency(.milliseconds(900))
+            let calls = stub.calls
+            await #expect(throws: CloudflareClient.Failure.self) {
+                _ = try await client.apply(
+                    DNSBatch(creates: [.init(member: "a", address: "192.0.2.1")]), name: "shop.example.test", term: 1,
+                    deadline: NIODeadline.now() + .milliseconds(500))
+            }
+            #expect(await TestBed.eventually(within: .seconds(3)) { stub.records.count == 1 }, "committed after the client gave up")
+            #expect(stub.calls == calls + 1, "tried once: a fenced write is never retried")
         }
     }
 

@@ -32,10 +32,13 @@ struct MeshCluster {
 
     /// Writes certificates with `peerctl`, appends mesh, dns and notify sections to each node's config, starts
     /// nginx and peerd on each and deploys v1 everywhere.
-    static func start(stubPort: Int, witness: Bool = false, extraNginx: [String] = []) async throws -> MeshCluster {
+    /// `tokens`: a Cloudflare token per node by index (default: the stub's); `environment`: added to each peerd's.
+    static func start(
+        stubPort: Int, witness: Bool = false, extraNginx: [String] = [], tokens: [Int: String] = [:], environment: [String: String] = [:]
+    ) async throws -> MeshCluster {
         let nodes = try (0..<3).map { _ in try TestNode(extraNginx: extraNginx) }
         let witnessName = witness ? nodes[2].name : nil
-        let pki = NSTemporaryDirectory() + "peer-failover-pki-\(getpid())"
+        let pki = NSTemporaryDirectory() + "peer-failover-pki-\(getpid())-\(UUID().uuidString.prefix(8))"
         let peerctl = PeerdProcess.binDirectory + "/peerctl"
         try? FileManager.default.removeItem(atPath: pki)
         #expect(try Shell.run(peerctl, ["ca", "init", "--dir", pki, "--cluster", "failover-test"]).status == 0)
@@ -43,10 +46,12 @@ struct MeshCluster {
             let issued = try Shell.run(peerctl, ["cert", "issue", "--dir", pki, node.name, "--address", node.address])
             #expect(issued.status == 0, "\(issued.output)")
         }
-        try MeshCluster.token.write(toFile: pki + "/cf-token", atomically: true, encoding: .utf8)
-        chmod(pki + "/cf-token", 0o600)
+        for index in nodes.indices {
+            try (tokens[index] ?? MeshCluster.token).write(toFile: pki + "/cf-token-\(index)", atomically: true, encoding: .utf8)
+            chmod(pki + "/cf-token-\(index)", 0o600)
+        }
         let members = nodes.map { $0.meshMember + ($0.name == witnessName ? "\n      role: witness" : "") }.joined(separator: "\n")
-        for node in nodes {
+        for (index, node) in nodes.enumerated() {
             if node.name == witnessName {
                 // A witness's whole config: who it is, where it keeps state, and the mesh. No app, no nginx.
                 try """
@@ -64,7 +69,7 @@ struct MeshCluster {
                       api_base: http://127.0.0.1:\(stubPort)/client/v4
                       zone: \(MeshCluster.zone)
                       name: \(MeshCluster.name)
-                      token_file: \(pki)/cf-token
+                      token_file: \(pki)/cf-token-\(index)
                       hold_down: 2s
                     notify:
                       ntfy:
@@ -79,7 +84,7 @@ struct MeshCluster {
         var peers: [PeerdProcess] = []
         for node in nodes {
             if node.name != witnessName { try node.startNginx() }
-            let peer = PeerdProcess(node: node)
+            let peer = PeerdProcess(node: node, environment: environment)
             try await peer.start()
             peers.append(peer)
         }

@@ -14,7 +14,7 @@ import Testing
 
     func state(leading term: UInt64?, otherApp: AppStatus = .none) -> ClusterState {
         var lease = Lease.View(me: me, voters: [me, other], promised: term ?? 0)
-        lease.holding = term.map { .init(term: $0, validUntil: Instant(nanoseconds: 2_000_000_000)) }
+        lease.holding = term.map { .init(term: $0, validUntil: Instant(nanoseconds: 2_000_000_000), confirmedAt: .zero) }
         return ClusterState(
             me: me,
             members: [ClusterState.Member(id: me, address: "a:1"), ClusterState.Member(id: other, address: "b:1", app: otherApp)],

@@ -15,6 +15,8 @@ extension CloudflareStub {
             var deleted: [Record]
             var created: [Record]
             var after: [Record]
+            /// The leader's term the call's comments name, if any.
+            var term: UInt64?
         }
         struct N: Encodable {
             var at: Double
@@ -37,10 +39,21 @@ extension CloudflareStub {
         var comment: String?
     }
 
+    /// A patch of a batch: the record's id and the fields to change.
+    struct Patch: Codable {
+        var id: String?
+        var type: String?
+        var name: String?
+        var content: String?
+        var ttl: Int?
+        var proxied: Bool?
+        var comment: String?
+    }
+
     struct Batch: Codable {
         struct ID: Codable { var id: String }
         var deletes: [ID]?
-        var patches: [NewRecord]?
+        var patches: [Patch]?
         var puts: [NewRecord]?
         var posts: [NewRecord]?
     }

@@ -34,6 +34,8 @@ public final class CloudflareStub: Sendable {
         public var created: [Record]
         /// Records of the zone right after the call.
         public var after: [Record]
+        /// The highest leader's term named in the comments this call wrote (`managed by peer · … · term N`).
+        public var term: UInt64?
     }
 
     public struct Notification: Sendable {
@@ -51,6 +53,8 @@ public final class CloudflareStub: Sendable {
         var failNext: [(status: Int, retryAfter: Int?)] = []
         var notifications: [Notification] = []
         var nextID = 1
+        /// How long a batch takes to commit after it arrives (the answer comes after the commit).
+        var commitLatency: Duration = .zero
     }
 
     public let token: String
@@ -76,6 +80,18 @@ public final class CloudflareStub: Sendable {
             s.nextID += 1
         }
     }
+
+    /// A hand edit, as in the dashboard: the records of `name` pointing at `content` are deleted.
+    public func handDelete(name: String, content: String) {
+        state.withLockedValue { s in
+            let gone = s.records.filter { $0.name == name && $0.content == content }
+            s.records.removeAll { $0.name == name && $0.content == content }
+            s.mutations.append(Mutation(at: Date(), call: "hand-delete", deleted: gone, created: [], after: s.records))
+        }
+    }
+
+    /// Batches commit `latency` after they arrive — later than a client that gave up on them expects.
+    public func setCommitLatency(_ latency: Duration) { state.withLockedValue { $0.commitLatency = latency } }
 
     /// The next `count` API calls answer `status` (429 with `Retry-After: retryAfter`).
     public func fail(_ count: Int, status: Int, retryAfter: Int? = nil) {
@@ -156,6 +172,9 @@ public final class CloudflareStub: Sendable {
         }
         router.post("/client/v4/zones/:zone/dns_records/batch") { request, context in
             let body = try await request.body.collect(upTo: 1 << 20)
+            // Committed after the latency whether or not the client still waits (a late commit).
+            let latency = self.state.withLockedValue { $0.commitLatency }
+            if latency > .zero { try? await Task.sleep(for: latency) }
             return try self.api(request, zone: context.parameters.get("zone")) { s in
                 guard let batch = try? JSONDecoder().decode(Batch.self, from: Data(buffer: body)) else {
                     return .error(400, 1004, "DNS Validation Error")
@@ -167,9 +186,18 @@ public final class CloudflareStub: Sendable {
                     guard let index = records.firstIndex(where: { $0.id == d.id }) else { return .error(404, 81044, "Record does not exist.") }
                     deleted.append(records.remove(at: index))
                 }
-                if !(batch.patches ?? []).isEmpty || !(batch.puts ?? []).isEmpty {
-                    return .error(400, 1004, "patches and puts are not used by peer; this stub refuses them")
+                var patched: [Record] = []
+                for patch in batch.patches ?? [] {
+                    guard let id = patch.id, let index = records.firstIndex(where: { $0.id == id }) else {
+                        return .error(404, 81044, "Record does not exist.")
+                    }
+                    if let content = patch.content { records[index].content = content }
+                    if let comment = patch.comment { records[index].comment = comment }
+                    if let proxied = patch.proxied { records[index].proxied = proxied }
+                    if let ttl = patch.ttl { records[index].ttl = ttl }
+                    patched.append(records[index])
                 }
+                if !(batch.puts ?? []).isEmpty { return .error(400, 1004, "puts are not used by peer; this stub refuses them") }
                 var created: [Record] = []
                 var scratch = s
                 for post in batch.posts ?? [] {
@@ -183,9 +211,21 @@ public final class CloudflareStub: Sendable {
                 if let failure = Self.validate(created) { return failure }
                 s.nextID = scratch.nextID
                 s.records = records
-                s.mutations.append(Mutation(at: Date(), call: "batch", deleted: deleted, created: created, after: records))
-                return .ok(BatchResult(deletes: deleted, patches: [], puts: [], posts: created))
+                let terms = (patched + created).compactMap { Self.term(inComment: $0.comment) }
+                s.mutations.append(Mutation(at: Date(), call: "batch", deleted: deleted, created: created, after: records, term: terms.max()))
+                return .ok(BatchResult(deletes: deleted, patches: patched, puts: [], posts: created))
             }
+        }
+        // For scripts (chaos): the field's faults at the provider.
+        router.post("/_stub/commit-latency") { request, _ in
+            let ms = Int(request.uri.queryParameters["ms"].map(String.init) ?? "0") ?? 0
+            self.setCommitLatency(.milliseconds(ms))
+            return Response(status: .noContent)
+        }
+        router.post("/_stub/hand-delete") { request, _ in
+            let q = request.uri.queryParameters
+            self.handDelete(name: q["name"].map(String.init) ?? "", content: q["content"].map(String.init) ?? "")
+            return Response(status: .noContent)
         }
         // For scripts (the benchmarks, the demo): everything the stub holds and saw, as JSON.
         router.get("/_stub/state") { _, _ in
@@ -193,7 +233,8 @@ public final class CloudflareStub: Sendable {
                 StubState(
                     records: s.records, calls: s.calls,
                     mutations: s.mutations.map {
-                        .init(at: $0.at.timeIntervalSince1970, call: $0.call, deleted: $0.deleted, created: $0.created, after: $0.after)
+                        .init(
+                            at: $0.at.timeIntervalSince1970, call: $0.call, deleted: $0.deleted, created: $0.created, after: $0.after, term: $0.term)
                     },
                     notifications: s.notifications.map {
                         .init(at: $0.at.timeIntervalSince1970, backend: $0.backend, title: $0.headers["title"] ?? "", body: $0.body)
@@ -304,6 +345,12 @@ public final class CloudflareStub: Sendable {
             body = try encoder.encode(FailureEnvelope(errors: [Message(code: cfCode, message: message)]))
         }
         return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// `managed by peer · node web-1 · term 7` → 7.
+    static func term(inComment comment: String?) -> UInt64? {
+        guard let comment, let range = comment.range(of: "term ") else { return nil }
+        return UInt64(comment[range.upperBound...].prefix { $0.isNumber })
     }
 
     private static func make(_ new: NewRecord, in s: inout State) -> Record {

@@ -13,10 +13,13 @@ public final class PeerdProcess: @unchecked Sendable {
     }
 
     public let extraArguments: [String]
+    /// Added to peerd's environment (test-only hooks).
+    public let environment: [String: String]
 
-    public init(node: TestNode, extraArguments: [String] = []) {
+    public init(node: TestNode, extraArguments: [String] = [], environment: [String: String] = [:]) {
         self.node = node
         self.extraArguments = extraArguments
+        self.environment = environment
         self.logPath = node.directory + "/peerd.log"
     }
 
@@ -26,7 +29,8 @@ public final class PeerdProcess: @unchecked Sendable {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw TestBed.NotReady(description: "\(binary) is missing: run swift build first")
         }
-        pid = try Spawn.start(binary, ["--config", node.configPath, "--log-level", "debug"] + extraArguments, output: logPath)
+        pid = try Spawn.start(
+            binary, ["--config", node.configPath, "--log-level", "debug"] + extraArguments, output: logPath, environment: environment)
         for _ in 0..<200 {
             let answer = try peerctl(["status", "--json"])
             if answer.status == 0, let status = try? ControlAPI.decoder.decode(ControlAPI.NodeStatus.self, from: Data(answer.output.utf8)),

@@ -85,16 +85,48 @@ public struct SimulatedNetwork<Message: Sendable>: Sendable {
     }
 }
 
-/// A node's own clock: it runs at `rate` against real time from a random origin. A paused process (SIGSTOP) does
-/// not stop its monotonic clock, so it is the node's events that stop, not this.
+/// A node's own clock against real (simulated) time: it runs at `rate` from a random origin; the rate can change
+/// (NTP slewing a clock by up to 8 %), and the clock can stop and go on from where it stopped (a VM paused and
+/// resumed, whose guest clocks do not count the pause). A process paused with SIGSTOP keeps its clock running:
+/// it is the node's events that stop, not this.
 public struct SimulatedClock: Sendable, Hashable {
-    public var rate: Double
-    public var offset: Int64
+    public private(set) var rate: Double
+    private var anchorReal: Instant
+    private var anchorLocal: Int64
+    private var frozenAt: Instant?
 
     public init(rate: Double, offset: Int64) {
         self.rate = rate
-        self.offset = offset
+        anchorReal = .zero
+        anchorLocal = offset
     }
 
-    public func local(_ real: Instant) -> Instant { Instant(nanoseconds: offset + Int64(Double(real.nanoseconds) * rate)) }
+    public func local(_ real: Instant) -> Instant {
+        let at = frozenAt.map { min($0, real) } ?? real
+        return Instant(nanoseconds: anchorLocal + Int64(Double((at - anchorReal).nanoseconds) * rate))
+    }
+
+    /// From `real` on, the clock runs at `rate`.
+    public mutating func setRate(_ rate: Double, at real: Instant) {
+        anchorLocal = local(real).nanoseconds
+        anchorReal = frozenAt ?? real
+        self.rate = rate
+    }
+
+    public var isFrozen: Bool { frozenAt != nil }
+
+    /// Stops at `real` (what it reads then, it reads until ``thaw(at:)``).
+    public mutating func freeze(at real: Instant) {
+        guard frozenAt == nil else { return }
+        anchorLocal = local(real).nanoseconds
+        anchorReal = real
+        frozenAt = real
+    }
+
+    /// Goes on from the value it stopped at.
+    public mutating func thaw(at real: Instant) {
+        guard frozenAt != nil else { return }
+        frozenAt = nil
+        anchorReal = real
+    }
 }

@@ -9,12 +9,14 @@ import PeerCore
 /// The control API's answers, built at the edge from the domain: the engine's status, the installed origin
 /// certificate, the published ``ClusterState`` and the mesh's measurements.
 extension ControlAPI.Who {
-    init(_ state: ClusterState, now: Instant) {
+    init(_ state: ClusterState, leaseRequests: LeaseRequests, now: Instant) {
         let leader = state.lease.knownLeader(now: now)
+        let standingDown = leaseRequests.stepDown.flatMap { now < $0.until ? $0 : nil }
         self.init(
             node: state.me.name, leader: leader?.id.name, term: leader?.term, thisNodeLeads: state.lease.validTerm(now: now) != nil,
             leaseRemainingMs: state.lease.remaining(now: now).map { Int($0.milliseconds) }, voters: state.lease.voters.map(\.name),
-            majority: state.lease.majority, promisedTerm: state.lease.promised)
+            majority: state.lease.majority, promisedTerm: state.lease.promised,
+            standingDown: standingDown.map { "\($0.reason); it does not campaign for \(($0.until - now).compactDescription) more" })
     }
 }
 

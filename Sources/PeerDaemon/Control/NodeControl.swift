@@ -12,6 +12,7 @@ struct NodeControl: Sendable {
     /// What the control API reads of the mesh: its published state and measurements.
     struct MeshView: Sendable {
         let cluster: Published<ClusterState>
+        let leaseRequests: Published<LeaseRequests>
         let stats: MeshStats
         let profile: String
         let clock: any PeerClock
@@ -54,7 +55,7 @@ struct NodeControl: Sendable {
         guard let mesh else {
             throw Refusal.notFound("this node has no mesh: section in its config, so there is no leader; see docs/configuration.md")
         }
-        return ControlAPI.Who(mesh.cluster.current, now: mesh.clock.now())
+        return ControlAPI.Who(mesh.cluster.current, leaseRequests: mesh.leaseRequests.current, now: mesh.clock.now())
     }
 
     /// A deploy of `image`, or a rollback when nil: on a mesh the cluster's rollout, alone this node's swap. The

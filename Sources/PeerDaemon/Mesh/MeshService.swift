@@ -34,6 +34,7 @@ actor MeshService: Service {
     nonisolated let state: StateDirectory
     nonisolated let cluster: Published<ClusterState>
     nonisolated let announcements: Published<Announcement>
+    nonisolated let leaseRequests: Published<LeaseRequests>
     nonisolated let links: MemberLinks
     nonisolated let stats: MeshStats
     nonisolated let operatorHandler: (@Sendable (MeshConnection, String) async -> Void)?
@@ -48,8 +49,8 @@ actor MeshService: Service {
     private let decoder = JSONDecoder()
 
     init(
-        config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock, leaseSettings: LeaseSettings = .standard, cluster: Published<ClusterState>,
-        announcements: Published<Announcement>, links: MemberLinks, stats: MeshStats, logger: Logger,
+        config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock, cluster: Published<ClusterState>,
+        announcements: Published<Announcement>, leaseRequests: Published<LeaseRequests>, links: MemberLinks, stats: MeshStats, logger: Logger,
         operatorHandler: (@Sendable (MeshConnection, String) async -> Void)? = nil
     ) throws {
         self.mesh = mesh
@@ -58,6 +59,7 @@ actor MeshService: Service {
         self.logger = logger
         self.cluster = cluster
         self.announcements = announcements
+        self.leaseRequests = leaseRequests
         self.links = links
         self.stats = stats
         self.operatorHandler = operatorHandler
@@ -105,7 +107,8 @@ actor MeshService: Service {
         }
         var seed = SystemRandomNumberGenerator()
         let node = MeshNode(
-            me: me, members: members, swim: mesh.membership, lease: leaseSettings, promised: promised, seed: seed.next(), now: clock.now())
+            me: me, members: members, swim: mesh.membership, lease: .profile(mesh.profile), promised: promised, seed: seed.next(),
+            now: clock.now())
         self.node = node
         cluster.publish(node.state)
     }
@@ -136,6 +139,7 @@ actor MeshService: Service {
                     }
                     group.addTask { try await self.tickLoop() }
                     group.addTask { try await self.announceLoop() }
+                    group.addTask { await self.leaseRequestLoop() }
                     for try await datagram in inbound {
                         await self.received(datagram)
                     }
@@ -183,6 +187,25 @@ actor MeshService: Service {
             await carryOut(node.announce(status, now: now))
             deadlinesMayHaveMoved()
             await wakeup.wait(atMost: nextHourly - clock.now(), clock: clock)
+        }
+    }
+
+    /// Carries out what this node's services ask of its lease: a confirmation round before a fenced write, a
+    /// step-down when this node cannot do the leader's work.
+    private func leaseRequestLoop() async {
+        let wakeup = Wakeup()
+        leaseRequests.watch(wakeup)
+        var seen = leaseRequests.current
+        while !Task.isCancelled {
+            await wakeup.wait(atMost: .seconds(3600), clock: clock)
+            let asked = leaseRequests.current
+            if let stepDown = asked.stepDown, stepDown.id != seen.stepDown?.id {
+                logger.warning("this node steps down", metadata: ["reason": "\(stepDown.reason)"])
+                await carryOut(node.stepDown(now: clock.now(), until: stepDown.until))
+            }
+            if asked.confirmations != seen.confirmations { await carryOut(node.confirmLease(now: clock.now())) }
+            seen = asked
+            deadlinesMayHaveMoved()
         }
     }
 

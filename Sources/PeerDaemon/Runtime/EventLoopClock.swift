@@ -3,15 +3,15 @@ import NIOCore
 import NIOPosix
 import PeerCore
 
-/// The system clock, with sleeps on NIO's event loop timers rather than Swift concurrency's (which run on
-/// dispatch's timer thread and then wake a thread of its pool): peerd's loops sleep all the time, and each
-/// timer then costs one wakeup instead of two or three.
+/// peerd's clock: time from CLOCK_MONOTONIC_RAW (``RawMonotonic``: not slewed by NTP, so the lease's drift bound
+/// holds), sleeps on NIO's event loop timers rather than Swift concurrency's (which run on dispatch's timer thread
+/// and then wake a thread of its pool): peerd's loops sleep all the time, and each timer then costs one wakeup
+/// instead of two or three. A sleep may end early or late by the slew (8 % at most); every loop looks at the time
+/// again when it wakes.
 public struct EventLoopClock: PeerClock {
-    private let system = SystemClock()
-
     public init() {}
 
-    public func now() -> Instant { system.now() }
+    public func now() -> Instant { RawMonotonic.now() }
 
     public func sleep(for duration: Duration) async throws {
         let loop = MultiThreadedEventLoopGroup.singleton.any()

@@ -1,164 +1,201 @@
-import PeerConfiguration
 import AsyncHTTPClient
 import CloudflareDNS
 import Cluster
 import DNSPlanning
 import Foundation
 import Logging
+import NIOCore
 import Notify
+import PeerConfiguration
 import PeerCore
 import ServiceLifecycle
 
-/// Runs on every node; acts only while this node holds the lease. Keeps the app's A/AAAA records equal to the
-/// members that serve (``DNSPlanner``), with one `/batch` call per change set, and tells the operator.
-///
-/// Fencing: the lease is checked right before each write, and the write must finish while the lease still
-/// holds (its deadline is the lease's remaining time minus a margin); a node that cannot promise that does
-/// not write.
+/// The shell around the ``DNSReconciler``: runs on every node, acts only while this node holds the lease. It
+/// feeds the reconciler the published cluster state, carries out its directives one at a time (Cloudflare calls,
+/// a lease confirmation, a step-down) and reports their outcomes back. How writes are fenced is the reconciler's
+/// (and docs/architecture.md's, "DNS writes").
 actor DNSService: Service {
     nonisolated let settings: PeerConfig.DNS
     nonisolated let client: CloudflareClient
     nonisolated let cluster: Published<ClusterState>
+    nonisolated let lease: Published<LeaseRequests>
     nonisolated let notices: NoticeDispatcher?
     nonisolated let logger: Logger
     nonisolated let clock: any PeerClock
-    private var planner: DNSPlanner
-    /// What the provider holds, as of the last list or our last successful write.
-    private var records: [DNSRecord]?
-    private var fetchedAt: Instant?
-    private var lastSignature: [String]?
-    private var tokenVerified = false
-    /// When a member held down will have served long enough to get its record back.
-    private var heldDownUntil: Instant?
-    public private(set) var writes = 0
-
-    /// Minimum lease left to start a write; the write's own timeout is kept under it.
-    static let writeWindow = Duration.milliseconds(900)
+    /// Test-only: while the file `<this>.<node name>` exists, a write waits after its lease confirmation, before its
+    /// last check (a real-process test stops the leader there). Set only by the tests, through the environment.
+    nonisolated let holdBeforeWrite: String?
+    private var reconciler: DNSReconciler
 
     init(
-        settings: PeerConfig.DNS, token: String, http: HTTPClient, cluster: Published<ClusterState>, notices: NoticeDispatcher?,
-        clock: any PeerClock = EventLoopClock(), logger: Logger
+        settings: PeerConfig.DNS, token: String, http: HTTPClient, cluster: Published<ClusterState>, lease: Published<LeaseRequests>,
+        notices: NoticeDispatcher?, clock: any PeerClock, logger: Logger,
+        holdBeforeWrite: String? = ProcessInfo.processInfo.environment["PEER_TEST_HOLD_BEFORE_DNS_WRITE"]
     ) {
         self.settings = settings
         self.client = CloudflareClient(
             settings: .init(baseURL: settings.apiBase, zone: settings.zone, proxied: settings.proxied, ttl: settings.ttl),
             token: token, http: http, logger: logger)
         self.cluster = cluster
+        self.lease = lease
         self.notices = notices
         self.clock = clock
         self.logger = logger
-        self.planner = DNSPlanner(holdDown: settings.holdDown)
+        self.holdBeforeWrite = holdBeforeWrite
+        var reconciler = DNSReconciler.Settings(name: settings.name, holdDown: settings.holdDown, refresh: settings.refresh)
+        reconciler.minimumWrite = client.settings.minimumWrite
+        self.reconciler = DNSReconciler(settings: reconciler)
     }
 
-    public func run() async throws {
+    func run() async throws {
         let wakeup = Wakeup()
-        cluster.watch(wakeup) { old, new in old.members != new.members || old.lease.holding?.term != new.lease.holding?.term }
+        // Members and the leadership; this node's own lease too (a confirmation's answer), which only changes
+        // while this node leads.
+        cluster.watch(wakeup) { old, new in old.members != new.members || old.lease.holding != new.lease.holding }
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.step()
-                // Woken when a member's state or the leadership changes; otherwise it looks again when a held-down
-                // member's time is up, and at least every second (start-up grace, the periodic list of records).
                 let now = self.clock.now()
-                let next = min(await self.heldDownUntil ?? now + .seconds(1), now + .seconds(1))
+                let next = min(await self.reconciler.nextWake(now: now) ?? now + .seconds(1), now + .seconds(1))
                 await wakeup.wait(atMost: next - now, clock: self.clock)
             }
         }
     }
 
+    /// Steps the reconciler and carries out what it asks, until it waits for a change.
     private func step() async {
-        // A node that just started does not know the others' state yet: it would take their records for
-        // strangers. It writes nothing until its view has had the start-up grace to fill in.
-        guard cluster.current.settled(now: clock.now(), margin: .seconds(1)) else { return }
-        guard cluster.current.fence(now: clock.now(), atLeast: Self.writeWindow) != nil else {
-            // Not the leader: forget what we knew; a new term starts from a fresh list.
-            records = nil
-            lastSignature = nil
-            heldDownUntil = nil
-            return
-        }
-        if !tokenVerified {
-            do {
-                try await measured("verify") { try await client.verifyToken() }
-                tokenVerified = true
-                logger.info("Cloudflare token verified", metadata: ["dns.zone": "\(settings.zone)", "dns.name": "\(settings.name)"])
-            } catch {
-                await alert(
-                    "Cloudflare token rejected", "\(error). DNS failover is off until a valid token (DNS Write, Zone Read) is configured.",
-                    key: "dns-token/\(error)")
-                try? await clock.sleep(for: .seconds(30))
-                return
-            }
-        }
-        // A suspect still serves: only a death (which a live member cannot fail to refute) removes a record.
-        let members = cluster.current.appMembers.compactMap { m in
-            m.app.address.map { DNSMember(name: m.id.name, address: $0, serving: m.status != .dead && m.app.healthy == true) }
-        }
-        let signature = members.map { "\($0.name)=\($0.address)/\($0.serving)" }.sorted()
-        let now = clock.now()
-        let stale = fetchedAt.map { now - $0 > settings.refresh } ?? true
-        if signature == lastSignature, !stale, let records {
-            let plan = planner.plan(members: members, records: records, name: settings.name, now: now)
-            heldDownUntil = plan.heldDownUntil
-            if plan.changes.isEmpty { return }
-        }
-        do {
-            if records == nil || stale {
-                records = try await measured("list") { try await client.records(name: settings.name) }
-                fetchedAt = now
-            }
-            lastSignature = signature
-            let plan = planner.plan(members: members, records: records!, name: settings.name, now: now)
-            heldDownUntil = plan.heldDownUntil
-            if plan.failOpen {
-                await alert(
-                    "No node is healthy: keeping every DNS record",
-                    "Every node of \(settings.name) is down or unhealthy; peer keeps the records as they are (fail open) rather than remove them all.",
-                    key: "all-unhealthy/\(signature.joined(separator: ","))")
-            }
-            guard !plan.changes.isEmpty else { return }
-            // Fence: still the leader, with time to finish the write under this term.
-            guard let fence = cluster.current.fence(now: clock.now(), atLeast: Self.writeWindow) else { return }
-            let deadline = fence.remaining - .milliseconds(300)
-            let created = try await measured("batch") { try await client.apply(plan.changes, name: settings.name, deadline: deadline) }
-            writes += 1
-            let deleted = Set(plan.changes.deletes.map(\.id))
-            records = records!.filter { !deleted.contains($0.id) } + created
-            let byAddress = Dictionary(members.map { ($0.address, $0.name) }, uniquingKeysWith: { a, _ in a })
-            for record in plan.changes.deletes {
-                let who = byAddress[record.content] ?? record.content
-                logger.info(
-                    "DNS record removed",
-                    metadata: [
-                        "dns.name": "\(settings.name)", "dns.content": "\(record.content)", "member.name": "\(who)", "lease.term": "\(fence.term)",
-                    ])
-                await notices?.post(
-                    Notice(
-                        kind: .nodeRemoved, title: "\(who) removed from \(settings.name)",
-                        body: "\(who) (\(record.content)) is down or unhealthy; its DNS record was removed.",
-                        key: "removed/\(record.content)/\(record.id)"))
-            }
-            for address in plan.changes.creates {
-                let who = byAddress[address] ?? address
-                logger.info(
-                    "DNS record added",
-                    metadata: ["dns.name": "\(settings.name)", "dns.content": "\(address)", "member.name": "\(who)", "lease.term": "\(fence.term)"])
-                await notices?.post(
-                    Notice(
-                        kind: .nodeRestored, title: "\(who) back in \(settings.name)",
-                        body: "\(who) (\(address)) serves again; its DNS record is back.",
-                        key: "restored/\(address)/\(created.first { $0.content == address }?.id ?? "")"))
-            }
-        } catch {
-            records = nil  // list again next time
-            logger.warning("DNS reconcile failed", metadata: ["error": "\(error)", "dns.name": "\(settings.name)"])
-            await alert("DNS update failed", "\(error)", key: "dns-error/\(error)")
-            try? await clock.sleep(for: .seconds(1))
+        var directives = reconciler.step(view(), now: clock.now())
+        while !directives.isEmpty {
+            var next: [DNSReconciler.Directive] = []
+            for directive in directives { next += await carryOut(directive) }
+            next += reconciler.step(view(), now: clock.now())
+            directives = next
         }
     }
 
-    private func alert(_ title: String, _ body: String, key: String) async {
+    private func view() -> DNSReconciler.View {
+        let state = cluster.current
+        let now = clock.now()
+        let members = state.appMembers.map { m in
+            // A suspect still serves: only a death (which a live member cannot fail to refute) removes a record.
+            DNSMember(name: m.id.name, address: m.app.address, serving: m.status != .dead && m.app.healthy == true)
+        }
+        let lease = state.lease.holding.flatMap { holding in
+            state.lease.validTerm(now: now) == holding.term
+                ? DNSReconciler.Lease(
+                    term: holding.term, validUntil: holding.validUntil, confirmedAt: holding.confirmedAt, contested: holding.contested)
+                : nil
+        }
+        let others = state.appMembers.filter { $0.id != state.me && $0.status == .alive }.count
+        return DNSReconciler.View(members: members, lease: lease, settled: state.settled(now: now, margin: .seconds(1)), otherCandidates: others)
+    }
+
+    private func carryOut(_ directive: DNSReconciler.Directive) async -> [DNSReconciler.Directive] {
+        switch directive {
+        case .verifyToken:
+            do {
+                try await measured("verify") { try await client.verifyToken() }
+                logger.info("Cloudflare token verified", metadata: ["dns.zone": "\(settings.zone)", "dns.name": "\(settings.name)"])
+                return reconciler.tokenChecked(nil, now: clock.now())
+            } catch {
+                return reconciler.tokenChecked("\(error)", now: clock.now())
+            }
+        case .list:
+            do {
+                let records = try await measured("list") { try await client.records(name: settings.name) }
+                return reconciler.listed(records, now: clock.now())
+            } catch {
+                return reconciler.listFailed("\(error)", incapacity: Self.isIncapacity(error), now: clock.now())
+            }
+        case .confirmLease:
+            lease.update { $0.confirmations += 1 }
+            return []
+        case .write(let batch, let term, let deadline):
+            return await write(batch, term: term, deadline: deadline)
+        case .stepDown(let until, let reason):
+            logger.error("stepping down: this node cannot do the leader's DNS work", metadata: ["reason": "\(reason)"])
+            lease.update { $0.stepDown = .init(id: ($0.stepDown?.id ?? 0) + 1, until: until, reason: reason) }
+            return []
+        case .notice(let notice):
+            await tell(notice)
+            return []
+        }
+    }
+
+    private func write(_ batch: DNSBatch, term: UInt64, deadline: Instant) async -> [DNSReconciler.Directive] {
+        if let holdBeforeWrite, case let hold = "\(holdBeforeWrite).\(cluster.current.me.name)", FileManager.default.fileExists(atPath: hold) {
+            logger.info("test hook: DNS write held before its last check", metadata: ["lease.term": "\(term)"])
+            while FileManager.default.fileExists(atPath: hold) { try? await clock.sleep(for: .milliseconds(20)) }
+        }
+        // The last check on this side (the client checks once more as the request leaves): the lease this write
+        // was confirmed under still holds, with time for the write before its deadline.
+        let now = clock.now()
+        guard cluster.current.lease.validTerm(now: now) == term, deadline - now > client.settings.minimumWrite else {
+            return reconciler.writeFailed("not sent: the lease no longer leaves time for the write", incapacity: false, now: now)
+        }
+        do {
+            let created = try await measured("batch") {
+                try await client.apply(
+                    batch, name: settings.name, term: term, deadline: NIODeadline.now() + .nanoseconds((deadline - now).nanoseconds))
+            }
+            return reconciler.written(created: created, now: clock.now())
+        } catch {
+            return reconciler.writeFailed("\(error)", incapacity: Self.isIncapacity(error), now: clock.now())
+        }
+    }
+
+    /// Failures that say this node cannot write (no way out, a refused token, a provider that throttles it), as
+    /// opposed to a refusal for cause (a guard record gone, a record that already exists) or a write not sent.
+    static func isIncapacity(_ error: any Error) -> Bool {
+        if error is CloudflareClient.NotSent { return false }
+        guard let failure = error as? CloudflareClient.Failure, let status = failure.status else { return true }
+        return status == 401 || status == 403 || status == 429 || status >= 500
+    }
+
+    private func tell(_ notice: DNSReconciler.Notice) async {
+        let name = settings.name
+        switch notice {
+        case .failOpen(let members):
+            await alert(
+                .allUnhealthy, "No node is healthy: keeping every DNS record",
+                "Every node of \(name) is down or unhealthy; peer keeps the records as they are (fail open) rather than remove them all.",
+                key: "all-unhealthy/\(members.joined(separator: ","))")
+        case .removed(let member, let record, let term):
+            logger.info(
+                "DNS record removed",
+                metadata: ["dns.name": "\(name)", "dns.content": "\(record.content)", "member.name": "\(member)", "lease.term": "\(term)"])
+            await notices?.post(
+                Notice(
+                    kind: .nodeRemoved, title: "\(member) removed from \(name)",
+                    body: "\(member) (\(record.content)) is down or unhealthy; its DNS record was removed.",
+                    key: "removed/\(record.content)/\(record.id)"))
+        case .restored(let member, let record, let term):
+            logger.info(
+                "DNS record added",
+                metadata: ["dns.name": "\(name)", "dns.content": "\(record.content)", "member.name": "\(member)", "lease.term": "\(term)"])
+            await notices?.post(
+                Notice(
+                    kind: .nodeRestored, title: "\(member) back in \(name)",
+                    body: "\(member) (\(record.content)) serves again; its DNS record is back.",
+                    key: "restored/\(record.content)/\(record.id)"))
+        case .writeFailed(let failure):
+            logger.warning("DNS reconcile failed", metadata: ["error": "\(failure)", "dns.name": "\(name)"])
+            await alert(.dnsError, "DNS update failed", failure, key: "dns-error/\(failure)")
+        case .tokenRejected(let failure):
+            await alert(
+                .dnsError, "Cloudflare token rejected",
+                "\(failure). DNS failover is off on this node until a valid token (DNS Write, Zone Read) is configured.", key: "dns-token/\(failure)")
+        case .steppedDown(let reason, let standDown):
+            let me = cluster.current.me.name
+            await alert(
+                .dnsError, "\(me) stepped down as leader",
+                "\(reason). Another node takes over; \(me) does not campaign for \(standDown).", key: "step-down/\(me)/\(clock.now())")
+        }
+    }
+
+    private func alert(_ kind: Notice.Kind, _ title: String, _ body: String, key: String) async {
         logger.error("\(title)", metadata: ["detail": "\(body)"])
-        await notices?.post(Notice(kind: title.hasPrefix("No node") ? .allUnhealthy : .dnsError, title: title, body: body, key: key))
+        await notices?.post(Notice(kind: kind, title: title, body: body, key: key))
     }
 }
 
