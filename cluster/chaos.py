@@ -5,8 +5,8 @@ Bounded: no round starts after M minutes (default 5) or R rounds (default: no li
 (the deploy 180 s, settling 90 s).
 
 Each round (chosen by the seed): a fault — kill -9 a follower or the leader, SIGSTOP a peerd or the leader, cut a
-node off from the others, 30 % mesh packet loss on a node, a slow provider (batches commit 0.3–1.2 s after they
-arrive), a record deleted by hand in the "dashboard", or none — then a rolling deploy submitted to a node the fault
+node off from the others, 30 % mesh packet loss on a node, a slow provider (batches commit 0.3–2.5 s after they
+arrive: the slowest after the leader's client gave up on them — late commits), a record deleted by hand in the "dashboard", or none — then a rolling deploy submitted to a node the fault
 does not touch (v2/v3 alternately; every fourth round a broken image, which must be stopped and undone), the fault
 healed after 2–6 s, the deploy awaited and the cluster settled. All along: HTTP load on every node's nginx (a fresh
 connection per request) and the DNS records at the Cloudflare stand-in read every 50 ms.
@@ -100,7 +100,7 @@ def apply(fault, target):
     elif fault in ("pause", "pause-leader"):
         pause(target)
     elif fault == "slow-provider":
-        stub_post(f"/_stub/commit-latency?ms={rng.randint(300, 1200)}")
+        stub_post(f"/_stub/commit-latency?ms={rng.randint(300, 2500)}")
     elif fault == "hand-delete":
         have = sorted(contents())
         if len(have) >= 2:

@@ -114,8 +114,8 @@ public struct DNSReconciler: Sendable {
     private var fetchedAt: Instant?
     private var fresh = false
     private var tokenVerified = false
-    /// The term this node writes under, and the end of its quiet period.
-    private var leading: (term: UInt64, quietUntil: Instant)?
+    /// The term this node writes under, the end of its quiet period, and how long its lease held when last seen.
+    private var leading: (term: UInt64, quietUntil: Instant, validUntil: Instant)?
     private var failures = 0
     private var retryAt: Instant?
     private var heldDownUntil: Instant?
@@ -141,10 +141,10 @@ public struct DNSReconciler: Sendable {
 
     /// When ``step(_:now:)`` next has something to do without an outside change (nil: only on a change).
     public func nextWake(now: Instant) -> Instant? {
-        var next: [Instant] = [heldDownUntil, retryAt, leading?.quietUntil].compactMap { $0 }.filter { $0 > now }
+        var next: [Instant?] = [heldDownUntil, retryAt, leading?.quietUntil]
         if case .confirming(let asked, _) = phase { next.append(asked + settings.confirmTimeout) }
         if let fetchedAt, leading != nil { next.append(fetchedAt + settings.refresh) }
-        return next.min()
+        return next.compactMap { $0 }.filter { $0 > now }.min()
     }
 
     // MARK: - Steps
@@ -157,11 +157,16 @@ public struct DNSReconciler: Sendable {
             if !isBusy { forget() }
             return directives
         }
-        if leading?.term != lease.term, !isBusy {
+        if let held = leading, held.term != lease.term, now < held.validUntil {
+            // The same leadership, renewed under a higher term without a gap (a voter asked for one): no other node
+            // can have led in between, so nothing to wait out or forget.
+            leading = (lease.term, held.quietUntil, lease.validUntil)
+        } else if leading?.term != lease.term, !isBusy {
             // A new term: a fresh list and a fresh hold-down, after the quiet period.
             forget()
-            leading = (lease.term, now + settings.commitAllowance)
+            leading = (lease.term, now + settings.commitAllowance, lease.validUntil)
         }
+        if let held = leading { leading?.validUntil = max(held.validUntil, lease.validUntil) }
         guard let leading, leading.term == lease.term, now >= leading.quietUntil, now >= retryAt ?? now else { return directives }
         switch phase {
         case .verifying, .listing, .writing:
@@ -192,6 +197,9 @@ public struct DNSReconciler: Sendable {
             return directives
         }
         let plan = planner.plan(members: view.members, records: records, name: settings.name, now: now)
+        // A listing made for a delete serves that plan only: any later delete lists again.
+        let listedForThis = fresh
+        fresh = false
         heldDownUntil = plan.heldDownUntil
         if plan.failOpen {
             let members = view.members.map(\.name).sorted()
@@ -201,13 +209,12 @@ public struct DNSReconciler: Sendable {
             lastFailOpen = nil
         }
         guard let batch = plan.batch else { return directives }
-        if !batch.deletes.isEmpty, !fresh {
+        if !batch.deletes.isEmpty, !listedForThis {
             // A delete is planned from what the provider holds now, not from the cache.
             phase = .listing(forDelete: true)
             directives.append(.list)
             return directives
         }
-        fresh = false
         phase = .confirming(asked: now, batch: batch)
         directives.append(.confirmLease)
         return directives
@@ -242,6 +249,7 @@ public struct DNSReconciler: Sendable {
         guard case .listing = phase else { return directives }
         phase = .idle
         records = nil
+        fetchedAt = nil
         directives.append(.notice(.writeFailed(failure)))
         failed("listing the records failed: \(failure)", incapacity: incapacity, now: now, into: &directives)
         return directives
@@ -278,6 +286,7 @@ public struct DNSReconciler: Sendable {
         guard case .writing = phase else { return directives }
         phase = .idle
         records = nil
+        fetchedAt = nil
         directives.append(.notice(.writeFailed(failure)))
         failed("DNS writes fail: \(failure)", incapacity: incapacity, now: now, into: &directives)
         return directives

@@ -101,7 +101,7 @@ public struct Lease: Sendable {
     public var view: View {
         var view = View(me: me, voters: voters, promised: promised)
         if case .leader(let term, let validUntil, _, _) = role {
-            view.holding = .init(term: term, validUntil: validUntil, confirmedAt: confirmedAt ?? validUntil, contested: highestSeen > term)
+            view.holding = .init(term: term, validUntil: validUntil, confirmedAt: confirmedAt ?? .zero, contested: highestSeen > term)
         }
         view.standingDownUntil = standingDownUntil
         view.grant = grant.map { .init(to: $0.to, term: $0.term, until: $0.until) }

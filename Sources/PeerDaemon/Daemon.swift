@@ -4,6 +4,7 @@ import PeerConfiguration
 import Control
 import Docker
 import Foundation
+import Leadership
 import Logging
 import Membership
 import Notify
@@ -85,7 +86,7 @@ public enum Daemon {
                 services.append(
                     DNSService(
                         settings: dns, token: try resolve(dns.token, config, "dns.token"), http: http, cluster: cluster, lease: leaseRequests,
-                        notices: notices,
+                        leaseSettings: .profile(mesh.profile), notices: notices,
                         clock: clock,
                         logger: logger))
             }

@@ -3,6 +3,7 @@ import CloudflareDNS
 import Cluster
 import DNSPlanning
 import Foundation
+import Leadership
 import Logging
 import NIOCore
 import Notify
@@ -29,7 +30,7 @@ actor DNSService: Service {
 
     init(
         settings: PeerConfig.DNS, token: String, http: HTTPClient, cluster: Published<ClusterState>, lease: Published<LeaseRequests>,
-        notices: NoticeDispatcher?, clock: any PeerClock, logger: Logger,
+        leaseSettings: LeaseSettings = .standard, notices: NoticeDispatcher?, clock: any PeerClock, logger: Logger,
         holdBeforeWrite: String? = ProcessInfo.processInfo.environment["PEER_TEST_HOLD_BEFORE_DNS_WRITE"]
     ) {
         self.settings = settings
@@ -44,6 +45,8 @@ actor DNSService: Service {
         self.holdBeforeWrite = holdBeforeWrite
         var reconciler = DNSReconciler.Settings(name: settings.name, holdDown: settings.holdDown, refresh: settings.refresh)
         reconciler.minimumWrite = client.settings.minimumWrite
+        // The voters' answer takes a lease round trip: as long as the lease allows for one (wan: 3 s).
+        reconciler.confirmTimeout = max(reconciler.confirmTimeout, leaseSettings.requestTimeout)
         self.reconciler = DNSReconciler(settings: reconciler)
     }
 
@@ -57,7 +60,7 @@ actor DNSService: Service {
                 await self.step()
                 let now = self.clock.now()
                 let next = min(await self.reconciler.nextWake(now: now) ?? now + .seconds(1), now + .seconds(1))
-                await wakeup.wait(atMost: next - now, clock: self.clock)
+                await wakeup.wait(atMost: max(next - now, .milliseconds(10)), clock: self.clock)
             }
         }
     }
@@ -135,8 +138,10 @@ actor DNSService: Service {
         }
         do {
             let created = try await measured("batch") {
-                try await client.apply(
-                    batch, name: settings.name, term: term, deadline: NIODeadline.now() + .nanoseconds((deadline - now).nanoseconds))
+                // NIO's deadline runs on CLOCK_MONOTONIC, which NTP may slew by up to 8.3 %: the time left on the raw
+                // clock is shortened by that much before it becomes one.
+                let left = Int64(Double((deadline - now).nanoseconds) / 1.09)
+                return try await client.apply(batch, name: settings.name, term: term, deadline: NIODeadline.now() + .nanoseconds(left))
             }
             return reconciler.written(created: created, now: clock.now())
         } catch {
@@ -144,12 +149,14 @@ actor DNSService: Service {
         }
     }
 
-    /// Failures that say this node cannot write (no way out, a refused token, a provider that throttles it), as
-    /// opposed to a refusal for cause (a guard record gone, a record that already exists) or a write not sent.
+    /// Failures that say this node cannot write (no way out, a token refused to it), as opposed to a refusal for
+    /// cause (a guard record gone, a record that already exists), a write not sent, or a failure of the provider.
     static func isIncapacity(_ error: any Error) -> Bool {
         if error is CloudflareClient.NotSent { return false }
         guard let failure = error as? CloudflareClient.Failure, let status = failure.status else { return true }
-        return status == 401 || status == 403 || status == 429 || status >= 500
+        // Cloudflare down (5xx) or throttling (429) meets every node alike: stepping down would only leave the
+        // cluster without a leader.
+        return status == 401 || status == 403
     }
 
     private func tell(_ notice: DNSReconciler.Notice) async {
