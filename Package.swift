@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "Membership", dependencies: ["PeerCore"], swiftSettings: strict),
         .target(name: "Leadership", dependencies: ["PeerCore"], swiftSettings: strict),
         // One node of the mesh (SWIM + lease) as a pure state machine, and the cluster state it publishes.
-        .target(name: "Cluster", dependencies: ["PeerCore", "Deployment", "Membership", "Leadership"], swiftSettings: strict),
+        .target(name: "Cluster", dependencies: ["PeerCore", "Deployment", "Membership", "Leadership", "DNSPlanning"], swiftSettings: strict),
         .target(name: "DNSPlanning", dependencies: ["PeerCore"], swiftSettings: strict),
         // Crash-safe files (atomic replace, modes from creation).
         .target(name: "PeerFiles", swiftSettings: strict),

@@ -124,26 +124,13 @@ extension MeshSimulation {
         let local = local(id)
         let due = node.dnsWake.map { local >= $0 } ?? true
         guard due || node.dnsSaw != node.published else { return }
-        let directives = reconciler.step(view(of: node, at: local), now: local)
+        let directives = reconciler.step(node.published.dnsView(now: local), now: local)
         node.dns = reconciler
         node.dnsSaw = node.published
         // At least every second, as the service.
         node.dnsWake = min(reconciler.nextWake(now: local) ?? local + .seconds(1), local + .seconds(1))
         nodes[id] = node
         carryOutDNS(directives, from: id)
-    }
-
-    func view(of node: Node, at local: Instant) -> DNSReconciler.View {
-        let state = node.published
-        let members = state.appMembers.map { m in
-            DNSMember(name: m.id.name, address: m.app.address, serving: m.status != .dead && m.app.healthy == true)
-        }
-        let lease = state.lease.holding.flatMap { h in
-            state.lease.validTerm(now: local) == h.term
-                ? DNSReconciler.Lease(term: h.term, validUntil: h.validUntil, confirmedAt: h.confirmedAt, contested: h.contested) : nil
-        }
-        let others = state.appMembers.filter { $0.id != state.me && $0.status == .alive }.count
-        return DNSReconciler.View(members: members, lease: lease, settled: state.settled(now: local, margin: .seconds(1)), otherCandidates: others)
     }
 
     /// What the DNS shell does: the provider's calls take time; the lease's requests go to the node's mesh.

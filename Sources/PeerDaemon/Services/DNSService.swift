@@ -76,22 +76,7 @@ actor DNSService: Service {
         }
     }
 
-    private func view() -> DNSReconciler.View {
-        let state = cluster.current
-        let now = clock.now()
-        let members = state.appMembers.map { m in
-            // A suspect still serves: only a death (which a live member cannot fail to refute) removes a record.
-            DNSMember(name: m.id.name, address: m.app.address, serving: m.status != .dead && m.app.healthy == true)
-        }
-        let lease = state.lease.holding.flatMap { holding in
-            state.lease.validTerm(now: now) == holding.term
-                ? DNSReconciler.Lease(
-                    term: holding.term, validUntil: holding.validUntil, confirmedAt: holding.confirmedAt, contested: holding.contested)
-                : nil
-        }
-        let others = state.appMembers.filter { $0.id != state.me && $0.status == .alive }.count
-        return DNSReconciler.View(members: members, lease: lease, settled: state.settled(now: now, margin: .seconds(1)), otherCandidates: others)
-    }
+    private func view() -> DNSReconciler.View { cluster.current.dnsView(now: clock.now()) }
 
     private func carryOut(_ directive: DNSReconciler.Directive) async -> [DNSReconciler.Directive] {
         switch directive {
