@@ -200,7 +200,7 @@ let package = Package(
         ),
         // The Cloudflare API / notification stand-in as a process, for cluster/ scripts (benchmarks, demo).
         .executableTarget(name: "peer-stub", dependencies: ["PeerTestKit"], path: "Tests/StubServer", swiftSettings: strict),
-        .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit"], swiftSettings: strict),
+        .testTarget(name: "DeploymentTests", dependencies: ["Deployment", "PeerTestKit", "SimulationKit"], swiftSettings: strict),
         .testTarget(name: "LeadershipTests", dependencies: ["Leadership", "DNSPlanning", "PeerCore", "SimulationKit"], swiftSettings: strict),
         .testTarget(name: "MembershipTests", dependencies: ["Membership", "PeerCore", "SimulationKit"], swiftSettings: strict),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Membership", "Leadership", "Deployment", "DNSPlanning", "PeerCore", "SimulationKit"], swiftSettings: strict),

@@ -26,7 +26,7 @@ public enum ControlAPI {
             public var previousImage: String?
             public var requestedBy: String
             public var order: [String]
-            /// running, succeeded, failed
+            /// running, succeeded, failed, cancelled
             public var outcome: String
             public var failure: String?
 
@@ -141,7 +141,7 @@ public enum ControlAPI {
     /// One line of a deploy's NDJSON stream: `accepted`, then `progress` lines, then one `result` — or, for a
     /// cluster rollout, `accepted`, `node` lines (a node's phase or swap step) and one `rollout` result.
     public struct Event: Codable, Sendable, Hashable {
-        public enum Kind: String, Codable, Sendable { case accepted, progress, result, node, rollout }
+        public enum Kind: String, Codable, Sendable { case accepted, following, progress, result, node, rollout }
         public var type: Kind
         public var id: String?
         public var image: String?
@@ -182,7 +182,28 @@ public enum ControlAPI {
     /// `{"error": "…"}` with a 4xx/5xx status.
     public struct ErrorBody: Codable, Sendable {
         public var error: String
-        public init(error: String) { self.error = error }
+        /// Over the mesh (no HTTP status there): `refused`, `unavailable`, `not-found`, `bad-request`.
+        public var code: String?
+        public init(error: String, code: String? = nil) {
+            self.error = error
+            self.code = code
+        }
+    }
+
+    /// `POST /v1/rollout/follow` and `POST /v1/rollout/cancel`: which rollout (nil: the current one).
+    public struct RolloutRequest: Codable, Sendable {
+        public var id: String?
+        public var requestedBy: String?
+        public init(id: String? = nil, requestedBy: String? = nil) {
+            self.id = id
+            self.requestedBy = requestedBy
+        }
+    }
+
+    /// `POST /v1/rollout/cancel`: the rollout that is being stopped.
+    public struct Cancelled: Codable, Sendable {
+        public var id: String
+        public init(id: String) { self.id = id }
     }
 
     /// `POST /v1/tls`: the origin certificate (leaf first, then intermediates) and its key, PEM.

@@ -15,7 +15,47 @@ public struct ControlClient: Sendable {
     }
 
     public struct Failure: Error, CustomStringConvertible {
+        /// What kind of failure: `peerctl`'s exit code tells them apart.
+        public enum Kind: Sendable {
+            /// peerd (or, through it, the cluster's leader) could not be reached; nothing was done.
+            case unreachable
+            /// Refused: busy with another rollout, not replicated, nothing to do.
+            case refused
+            /// A bad request (an image name that does not parse).
+            case badRequest
+            case notFound
+            case other
+
+            /// From an HTTP status.
+            init(status: Int) {
+                switch status {
+                case 409: self = .refused
+                case 503: self = .unreachable
+                case 400: self = .badRequest
+                case 404: self = .notFound
+                default: self = .other
+                }
+            }
+
+            /// From an error's code over the mesh.
+            public init(code: String?) {
+                switch code {
+                case "refused": self = .refused
+                case "unavailable": self = .unreachable
+                case "bad-request": self = .badRequest
+                case "not-found": self = .notFound
+                default: self = .other
+                }
+            }
+        }
+
         public var description: String
+        public var kind: Kind
+
+        public init(description: String, kind: Kind = .other) {
+            self.description = description
+            self.kind = kind
+        }
     }
 
     public func status() async throws -> ControlAPI.NodeStatus {
@@ -48,9 +88,35 @@ public struct ControlClient: Sendable {
         } else if let requestedBy {
             request.headers.add(name: "X-Peer-Requested-By", value: requestedBy)
         }
+        try await stream(request, onEvent: onEvent)
+    }
+
+    public func follow(id: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
+        var request = try self.request("/v1/rollout/follow")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(ControlAPI.RolloutRequest(id: id))))
+        try await stream(request, onEvent: onEvent)
+    }
+
+    public func cancel(id: String?) async throws -> ControlAPI.Cancelled {
+        var request = try self.request("/v1/rollout/cancel")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(ControlAPI.RolloutRequest(id: id))))
+        let response = try await execute(request, timeout: .seconds(60))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        guard response.status == .ok else {
+            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
+        }
+        return try ControlAPI.decoder.decode(ControlAPI.Cancelled.self, from: Data(buffer: body))
+    }
+
+    /// An NDJSON stream of events, each passed on as it arrives.
+    private func stream(_ request: HTTPClientRequest, onEvent: (ControlAPI.Event) -> Void) async throws {
         let response = try await execute(request, timeout: .hours(2))
         guard response.status == .ok else {
-            throw Failure(description: try await errorText(response))
+            throw Failure(description: try await errorText(response), kind: .init(status: Int(response.status.code)))
         }
         var pending: [UInt8] = []
         for try await chunk in response.body {
@@ -81,7 +147,7 @@ public struct ControlClient: Sendable {
         let response = try await execute(request, timeout: .seconds(60))
         let body = try await response.body.collect(upTo: 1 << 20)
         guard response.status == .ok else {
-            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)))
+            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
         }
         return try ControlAPI.decoder.decode(ControlAPI.OriginTLS.self, from: Data(buffer: body))
     }
@@ -90,7 +156,7 @@ public struct ControlClient: Sendable {
         let response = try await execute(try request(path), timeout: .seconds(30))
         let body = try await response.body.collect(upTo: 16 << 20)
         guard response.status == .ok else {
-            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)))
+            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
         }
         return try ControlAPI.decoder.decode(T.self, from: Data(buffer: body))
     }
@@ -109,7 +175,8 @@ public struct ControlClient: Sendable {
             let reason = FileManager.default.fileExists(atPath: socketPath) ? "\(error)" : "no such socket"
             throw Failure(
                 description:
-                    "cannot reach peerd at \(socketPath) (\(reason)); is it running? (systemctl status peerd; as root; or pass --config / --socket)")
+                    "cannot reach peerd at \(socketPath) (\(reason)); is it running? (systemctl status peerd; as root; or pass --config / --socket)",
+                kind: .unreachable)
         }
     }
 

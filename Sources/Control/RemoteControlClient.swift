@@ -15,6 +15,10 @@ public protocol ControlChannel: Sendable {
     func who() async throws -> ControlAPI.Who
     func history() async throws -> [DeployRecord]
     func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws
+    /// Re-attaches to a cluster rollout (the current one when `id` is nil).
+    func follow(id: String?, onEvent: (ControlAPI.Event) -> Void) async throws
+    /// Stops the cluster's current rollout (`id`, if given, must be it).
+    func cancel(id: String?) async throws -> ControlAPI.Cancelled
     func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS
 }
 
@@ -23,9 +27,11 @@ extension ControlClient: ControlChannel {}
 /// One request of an operator over the mesh: the first frame of its connection. The answer is one frame
 /// (the JSON of the result, or `{"error": …}`) — for a deploy, one frame per event — then the node closes.
 public struct OperatorRequest: Codable, Sendable {
-    public enum Operation: String, Codable, Sendable { case status, members, who, deploys, deploy, rollback, tlsSet = "tls-set" }
+    public enum Operation: String, Codable, Sendable { case status, members, who, deploys, deploy, rollback, follow, cancel, tlsSet = "tls-set" }
     public var op: Operation
     public var image: String?
+    /// For `follow` and `cancel`: the rollout (nil: the current one).
+    public var id: String?
     /// For `tls-set`: the origin certificate and its key.
     public var origin: OriginPair?
 }
@@ -50,15 +56,20 @@ public struct RemoteControlClient: ControlChannel {
     }
 
     func exchange(_ request: OperatorRequest, onFrame: (Data) throws -> Void) async throws {
-        let connection = try await Mesh.dial(host: host, port: port, tls: tls)
+        let connection: MeshConnection
+        do {
+            connection = try await Mesh.dial(host: host, port: port, tls: tls)
+        } catch {
+            throw ControlClient.Failure(description: "cannot reach the node at \(host):\(port) (\(error))", kind: .unreachable)
+        }
         try await connection.channel.executeThenClose { inbound, outbound in
             try await outbound.write(ByteBuffer(bytes: try JSONEncoder().encode(request)))
             for try await frame in inbound {
                 let data = Data(buffer: frame)
-                if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], object.count == 1,
+                if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any], object["type"] == nil,
                     let message = object["error"] as? String
                 {
-                    throw ControlClient.Failure(description: message)
+                    throw ControlClient.Failure(description: message, kind: .init(code: object["code"] as? String))
                 }
                 try onFrame(data)
             }
@@ -68,7 +79,7 @@ public struct RemoteControlClient: ControlChannel {
     func one<T: Decodable>(_ op: OperatorRequest.Operation, origin: OriginPair? = nil) async throws -> T {
         var result: T?
         try await exchange(OperatorRequest(op: op, origin: origin)) { result = try ControlAPI.decoder.decode(T.self, from: $0) }
-        guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering") }
+        guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering", kind: .unreachable) }
         return result
     }
 
@@ -82,5 +93,18 @@ public struct RemoteControlClient: ControlChannel {
         try await exchange(OperatorRequest(op: image == nil ? .rollback : .deploy, image: image)) {
             onEvent(try ControlAPI.decoder.decode(ControlAPI.Event.self, from: $0))
         }
+    }
+
+    public func follow(id: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
+        try await exchange(OperatorRequest(op: .follow, id: id)) {
+            onEvent(try ControlAPI.decoder.decode(ControlAPI.Event.self, from: $0))
+        }
+    }
+
+    public func cancel(id: String?) async throws -> ControlAPI.Cancelled {
+        var result: ControlAPI.Cancelled?
+        try await exchange(OperatorRequest(op: .cancel, id: id)) { result = try ControlAPI.decoder.decode(ControlAPI.Cancelled.self, from: $0) }
+        guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering", kind: .unreachable) }
+        return result
     }
 }

@@ -3,10 +3,13 @@ import PeerCore
 /// A cluster-wide deploy: roll `image` across the nodes one at a time, in `order`; stop and roll back the
 /// nodes already updated when one fails.
 ///
-/// The intent is replicated by gossip and persisted by every node; there is no coordinator. Each node decides
-/// its own next step from the intent and what every node reports about it (``RolloutReport``), with the pure
-/// function ``Rollout/decide(intent:me:reports:alive:now:doneSince:downSince:)``. So the crash of any one node —
-/// including the one that received the deploy — stops nothing but that node's own part.
+/// One serializer makes intents: the lease leader (any node forwards `peerctl deploy` to it) numbers each under
+/// its term and answers "accepted" only once a majority of the app nodes in ``order`` has persisted it. From
+/// there the intent travels by gossip and no coordinator is needed: each node decides its own next step from
+/// the intent and what every node reports about it (``RolloutReport``), with the pure function
+/// ``Rollout/decide(intent:me:reports:alive:now:doneSince:downSince:)``, and no node swaps for an intent that a
+/// majority does not hold (``Rollout/replication(of:reports:)``). So the crash of any one node — the leader
+/// included — stops nothing but that node's own part, and an intent that never reached a majority never runs.
 public struct RolloutIntent: Sendable, Hashable, Codable {
     public enum Kind: String, Sendable, Hashable, Codable { case deploy, rollback }
 
@@ -31,6 +34,12 @@ public struct RolloutIntent: Sendable, Hashable, Codable {
     /// A node that is down when its turn comes is skipped (it catches up when it is back) instead of waited
     /// for up to `nodeTimeoutMs`.
     public var skipDown: Bool? = nil
+    /// The leader's term it was accepted under: an intent of a later term is newer than any of an earlier one,
+    /// whatever its sequence number (a leader that did not hear of an unreplicated intent may reuse its number).
+    public var term: UInt64? = nil
+    /// Stopped (`peerctl rollout cancel`, or not replicated in time), and why: the nodes it reached go back to
+    /// ``previousImage``, as when a node fails. A cancelled copy is newer than the same intent uncancelled.
+    public var cancelled: String? = nil
 
     public init(
         id: String, seq: UInt64, kind: Kind, image: String, previousImage: String?, order: [String], requestedBy: String,
@@ -47,10 +56,15 @@ public struct RolloutIntent: Sendable, Hashable, Codable {
         self.nodeTimeoutMs = nodeTimeoutMs
     }
 
+    /// Cluster-wide order of intents: term, then sequence, then id; a cancellation after the intent it stops.
     public func isNewer(than other: RolloutIntent?) -> Bool {
         guard let other else { return true }
-        return (seq, id) > (other.seq, other.id)
+        return (term ?? 0, seq, id, cancelled == nil ? 0 : 1) > (other.term ?? 0, other.seq, other.id, other.cancelled == nil ? 0 : 1)
     }
+
+    /// How many app nodes must hold an intent before any node swaps for it (and before `peerctl` hears
+    /// "accepted"): a majority of ``order``.
+    public var majority: Int { order.count / 2 + 1 }
 }
 
 /// What one node says about the current intent (gossiped with its state).
@@ -94,20 +108,29 @@ public enum Rollout {
     public enum Outcome: Sendable, Hashable {
         case running
         case succeeded
-        /// `failedAt`: the node whose swap failed or that never reported.
+        /// `node`: the node whose swap failed or that never reported.
         case failed(node: String, reason: String)
+        /// Stopped by an operator or for want of replication; every node it reached is back.
+        case cancelled(reason: String)
+    }
+
+    /// How many of the intent's nodes hold it (report on it: a node persists an intent before it reports on
+    /// it), and how many must.
+    public static func replication(of intent: RolloutIntent, reports: [String: RolloutReport]) -> (holders: Int, needed: Int) {
+        (intent.order.filter { reports[$0]?.intent == intent.id }.count, intent.majority)
     }
 
     /// The state of a rollout as a whole, from the reports.
     /// `alive`: with ``RolloutIntent/skipDown``, nodes that are down do not hold the rollout up.
     public static func outcome(intent: RolloutIntent, reports: [String: RolloutReport], alive: Set<String>? = nil) -> Outcome {
         let mine = reports.filter { $0.value.intent == intent.id }
+        let undone = intent.order.allSatisfy { name in
+            guard let r = mine[name] else { return true }  // never started: nothing to undo
+            return [.failed, .rolledBack, .waiting].contains(r.phase)
+        }
+        if let reason = intent.cancelled { return undone ? .cancelled(reason: reason) : .running }
         if let (node, failure) = mine.first(where: { $0.value.phase == .failed }).map({ ($0.key, $0.value) }) {
-            let settled = intent.order.allSatisfy { name in
-                guard let r = mine[name] else { return true }  // never started: nothing to undo
-                return [.failed, .rolledBack, .waiting].contains(r.phase)
-            }
-            return settled ? .failed(node: node, reason: failure.reason ?? "failed") : .running
+            return undone ? .failed(node: node, reason: failure.reason ?? "failed") : .running
         }
         let skipped = { (name: String) in intent.skipDown == true && alive.map { !$0.contains(name) } == true }
         if intent.order.allSatisfy({ mine[$0]?.phase == .done || skipped($0) }) { return .succeeded }
@@ -124,16 +147,17 @@ public enum Rollout {
         let mine = reports[me].flatMap { $0.intent == intent.id ? $0 : nil }
         let failed = reports.first { $0.value.intent == intent.id && $0.value.phase == .failed }
 
-        // A failure anywhere: undo this node's part.
-        if let failed, failed.key != me {
+        // A failure anywhere, or a cancellation: undo this node's part.
+        let stop = intent.cancelled.map { "rollout cancelled: \($0)" } ?? failed.flatMap { $0.key == me ? nil : "rollout failed at \($0.key)" }
+        if let stop {
             switch mine?.phase {
             case .done, .swapping, .rollingBack:
                 if let previous = intent.previousImage { return .swap(image: previous, report: .rollingBack) }
                 return .report(.failed, reason: "no previous image to roll back to")
             case .rolledBack, .failed:
-                return .wait(report: mine!.phase, why: "rollout failed at \(failed.key)")
+                return .wait(report: mine!.phase, why: stop)
             case .waiting, nil:
-                return .report(.rolledBack, reason: "rollout failed at \(failed.key) before this node's turn")
+                return .report(.rolledBack, reason: "\(stop) before this node's turn")
             }
         }
         if let mine, [.done, .failed, .rolledBack].contains(mine.phase) {

@@ -12,7 +12,7 @@ struct Peerctl: AsyncParsableCommand {
         abstract: "Control the peerd on this node.",
         version: ControlAPI.version,
         subcommands: [
-            Deploy.self, Rollback.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self, InitCommand.self,
+            Deploy.self, Rollback.self, RolloutCommand.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self, InitCommand.self,
             NodeCommand.self, Join.self, CA.self, Cert.self,
         ])
 
@@ -81,9 +81,9 @@ struct Connection: ParsableArguments {
     }
 }
 
-func fail(_ message: String) -> ExitCode {
+func fail(_ message: String, code: ExitCode = .failure) -> ExitCode {
     FileHandle.standardError.write(Data("peerctl: \(message)\n".utf8))
-    return .failure
+    return code
 }
 
 func printJSON(_ value: some Encodable) throws {

@@ -17,7 +17,7 @@ struct Status: AsyncParsableCommand {
         do {
             status = try await connection.withClient { try await $0.status() }
         } catch {
-            throw fail("\(error)")
+            throw fail(error)
         }
         if json { return try printJSON(status) }
         var rows: [(String, String)] = [
@@ -89,7 +89,7 @@ struct Deploys: AsyncParsableCommand {
         do {
             history = try await connection.withClient { try await $0.history() }
         } catch {
-            throw fail("\(error)")
+            throw fail(error)
         }
         if json { return try printJSON(history) }
         for r in history {
@@ -136,7 +136,7 @@ struct ConfigCommand: AsyncParsableCommand {
                     print("  dns: \(dns.name) in zone \(dns.zone), token from \(source), hold-down \(dns.holdDown.compactDescription)")
                 }
             } catch {
-                throw fail("\(error)")
+                throw fail(error)
             }
         }
     }
@@ -156,7 +156,7 @@ struct Members: AsyncParsableCommand {
         do {
             members = try await connection.withClient { try await $0.members() }
         } catch {
-            throw fail("\(error)")
+            throw fail(error)
         }
         if json { return try printJSON(members) }
         var rows = [["NAME", "ADDRESS", "STATE", "APP", "IMAGE", "LAST SEEN", "RTT"]]
@@ -189,7 +189,7 @@ struct Who: AsyncParsableCommand {
         do {
             who = try await connection.withClient { try await $0.who() }
         } catch {
-            throw fail("\(error)")
+            throw fail(error)
         }
         if json { return try printJSON(who) }
         if let leader = who.leader, let term = who.term {

@@ -1,4 +1,5 @@
 import Control
+import Deployment
 import Cluster
 import Foundation
 import Leadership
@@ -78,7 +79,7 @@ import Testing
     @Test func everyStateFileReadsBackWhatWasWritten() throws {
         let folder = StateDirectory(FileManager.default.temporaryDirectory.appendingPathComponent("peer-state-\(UUID().uuidString)").path)
         try folder.write(GoldenValues.nodeState, to: .node)
-        try folder.write(RolloutService.Persisted(intent: GoldenValues.intent, report: GoldenValues.report), to: .rollout)
+        try folder.write(RolloutNode.Persisted(intent: GoldenValues.intent, report: GoldenValues.report), to: .rollout)
         try folder.write(OriginTLSService.Installed(info: GoldenValues.originInfo, setAt: GoldenValues.originSetAt), to: .origin)
         try folder.writePromisedTerm(UInt64.max - 1)
         #expect(try folder.read(.node) == GoldenValues.nodeState)

@@ -53,7 +53,8 @@ extension ControlAPI.OriginTLS {
 
 extension ControlAPI.Members {
     init(_ state: ClusterState, measured: MeshStats.Measured, profile: String?, now: Instant) {
-        let intent = state.members.compactMap(\.app.rollout).max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+        // The intent this node took up (an unreplicated one some member still gossips is not the cluster's).
+        let intent = state.member(state.me)?.app.rollout ?? state.members.compactMap(\.app.rollout).max { $1.isNewer(than: $0) }
         var reports: [String: RolloutReport] = [:]
         for member in state.members { if let r = member.app.rolloutReport { reports[member.id.name] = r } }
         let summary = intent.map { intent -> Rollout in
@@ -66,6 +67,9 @@ extension ControlAPI.Members {
             case .failed(let node, let reason):
                 text = "failed"
                 failure = "\(node): \(reason)"
+            case .cancelled(let reason):
+                text = "cancelled"
+                failure = reason
             }
             return Rollout(
                 id: intent.id, kind: intent.kind.rawValue, image: intent.image, previousImage: intent.previousImage,

@@ -17,6 +17,8 @@ import PKI
 ///     GET  /v1/who        the leader, its term and lease, the voters (JSON)
 ///     POST /v1/deploy     {"image": "…"} → NDJSON stream: accepted, progress…, result
 ///     POST /v1/rollback   → the same stream, swapping back to the previous image
+///     POST /v1/rollout/follow  {"id": "…"} (optional) → the stream of a running (or ended) rollout
+///     POST /v1/rollout/cancel  {"id": "…"} (optional) → {"id": "…"}: stops the current rollout
 ///     POST /v1/tls        {"certificatePEM": "…", "keyPEM": "…"} → the installed origin certificate (JSON)
 enum ControlServer {
     static func server(_ control: NodeControl, socketPath: String, logger: Logger) throws -> HTTPServer {
@@ -37,6 +39,7 @@ enum ControlServer {
                     case .notFound: .notFound
                     case .badRequest: .badRequest
                     case .conflict: .conflict
+                    case .unavailable: .serviceUnavailable
                     }
                 return (try? json(ControlAPI.ErrorBody(error: refusal.description), status: status))
                     ?? HTTPServer.Response(status: status, contentType: "text/plain", body: .bytes(Array("\(refusal)\n".utf8)))
@@ -72,11 +75,28 @@ enum ControlServer {
             return ndjson(try await control.deploy(image: deploy.image, requestedBy: deploy.requestedBy))
         case (.POST, "/v1/rollback"):
             return ndjson(try await control.deploy(image: nil, requestedBy: request.headers.first(name: "X-Peer-Requested-By")))
-        case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"), (_, "/v1/rollback"):
+        case (.POST, "/v1/rollout/follow"):
+            return ndjson(try await control.follow(try rolloutRequest(request).id))
+        case (.POST, "/v1/rollout/cancel"):
+            let body = try rolloutRequest(request)
+            return try json(try await control.cancel(body.id, requestedBy: body.requestedBy))
+        case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"), (_, "/v1/rollback"),
+            (_, "/v1/rollout/follow"), (_, "/v1/rollout/cancel"):
             return try json(ControlAPI.ErrorBody(error: "\(request.method) is not allowed on \(request.path)"), status: .methodNotAllowed)
         default:
             return try json(ControlAPI.ErrorBody(error: "no such endpoint: \(request.path)"), status: .notFound)
         }
+    }
+
+    /// An optional `{"id": "…", "requestedBy": "…"}`; an empty body is the current rollout.
+    private static func rolloutRequest(_ request: HTTPServer.Request) throws -> ControlAPI.RolloutRequest {
+        guard request.body.readableBytes > 0 else { return ControlAPI.RolloutRequest() }
+        guard request.body.readableBytes <= 64 * 1024,
+            let body = try? ControlAPI.decoder.decode(ControlAPI.RolloutRequest.self, from: Data(buffer: request.body))
+        else {
+            throw NodeControl.Refusal.badRequest("expected an empty body or a JSON body {\"id\": \"…\"}")
+        }
+        return body
     }
 
     /// A deploy's events as NDJSON, one line as each happens. The deploy runs in the engine or the rollout

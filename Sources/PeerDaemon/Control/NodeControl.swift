@@ -23,10 +23,30 @@ struct NodeControl: Sendable {
         case notFound(String)
         case badRequest(String)
         case conflict(String)
+        /// Nobody to carry it out now (no leader, the leader did not answer): try again.
+        case unavailable(String)
 
         var description: String {
             switch self {
-            case .notFound(let why), .badRequest(let why), .conflict(let why): why
+            case .notFound(let why), .badRequest(let why), .conflict(let why), .unavailable(let why): why
+            }
+        }
+
+        /// The error's code over the mesh, where there is no HTTP status.
+        var code: String {
+            switch self {
+            case .notFound: "not-found"
+            case .badRequest: "bad-request"
+            case .conflict: "refused"
+            case .unavailable: "unavailable"
+            }
+        }
+
+        init(_ failure: RolloutService.Failure) {
+            switch failure {
+            case .refused(let why): self = .conflict(why)
+            case .unavailable(let why): self = .unavailable(why)
+            case .notFound(let why): self = .notFound(why)
             }
         }
     }
@@ -72,8 +92,8 @@ struct NodeControl: Sendable {
         if let rollouts {
             do {
                 return .rollout(try await rollouts.submit(image: reference, requestedBy: requestedBy ?? "peerctl on \(config.node.name)"))
-            } catch let busy as RolloutService.Busy {
-                throw Refusal.conflict(busy.description)
+            } catch {
+                throw Refusal(error)
             }
         }
         do {
@@ -83,6 +103,32 @@ struct NodeControl: Sendable {
         } catch let refused as NodeEngine.Refused {
             throw Refusal.badRequest(refused.description)
         }
+    }
+
+    /// Re-attaches to a cluster rollout (the current one when `id` is nil).
+    func follow(_ id: String?) async throws -> ControlEvents {
+        guard let rollouts else { throw Refusal.notFound(noRollouts) }
+        do {
+            return .rollout(try await rollouts.follow(id))
+        } catch {
+            throw Refusal(error)
+        }
+    }
+
+    /// Stops the cluster's current rollout (`id`, if given, must be it); the nodes it reached go back.
+    func cancel(_ id: String?, requestedBy: String?) async throws -> ControlAPI.Cancelled {
+        guard let rollouts else { throw Refusal.notFound(noRollouts) }
+        do {
+            return ControlAPI.Cancelled(id: try await rollouts.cancel(id, requestedBy: requestedBy ?? "peerctl on \(config.node.name)"))
+        } catch {
+            throw Refusal(error)
+        }
+    }
+
+    private var noRollouts: String {
+        config.mesh == nil
+            ? "this node has no mesh: section in its config, so there are no cluster rollouts; a deploy here is this node's own swap"
+            : "this node is a witness: it takes no part in rollouts; ask an app node"
     }
 
     func setOriginTLS(_ pair: OriginPair, requestedBy: String?) async throws -> ControlAPI.OriginTLS {

@@ -36,7 +36,13 @@ struct OperatorGateway: Sendable {
                     try await control.deploy(image: request.image ?? "", requestedBy: by).forEach { try await send($0) }
                 case .rollback:
                     try await control.deploy(image: nil, requestedBy: by).forEach { try await send($0) }
+                case .follow:
+                    try await control.follow(request.id).forEach { try await send($0) }
+                case .cancel:
+                    try await send(try await control.cancel(request.id, requestedBy: by))
                 }
+            } catch let refusal as NodeControl.Refusal {
+                try? await send(ControlAPI.ErrorBody(error: refusal.description, code: refusal.code))
             } catch {
                 try? await send(ControlAPI.ErrorBody(error: "\(error)"))
             }

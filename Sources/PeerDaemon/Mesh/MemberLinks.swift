@@ -1,3 +1,4 @@
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import PeerCore
@@ -6,14 +7,38 @@ import PeerCore
 /// mutual-TLS connections. The mesh registers each open connection and hands over what arrives; a service sends
 /// and receives here without knowing the mesh.
 final class MemberLinks: Sendable {
+    /// Which service a message is for: told by its JSON's top-level key (`origin`, `rollout…`).
+    enum Topic: Sendable, CaseIterable {
+        case origin, rollout
+
+        init?(_ message: ByteBuffer) {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: message)) as? [String: Any], object.count == 1,
+                let key = object.keys.first
+            else { return nil }
+            if key == "origin" {
+                self = .origin
+            } else if key.hasPrefix("rollout") {
+                self = .rollout
+            } else {
+                return nil
+            }
+        }
+    }
+
+    typealias Inbound = AsyncStream<(from: MemberID, message: ByteBuffer)>
     private let links = NIOLockedValueBox<[MemberID: NIOAsyncChannelOutboundWriter<ByteBuffer>]>([:])
-    /// What members sent, with the sender's name.
-    let inbound: AsyncStream<(from: MemberID, message: ByteBuffer)>
-    private let continuation: AsyncStream<(from: MemberID, message: ByteBuffer)>.Continuation
+    private let streams: [Topic: (stream: Inbound, continuation: Inbound.Continuation)]
 
     init() {
-        (inbound, continuation) = AsyncStream.makeStream(of: (from: MemberID, message: ByteBuffer).self, bufferingPolicy: .bufferingNewest(64))
+        var streams: [Topic: (stream: Inbound, continuation: Inbound.Continuation)] = [:]
+        for topic in Topic.allCases {
+            streams[topic] = Inbound.makeStream(of: (from: MemberID, message: ByteBuffer).self, bufferingPolicy: .bufferingNewest(64))
+        }
+        self.streams = streams
     }
+
+    /// What members sent for `topic`, with the sender's name.
+    func inbound(_ topic: Topic) -> Inbound { streams[topic]!.stream }
 
     /// Sends one message to a member over this node's connection to it; false when there is none open.
     func send(_ message: ByteBuffer, to member: MemberID) async -> Bool {
@@ -30,5 +55,9 @@ final class MemberLinks: Sendable {
 
     func opened(_ writer: NIOAsyncChannelOutboundWriter<ByteBuffer>, to member: MemberID) { links.withLockedValue { $0[member] = writer } }
     func closed(_ member: MemberID) { _ = links.withLockedValue { $0.removeValue(forKey: member) } }
-    func received(_ message: ByteBuffer, from member: MemberID) { continuation.yield((member, message)) }
+    /// A message of no known topic (a newer peer's, or garbage) is dropped.
+    func received(_ message: ByteBuffer, from member: MemberID) {
+        guard let topic = Topic(message) else { return }
+        streams[topic]!.continuation.yield((member, message))
+    }
 }

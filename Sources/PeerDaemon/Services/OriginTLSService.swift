@@ -219,7 +219,7 @@ actor OriginTLSService: Service {
             await withDiscardingTaskGroup { group in
                 if let links = self.mesh?.links {
                     group.addTask {
-                        for await (from, message) in links.inbound { await self.received(message, from: from.name) }
+                        for await (from, message) in links.inbound(.origin) { await self.received(message, from: from.name) }
                     }
                 }
                 while !Task.isCancelled {

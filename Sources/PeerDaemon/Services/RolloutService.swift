@@ -1,253 +1,329 @@
-import PeerConfiguration
 import Cluster
 import Deployment
 import Foundation
 import Logging
 import Membership
+import NIOCore
+import PeerConfiguration
 import PeerCore
 import ServiceLifecycle
 
-/// Runs this node's part of cluster deploys (``Rollout``): adopts the newest intent it hears of (persisting it
-/// before gossiping that it has it), decides its next step from the reports every member gossips (every 100 ms
-/// while a rollout runs; otherwise when a member's state changes, or after a second),
-/// runs its own blue/green swaps through the ``NodeEngine``, and serves `peerctl deploy` on a node of a mesh.
+/// The shell around this node's ``RolloutNode``: steps it whenever a member's state changes (every 100 ms while
+/// a rollout runs), carries out its directives (persist, then announce; run a swap through the ``NodeEngine``),
+/// and serves `peerctl deploy`, `--follow` and `rollout cancel` on a node of a mesh.
+///
+/// Deploy requests are serialized by the lease leader: any node forwards them to it over the members' TLS
+/// links (``RolloutMessage``); the leader makes the next intent under its term and answers "accepted" only when
+/// a majority of the app nodes holds it.
 public actor RolloutService: Service {
-    /// `rollout.json`: the intent this node holds and its report on it.
-    struct Persisted: Codable, Sendable {
-        var intent: RolloutIntent?
-        var report: RolloutReport?
+    /// A request this service did not carry out, and why.
+    public enum Failure: Error, CustomStringConvertible {
+        /// Refused: another rollout runs, nothing to roll back to, or not replicated to a majority.
+        case refused(String)
+        /// No leader to take it, or it did not answer: nothing was started.
+        case unavailable(String)
+        case notFound(String)
+
+        public var description: String {
+            switch self {
+            case .refused(let why), .unavailable(let why), .notFound(let why): why
+            }
+        }
     }
 
-    public struct Busy: Error, CustomStringConvertible {
-        public var description: String
+    /// What the leader answers a deploy request.
+    struct Accepted: Sendable {
+        var id: String
+        var image: String
+        var holders: Int
+        var nodes: Int
+    }
+
+    struct Watcher {
+        var id: String
+        var continuation: AsyncStream<RolloutEvent>.Continuation
+        var seen: [String: RolloutReport] = [:]
+        /// The intent as last seen: once this node has moved on to a newer one, the watcher hears that.
+        var intent: RolloutIntent?
+        /// Give up on an intent this node never hears of by then.
+        var unknownUntil: Instant
     }
 
     nonisolated let engine: NodeEngine
     nonisolated let cluster: Published<ClusterState>
     nonisolated let announcements: Published<Announcement>
+    nonisolated let links: MemberLinks
     nonisolated let me: String
     nonisolated let state: StateDirectory
     nonisolated let logger: Logger
     nonisolated let clock: any PeerClock
-    nonisolated let settle: Duration
-    nonisolated let nodeTimeout: Duration
-    private var intent: RolloutIntent?
-    private var report: RolloutReport?
-    private var doneSince: [String: Instant] = [:]
-    private var downSince: [String: Instant] = [:]
-    private var swapping = false
-    private var swapResults: AsyncStream<(image: String, phase: RolloutReport.Phase, record: DeployRecord?)>.Continuation?
-    private var watchers: [UUID: AsyncStream<RolloutEvent>.Continuation] = [:]
-    private var lastReports: [String: RolloutReport] = [:]
-    /// A rollout this node knows of is under way (its steps count time: settle, node timeout).
-    private var rolling = false
-
-    nonisolated let preferredOrder: [String]
-    nonisolated let parallel: Int
-    nonisolated let skipDown: Bool
+    nonisolated let settings: RolloutNode.Request
+    /// How long the leader waits for a majority to hold a new intent.
+    nonisolated let replicationTimeout: Duration
+    private var node: RolloutNode
+    private var restored: RolloutNode.Persisted?
+    private var started = false
+    private let ready = Wakeup()
+    /// Swaps the node asked for, for the run loop to start.
+    private var toStart: [RolloutNode.Swap] = []
+    private var watchers: [UUID: Watcher] = [:]
+    private var pending: [String: CheckedContinuation<RolloutMessage.Answer?, Never>] = [:]
 
     init(
-        config: PeerConfig, engine: NodeEngine, cluster: Published<ClusterState>, announcements: Published<Announcement>,
+        config: PeerConfig, engine: NodeEngine, cluster: Published<ClusterState>, announcements: Published<Announcement>, links: MemberLinks,
         clock: any PeerClock = EventLoopClock(), logger: Logger
     ) {
-        let settle = config.rollout.settle
-        let nodeTimeout = config.rollout.nodeTimeout
-        self.preferredOrder = config.rollout.order
-        self.parallel = config.rollout.parallel
-        self.skipDown = config.rollout.downNodes == .skip
+        self.settings = RolloutNode.Request(
+            id: "", image: nil, requestedBy: "", preferredOrder: config.rollout.order, settleMs: config.rollout.settle.milliseconds,
+            nodeTimeoutMs: config.rollout.nodeTimeout.milliseconds, parallel: config.rollout.parallel, skipDown: config.rollout.downNodes == .skip)
+        self.replicationTimeout = .seconds(5)
         self.engine = engine
         self.cluster = cluster
         self.announcements = announcements
+        self.links = links
         self.me = config.node.name
         self.state = StateDirectory(config.stateDirectory)
         self.logger = logger
         self.clock = clock
-        self.settle = settle
-        self.nodeTimeout = nodeTimeout
+        self.node = RolloutNode(me: config.node.name)
         do {
-            let saved = try state.read(.rollout)
-            intent = saved?.intent
-            report = saved?.report
+            restored = try state.read(.rollout)
         } catch {
             // Not fatal: the cluster's intent comes back with the gossip; this node's own report starts over.
             logger.error("the rollout file is unreadable; starting without it", metadata: ["error": "\(error)"])
         }
     }
 
-    // MARK: - peerctl deploy
+    // MARK: - peerctl deploy, --follow, rollout cancel
 
-    /// Starts a cluster deploy of `image` (or a rollback to the previous image when nil) and streams its
-    /// progress. Refused while another one runs.
-    func submit(image requested: ImageReference?, requestedBy: String) async throws -> AsyncStream<RolloutEvent> {
+    /// Starts a cluster deploy of `image` (or a rollback to the previous image when nil) through the leader and
+    /// streams its progress: `accepted` once a majority holds it, then each node's phase, then the result of
+    /// this intent (never another's).
+    func submit(image: ImageReference?, requestedBy: String) async throws(Failure) -> AsyncStream<RolloutEvent> {
+        await untilStarted()
+        let request = RolloutMessage.Request(ref: NodeEngine.newID(), op: image == nil ? .rollback : .deploy, image: image?.given, requestedBy: requestedBy)
+        let accepted = try await toLeader(request)
+        logger.info("rollout accepted", metadata: ["deploy.id": "\(accepted.id)", "deploy.image": "\(accepted.image)", "deploy.requested_by": "\(requestedBy)"])
+        return watch(accepted.id, first: .accepted(id: accepted.id, image: accepted.image, holders: accepted.holders, alive: accepted.nodes))
+    }
+
+    /// Re-attaches to a rollout (the current one when `id` is nil): its node phases from now on, then its result
+    /// — at once if it has already ended.
+    func follow(_ id: String?) async throws(Failure) -> AsyncStream<RolloutEvent> {
+        await untilStarted()
+        let known = [node.intent].compactMap { $0 } + view().members.compactMap(\.intent)
+        guard let target = id ?? node.intent?.id else { throw .notFound("no rollout to follow: this cluster has not had one") }
+        guard let intent = known.first(where: { $0.id == target }) else {
+            throw .notFound("no rollout \(target) here (the current one is \(node.intent?.id ?? "none")); see peerctl status")
+        }
+        return watch(target, first: .following(id: intent.id, image: intent.image))
+    }
+
+    /// Stops the current rollout (`id`, if given, must be it): the nodes it reached go back. Carried out by the
+    /// leader.
+    func cancel(_ id: String?, requestedBy: String) async throws(Failure) -> String {
+        await untilStarted()
+        let request = RolloutMessage.Request(ref: NodeEngine.newID(), op: .cancel, id: id, requestedBy: requestedBy)
+        return try await toLeader(request).id
+    }
+
+    /// This node serves an older version than a rollout that went on without it (it was down or cut off when
+    /// its turn came): keep it out of DNS until it has caught up. Never during its own turn of a rollout.
+    public func isBehind() async -> Bool {
+        guard node.missed, let intent = node.intent else { return false }
+        return await engine.servingImage() != intent.image
+    }
+
+    // MARK: - The leader
+
+    /// Sends a request to the leader (or carries it out here if this node leads) and waits for its answer.
+    private func toLeader(_ request: RolloutMessage.Request) async throws(Failure) -> Accepted {
+        let changes = Wakeup()
+        cluster.watch(changes) { old, new in old.lease != new.lease }
+        defer { cluster.unwatch(changes) }
+        // An election may be under way: give it a few seconds.
+        let patience = clock.now() + .seconds(5)
+        var leader = cluster.current.lease.knownLeader(now: clock.now())
+        while leader == nil, clock.now() < patience {
+            await changes.wait(atMost: patience - clock.now(), clock: clock)
+            leader = cluster.current.lease.knownLeader(now: clock.now())
+        }
+        guard let leader else {
+            throw .unavailable(
+                "no leader: this node cannot see a majority of the voters, so it takes no deploy (a node on the minority side of a partition refuses); see peerctl who and peerctl status"
+            )
+        }
+        if leader.id.name == me { return try await lead(request).get() }
+        let answer = await forward(request, to: leader.id)
+        guard let answer else { throw .unavailable("the leader \(leader.id) did not answer; nothing was started; try again") }
+        if let accepted = answer.accepted { return Accepted(id: accepted, image: answer.image ?? "?", holders: answer.holders ?? 0, nodes: answer.nodes ?? 0) }
+        let why = answer.error ?? "refused"
+        throw answer.code == "unavailable" ? .unavailable(why) : answer.code == "not-found" ? .notFound(why) : .refused(why)
+    }
+
+    /// The leader's side: one request at a time becomes the next intent (``RolloutNode/propose``, synchronous on
+    /// this actor, so two requests never get the same number); accepted once a majority holds it, otherwise
+    /// cancelled and refused.
+    private func lead(_ request: RolloutMessage.Request) async -> Result<Accepted, Failure> {
+        guard let fence = cluster.current.fence(now: clock.now()) else {
+            return .failure(.unavailable("this node no longer leads; try again in a few seconds"))
+        }
+        if request.op == .cancel {
+            guard let current = node.intent, request.id == nil || request.id == current.id else {
+                return .failure(.notFound("no rollout \(request.id ?? "") to cancel; the current one is \(node.intent?.id ?? "none")"))
+            }
+            guard let directives = node.cancel(current.id, reason: "cancelled by \(request.requestedBy)", members: view().members) else {
+                return .failure(.refused("rollout \(current.id) is not running; nothing to cancel"))
+            }
+            logger.warning("rollout cancelled", metadata: ["deploy.id": "\(current.id)", "deploy.requested_by": "\(request.requestedBy)"])
+            await carryOut(directives)
+            return .success(Accepted(id: current.id, image: current.image, holders: 0, nodes: current.order.count))
+        }
+        let status = await engine.status()
+        var ask = settings
+        ask.id = NodeEngine.newID()
+        ask.image = request.image
+        ask.requestedBy = request.requestedBy
+        // A rollout that just finished may still look running here for a gossip round or two.
         let changes = Wakeup()
         cluster.watch(changes) { old, new in old.members != new.members }
         defer { cluster.unwatch(changes) }
-        var view = rolloutView()
-        var newest = self.newest(in: view)
-        // A rollout that just finished elsewhere may still look running here for a gossip round or two.
         let patience = clock.now() + .seconds(3)
-        while let n = newest, Rollout.outcome(intent: n, reports: reports(view), alive: Self.alive(view)) == .running, clock.now() < patience {
-            await changes.wait(atMost: patience - clock.now(), clock: clock)
-            view = rolloutView()
-            newest = self.newest(in: view)
+        var proposed: (RolloutIntent, [RolloutNode.Directive])?
+        while proposed == nil {
+            do {
+                proposed = try node.propose(ask, term: fence.term, serving: status.serving?.image, previous: status.previousImage, view: view())
+            } catch .busy where clock.now() < patience {
+                await changes.wait(atMost: patience - clock.now(), clock: clock)
+            } catch {
+                return .failure(.refused(error.description))
+            }
         }
-        if let newest, Rollout.outcome(intent: newest, reports: reports(view), alive: Self.alive(view)) == .running {
-            throw Busy(
-                description:
-                    "deploy \(newest.id) of \(newest.image) (requested by \(newest.requestedBy)) is still rolling out; wait for it or see peerctl status"
-            )
-        }
-        let status = await engine.status()
-        // What the cluster serves now, and what it served before that: from the newest rollout (if it failed,
-        // the cluster is back on its previous image), or this node's own history before any rollout.
-        let succeeded = newest.map { Rollout.outcome(intent: $0, reports: reports(view), alive: Self.alive(view)) == .succeeded } ?? false
-        let current = newest.map { succeeded ? $0.image : $0.previousImage } ?? status.serving?.image
-        let before = newest.map { succeeded ? $0.previousImage : $0.olderImage } ?? status.previousImage
-        let image: String
-        let kind: RolloutIntent.Kind
-        if let requested {
-            image = requested.given
-            kind = .deploy
-        } else {
-            guard let before else { throw Busy(description: "nothing to roll back to: the cluster has no previous image") }
-            image = before
-            kind = .rollback
-        }
-        let nodes = cluster.current.appMembers.map(\.id.name)
-        let order = preferredOrder.filter(nodes.contains) + nodes.filter { !preferredOrder.contains($0) }.sorted()
-        var new = RolloutIntent(
-            id: NodeEngine.newID(), seq: (newest?.seq ?? 0) + 1, kind: kind, image: image, previousImage: current,
-            order: order, requestedBy: requestedBy, settleMs: settle.milliseconds, nodeTimeoutMs: nodeTimeout.milliseconds)
-        new.olderImage = before
-        if parallel > 1 { new.parallel = parallel }
-        if skipDown { new.skipDown = true }
-        try await adopt(new)
-        let (stream, continuation) = AsyncStream.makeStream(of: RolloutEvent.self)
-        watchers[UUID()] = continuation
-        // Accepted once every member that is alive has it (persisted) — so losing this node loses nothing.
-        let deadline = clock.now() + .seconds(5)
-        var holders = 0
-        var alive = 0
+        let (intent, directives) = proposed!
+        await carryOut(directives)
+        let deadline = clock.now() + replicationTimeout
         while true {
-            let view = rolloutView().filter(\.alive)
-            holders = view.filter { $0.intent?.id == new.id || $0.name == me }.count
-            alive = view.count
-            if holders == alive || clock.now() >= deadline { break }
+            let (holders, needed) = Rollout.replication(of: intent, reports: reports())
+            if holders >= needed { return .success(Accepted(id: intent.id, image: intent.image, holders: holders, nodes: intent.order.count)) }
+            if clock.now() >= deadline {
+                let why =
+                    "not replicated: \(holders) of \(intent.order.count) app nodes persisted deploy \(intent.id) within \(replicationTimeout) (a majority, \(needed), must); it was cancelled and nothing changed; see peerctl status for nodes that are down"
+                if let undo = node.cancel(intent.id, reason: why, members: view().members) { await carryOut(undo) }
+                logger.error("rollout not replicated", metadata: ["deploy.id": "\(intent.id)", "deploy.holders": "\(holders)"])
+                return .failure(.refused(why))
+            }
             await changes.wait(atMost: deadline - clock.now(), clock: clock)
         }
-        continuation.yield(.accepted(id: new.id, image: new.image, holders: holders, alive: alive))
-        logger.info(
-            "rollout accepted",
-            metadata: [
-                "deploy.id": "\(new.id)", "deploy.seq": "\(new.seq)", "deploy.image": "\(new.image)", "deploy.order": "\(new.order)",
-                "deploy.replaces": "\(newest?.id ?? "-")",
-            ])
-        return stream
     }
 
-    public func current() -> (intent: RolloutIntent?, report: RolloutReport?) { (intent, report) }
+    /// Sends a request to the leader over this node's link to it; nil if it cannot be sent or no answer comes.
+    private func forward(_ request: RolloutMessage.Request, to leader: MemberID) async -> RolloutMessage.Answer? {
+        guard let message = try? JSONEncoder().encode(RolloutMessage.rolloutRequest(request)) else { return nil }
+        let ref = request.ref
+        // Registered before the request leaves, so that no answer comes before its waiter; the leader may take
+        // up to the replication timeout to answer.
+        let sender = Task { [links, clock, replicationTimeout] in
+            if await links.send(ByteBuffer(bytes: message), to: leader) { try? await clock.sleep(for: replicationTimeout + .seconds(10)) }
+            self.resolve(ref, nil)
+        }
+        defer { sender.cancel() }
+        return await withCheckedContinuation { pending[ref] = $0 }
+    }
 
-    /// This node serves an older version than the cluster's last finished rollout: keep it out of DNS until it
-    /// has caught up.
-    public func isBehind() async -> Bool {
-        guard let intent, let report, report.intent == intent.id else { return false }
-        guard report.phase == .waiting || report.phase == .swapping, await engine.servingImage() != intent.image else { return false }
-        // Every other node of the rollout is done: the cluster has moved on without this one (it was down).
-        let others = reports(rolloutView())
-        return intent.order.filter { $0 != me }.allSatisfy { others[$0]?.intent == intent.id && others[$0]?.phase == .done }
+    private func resolve(_ ref: String, _ answer: RolloutMessage.Answer?) {
+        pending.removeValue(forKey: ref)?.resume(returning: answer)
+    }
+
+    /// A member's message: a request to this node as leader, or an answer to one of ours.
+    private func received(_ message: ByteBuffer, from member: MemberID) async {
+        guard let decoded = try? JSONDecoder().decode(RolloutMessage.self, from: Data(buffer: message)) else {
+            logger.warning("undecodable rollout message", metadata: ["mesh.member": "\(member)"])
+            return
+        }
+        switch decoded {
+        case .rolloutAnswer(let answer):
+            resolve(answer.ref, answer)
+        case .rolloutRequest(let request):
+            logger.info(
+                "rollout request forwarded", metadata: ["mesh.member": "\(member)", "deploy.op": "\(request.op)", "deploy.requested_by": "\(request.requestedBy)"])
+            var answer = RolloutMessage.Answer(ref: request.ref)
+            switch await lead(request) {
+            case .success(let accepted):
+                answer.accepted = accepted.id
+                answer.image = accepted.image
+                answer.holders = accepted.holders
+                answer.nodes = accepted.nodes
+            case .failure(let failure):
+                answer.error = failure.description
+                switch failure {
+                case .refused: answer.code = "refused"
+                case .unavailable: answer.code = "unavailable"
+                case .notFound: answer.code = "not-found"
+                }
+            }
+            if let bytes = try? JSONEncoder().encode(RolloutMessage.rolloutAnswer(answer)) {
+                _ = await links.send(ByteBuffer(bytes: bytes), to: member)
+            }
+        }
     }
 
     // MARK: - Running
 
     public func run() async throws {
-        await settleAfterRestart()
-        let (results, continuation) = AsyncStream.makeStream(of: (image: String, phase: RolloutReport.Phase, record: DeployRecord?).self)
-        swapResults = continuation
+        let (restarted, directives) = RolloutNode.restart(me: me, persisted: restored, serving: await engine.servingImage())
+        node = restarted
+        await carryOut(directives)
+        started = true
+        ready.wake()
         let wakeup = Wakeup()
         // A new intent or a report arrives as a change of a member's state.
-        cluster.watch(wakeup) { old, new in old.members != new.members }
+        cluster.watch(wakeup) { old, new in old.members != new.members || old.lease.promised != new.lease.promised }
         try await cancelWhenGracefulShutdown {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {
-                    for await result in results { await self.finished(result.image, result.phase, result.record) }
+                    await withDiscardingTaskGroup { requests in
+                        for await (from, message) in self.links.inbound(.rollout) {
+                            // Each on its own: the leader may take seconds to answer one.
+                            requests.addTask { await self.received(message, from: from) }
+                        }
+                    }
                 }
                 while !Task.isCancelled {
-                    if let (image, phase) = await self.step() {
-                        group.addTask { await self.runSwap(image: image, phase: phase) }
+                    for swap in await self.step() {
+                        group.addTask { await self.runSwap(swap) }
                     }
-                    // A new intent arrives as a change of a member's state: no need to poll while none runs.
+                    // No need to poll while no rollout runs: a new intent arrives as a change of a member's state.
                     await wakeup.wait(atMost: await self.rolling ? .milliseconds(100) : .seconds(1), clock: self.clock)
                 }
-                continuation.finish()
+                group.cancelAll()
             }
         }
     }
 
-    /// After a crash mid-swap, what the engine serves tells how the swap ended.
-    private func settleAfterRestart() async {
-        guard let intent, let report, report.intent == intent.id else { return }
-        let serving = await engine.servingImage()
-        switch report.phase {
-        case .swapping: setReport(serving == intent.image ? .done : .waiting)
-        case .rollingBack: setReport(serving == intent.previousImage ? .rolledBack : .done)
-        default: break
-        }
-        await publish()
+    private var rolling: Bool { node.swap != nil || node.outcome(view().members) == .running }
+
+    private func untilStarted() async {
+        while !started { await ready.wait(atMost: .seconds(1), clock: clock) }
     }
 
-    /// One decision; returns a swap to start.
-    private func step() async -> (String, RolloutReport.Phase)? {
-        let view = rolloutView()
-        let now = clock.now()
-        // Adopt a newer intent heard from someone else.
-        if let newer = newest(in: view), newer.isNewer(than: intent) {
-            logger.info("rollout adopted", metadata: ["deploy.id": "\(newer.id)", "deploy.seq": "\(newer.seq)", "deploy.image": "\(newer.image)"])
-            do { try await adopt(newer) } catch {
-                logger.error("cannot persist the rollout; not taking part", metadata: ["error": "\(error)"])
-                return nil
-            }
-        }
-        guard let intent else { return nil }
-        let reports = reports(view)
-        for member in view {
-            if reports[member.name]?.intent == intent.id, reports[member.name]?.phase == .done {
-                if doneSince[member.name] == nil { doneSince[member.name] = now }
-            } else {
-                doneSince[member.name] = nil
-            }
-            if member.alive { downSince[member.name] = nil } else if downSince[member.name] == nil { downSince[member.name] = now }
-        }
-        notifyWatchers(intent: intent, reports: reports, alive: Self.alive(view))
-        rolling = swapping || Rollout.outcome(intent: intent, reports: reports, alive: Self.alive(view)) == .running
-        guard !swapping else { return nil }
-        let decision = Rollout.decide(
-            intent: intent, me: me, reports: reports, alive: Set(view.filter(\.alive).map(\.name)), now: now,
-            doneSince: doneSince, downSince: downSince)
-        switch decision {
-        case .wait:
-            return nil
-        case .report(let phase, let reason):
-            setReport(phase, reason: reason)
-            await publish()
-            return nil
-        case .swap(let image, let phase):
-            setReport(phase)
-            await publish()
-            swapping = true
-            return (image, phase)
-        }
+    /// One step of the node; returns the swaps to start.
+    private func step() async -> [RolloutNode.Swap] {
+        await carryOut(node.step(view()))
+        notifyWatchers()
+        defer { toStart = [] }
+        return toStart
     }
 
-    private func runSwap(image: String, phase: RolloutReport.Phase) async {
+    private func runSwap(_ swap: RolloutNode.Swap) async {
         var record: DeployRecord?
         do {
             // The intent's image came over the network: it enters the domain here.
-            let (_, events) = try await engine.submit(.deploy, image: try ImageReference(parsing: image))
+            let (_, events) = try await engine.submit(.deploy, image: try ImageReference(parsing: swap.image))
             for await event in events {
                 switch event {
                 case .result(let finished): record = finished
                 case .progress(let step) where step.status != .done:
-                    broadcast(.node(me, phase: step.step.rawValue, reason: step.status == .started ? nil : step.detail))
+                    broadcast(to: swap.intent, .node(me, phase: step.step.rawValue, reason: step.status == .started ? nil : step.detail))
                 default: break
                 }
             }
@@ -255,94 +331,157 @@ public actor RolloutService: Service {
             record = nil
             logger.error("rollout swap could not start", metadata: ["error": "\(error)"])
         }
-        swapResults?.yield((image, phase, record))
-    }
-
-    private func broadcast(_ event: RolloutEvent) { for w in watchers.values { w.yield(event) } }
-
-    private func finished(_ image: String, _ phase: RolloutReport.Phase, _ record: DeployRecord?) async {
-        swapping = false
         let ok = record?.result == .succeeded
-        switch phase {
-        case .swapping: setReport(ok ? .done : .failed, reason: ok ? nil : record?.reason ?? "the swap did not start")
-        default: setReport(ok ? .rolledBack : .failed, reason: ok ? nil : "rollback failed: \(record?.reason ?? "?")")
-        }
-        await publish()
+        await carryOut(node.swapFinished(swap, succeeded: ok, reason: record?.reason ?? (record == nil ? "the swap did not start" : nil)))
+        notifyWatchers()
     }
 
-    /// Takes an intent as this node's: persisted first, then announced.
-    private func adopt(_ new: RolloutIntent) async throws {
-        intent = new
-        report = RolloutReport(intent: new.id, phase: .waiting)
-        doneSince = [:]
-        try persist()
-        lastReports = [:]
-        await publish()
-    }
-
-    private func setReport(_ phase: RolloutReport.Phase, reason: String? = nil) {
-        guard let intent else { return }
-        report = RolloutReport(intent: intent.id, phase: phase, reason: reason)
-        try? persist()
-    }
-
-    private func persist() throws {
-        try state.write(Persisted(intent: intent, report: report), to: .rollout)
-    }
-
-    /// Announces this node's rollout state (the mesh gossips it at once).
-    private func publish() async {
-        announcements.update {
-            $0.rollout = intent
-            $0.rolloutReport = report
-        }
-    }
-
-    /// One app node's part in rollouts, as gossiped (this node's from its own state).
-    struct RolloutMember: Sendable {
-        var name: String
-        var alive: Bool
-        var intent: RolloutIntent?
-        var report: RolloutReport?
-    }
-
-    private func rolloutView() -> [RolloutMember] {
-        cluster.current.appMembers.map {
-            RolloutMember(name: $0.id.name, alive: $0.status != .dead, intent: $0.app.rollout, report: $0.app.rolloutReport)
+    /// Carries out the node's directives in order. A persist that fails keeps back the announcements after
+    /// it: announcing an intent says it is persisted here.
+    private func carryOut(_ directives: [RolloutNode.Directive]) async {
+        var persisted = true
+        for directive in directives {
+            switch directive {
+            case .persist(let value):
+                do {
+                    try state.write(value, to: .rollout)
+                    persisted = true
+                } catch {
+                    persisted = false
+                    logger.error("cannot persist the rollout; not announcing it", metadata: ["error": "\(error)"])
+                }
+            case .announce(let intent, let report):
+                guard persisted else { continue }
+                announcements.update {
+                    $0.rollout = intent
+                    $0.rolloutReport = report
+                }
+            case .startSwap(let swap):
+                toStart.append(swap)
+            case .adopted(let intent):
+                logger.info(
+                    "rollout adopted",
+                    metadata: [
+                        "deploy.id": "\(intent.id)", "deploy.seq": "\(intent.seq)", "deploy.term": "\(intent.term ?? 0)", "deploy.image": "\(intent.image)",
+                        "deploy.order": "\(intent.order)",
+                    ])
+            case .dropped(let intent, let why):
+                logger.warning("rollout dropped", metadata: ["deploy.id": "\(intent.id)", "deploy.image": "\(intent.image)", "reason": "\(why)"])
+            }
         }
     }
 
-    private func reports(_ view: [RolloutMember]) -> [String: RolloutReport] {
+    // MARK: - Views
+
+    private func view() -> RolloutNode.View {
+        let current = cluster.current
+        let lease = current.lease
+        let now = clock.now()
+        return RolloutNode.View(
+            members: current.appMembers.map {
+                RolloutNode.Member(name: $0.id.name, alive: $0.status != .dead, intent: $0.app.rollout, report: $0.app.rolloutReport)
+            },
+            term: max(lease.promised, lease.holding?.term ?? 0, lease.grant?.term ?? 0), settled: current.settled(now: now), now: now)
+    }
+
+    /// Every member's report (this node's own, not as gossiped, but as it stands).
+    private func reports() -> [String: RolloutReport] {
         var out: [String: RolloutReport] = [:]
-        for member in view { if let r = member.report { out[member.name] = r } }
-        if let report { out[me] = report }
+        for member in cluster.current.appMembers { if let r = member.app.rolloutReport { out[member.id.name] = r } }
+        if let report = node.report { out[me] = report }
         return out
     }
 
-    /// The newest intent this node knows: its own or one gossiped by a member.
-    private func newest(in view: [RolloutMember]) -> RolloutIntent? {
-        ([intent] + view.map(\.intent)).compactMap { $0 }.max { ($0.seq, $0.id) < ($1.seq, $1.id) }
+    public func current() -> (intent: RolloutIntent?, report: RolloutReport?) { (node.intent, node.report) }
+
+    // MARK: - Watchers
+
+    private func watch(_ id: String, first: RolloutEvent) -> AsyncStream<RolloutEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(of: RolloutEvent.self)
+        continuation.yield(first)
+        watchers[UUID()] = Watcher(id: id, continuation: continuation, unknownUntil: clock.now() + .seconds(30))
+        notifyWatchers()
+        return stream
     }
 
-    static func alive(_ view: [RolloutMember]) -> Set<String> { Set(view.filter(\.alive).map(\.name)) }
+    private func broadcast(to id: String, _ event: RolloutEvent) {
+        for watcher in watchers.values where watcher.id == id { watcher.continuation.yield(event) }
+    }
 
-    private func notifyWatchers(intent: RolloutIntent, reports: [String: RolloutReport], alive: Set<String>) {
-        for (name, report) in reports where report.intent == intent.id && lastReports[name] != report {
-            lastReports[name] = report
-            broadcast(.node(name, phase: report.phase.rawValue, reason: report.reason))
+    /// Each watcher hears the phases of its own intent and, once it has ended, its result; a watcher whose
+    /// intent was replaced by a newer one hears that.
+    private func notifyWatchers() {
+        guard !watchers.isEmpty else { return }
+        let members = view().members
+        let known = [node.intent].compactMap { $0 } + members.compactMap(\.intent)
+        let reports = reports()
+        let alive = Set(members.filter(\.alive).map(\.name)).union([me])
+        let now = clock.now()
+        for (key, var watcher) in watchers {
+            // The newest copy (a cancellation is newer than the intent it stops).
+            guard let intent = known.filter({ $0.id == watcher.id }).max(by: { $1.isNewer(than: $0) }) ?? watcher.intent else {
+                if now >= watcher.unknownUntil {
+                    watcher.continuation.yield(
+                        .finished(id: watcher.id, image: "?", succeeded: false, reason: "this node never heard of rollout \(watcher.id); see peerctl status"))
+                    watcher.continuation.finish()
+                    watchers[key] = nil
+                }
+                continue
+            }
+            watcher.intent = intent
+            for (name, report) in reports.sorted(by: { $0.key < $1.key }) where report.intent == intent.id && watcher.seen[name] != report {
+                watcher.seen[name] = report
+                watcher.continuation.yield(.node(name, phase: report.phase.rawValue, reason: report.reason))
+            }
+            watchers[key] = watcher
+            var end: RolloutEvent?
+            switch Rollout.outcome(intent: intent, reports: reports, alive: alive) {
+            case .running:
+                if let newer = RolloutNode.newest(in: members), newer.isNewer(than: intent), newer.id != intent.id, node.intent?.id == newer.id {
+                    end = .finished(id: intent.id, image: intent.image, succeeded: false, reason: "replaced by rollout \(newer.id) of \(newer.image)")
+                }
+            case .succeeded: end = .finished(id: intent.id, image: intent.image, succeeded: true, reason: nil)
+            case .failed(let node, let reason): end = .finished(id: intent.id, image: intent.image, succeeded: false, reason: "\(node): \(reason)")
+            case .cancelled(let reason): end = .finished(id: intent.id, image: intent.image, succeeded: false, reason: reason)
+            }
+            if let end {
+                watcher.continuation.yield(end)
+                watcher.continuation.finish()
+                watchers[key] = nil
+            }
         }
-        let outcome = Rollout.outcome(intent: intent, reports: reports, alive: alive)
-        guard outcome != .running, !watchers.isEmpty else { return }
-        switch outcome {
-        case .succeeded: broadcast(.finished(id: intent.id, image: intent.image, succeeded: true, reason: nil))
-        case .failed(let node, let reason): broadcast(.finished(id: intent.id, image: intent.image, succeeded: false, reason: "\(node): \(reason)"))
-        case .running: break
-        }
-        for w in watchers.values { w.finish() }
-        watchers = [:]
     }
 }
 
-extension StateDirectory.File where Value == RolloutService.Persisted {
+/// Rollout requests and their answers between members (over the mesh's TLS links).
+enum RolloutMessage: Codable, Sendable {
+    struct Request: Codable, Sendable {
+        enum Operation: String, Codable, Sendable { case deploy, rollback, cancel }
+        /// Matches the answer to the request.
+        var ref: String
+        var op: Operation
+        var image: String?
+        /// For `cancel`: the rollout it must be.
+        var id: String?
+        var requestedBy: String
+    }
+
+    struct Answer: Codable, Sendable {
+        var ref: String
+        /// The rollout's id when accepted (or cancelled).
+        var accepted: String?
+        var image: String?
+        var holders: Int?
+        var nodes: Int?
+        var error: String?
+        /// `refused`, `unavailable` or `not-found`.
+        var code: String?
+    }
+
+    case rolloutRequest(Request)
+    case rolloutAnswer(Answer)
+}
+
+extension StateDirectory.File where Value == RolloutNode.Persisted {
     static var rollout: Self { .init("rollout.json") }
 }
