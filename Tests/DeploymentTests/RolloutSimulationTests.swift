@@ -119,7 +119,7 @@ import Testing
             var world = Self.world(size: 5, seed: seed)
             let leader = world.lease!.holder
             world.deploy(via: leader)
-            let zombie = "r0"
+            let zombie = world.clients[0].ref ?? "-"
             let crash = seed % 2 == 0
             if crash { world.crash(leader) } else { world.cut(leader) }
             world.run(for: .seconds(8))
@@ -132,6 +132,7 @@ import Testing
             #expect(world.clients[1].result == true, "seed \(seed): \(world.clients[1])")
             #expect(world.serving.values.allSatisfy { $0 == "app:3" }, "seed \(seed): \(world.serving)")
             #expect(!world.names.contains { world.nodes[$0]!.rollout.intent?.id == zombie }, "seed \(seed)")
+            #expect(world.forwardSwaps[zombie] == nil, "seed \(seed): the unreplicated intent ran on \(world.forwardSwaps[zombie] ?? [])")
             #expect(world.violations.isEmpty, "seed \(seed): \(world.violations)")
         }
     }

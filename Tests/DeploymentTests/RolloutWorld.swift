@@ -43,6 +43,8 @@ struct RolloutWorld {
         var image: String
         var via: String
         var requested: Instant
+        /// The id its request was given (the intent's, if the leader took it).
+        var ref: String?
         /// Accepted as this intent; nil while the leader has not answered.
         var id: String?
         var answer: String?
@@ -62,6 +64,8 @@ struct RolloutWorld {
     var rng: SplitMix64
     var now = Instant(nanoseconds: 1_000_000_000)
     var lease: (holder: String, term: UInt64, until: Instant)?
+    /// The holder crashed: a restarted peerd does not hold the lease it had; it runs out and a new term begins.
+    var leaseLost = false
     var clients: [Client] = []
     var pending: [Pending] = []
     var violations: [String] = []
@@ -73,6 +77,8 @@ struct RolloutWorld {
     var parallel = 1
     var skipDown = false
     var badSwapsStarted: [String: Set<String>] = [:]
+    /// The nodes that started a forward swap, by intent.
+    var forwardSwaps: [String: Set<String>] = [:]
     /// The most forward swaps seen at once, and whether any node was ever taken for behind while it served.
     var mostAtOnce = 0
     var missedSeen: Set<String> = []
@@ -102,6 +108,7 @@ struct RolloutWorld {
         guard nodes[name]!.up else { return }
         var node = nodes[name]!
         node.up = false
+        if lease?.holder == name { leaseLost = true }
         if let swap = node.engine.swap {
             // Killed mid-swap: the engine's adoption keeps whatever nginx routed to.
             if swap.swap.image != "bad", Bool.random(using: &rng) { node.engine.serving = swap.swap.image }
@@ -165,14 +172,17 @@ struct RolloutWorld {
             clients[index].answer = "not reachable"
             return
         }
-        guard let lease, now < lease.until, isRunning(lease.holder), via == lease.holder || connected(via, lease.holder) else {
+        guard let lease, now < lease.until, !leaseLost, isRunning(lease.holder), via == lease.holder || connected(via, lease.holder) else {
             clients[index].answer = "no leader"
             return
         }
         let leader = lease.holder
         var node = nodes[leader]!
+        // Random ids, as peerd's: the order of intents must not hang on them.
+        let id = String((0..<6).map { _ in "abcdefghjkmnpqrstvwxyz".randomElement(using: &rng)! })
+        clients[index].ref = id
         let request = RolloutNode.Request(
-            id: "r\(index)", image: chosen, requestedBy: "client \(index)", settleMs: settleMs, nodeTimeoutMs: nodeTimeoutMs, parallel: parallel,
+            id: id, image: chosen, requestedBy: "client \(index)", settleMs: settleMs, nodeTimeoutMs: nodeTimeoutMs, parallel: parallel,
             skipDown: skipDown)
         do {
             let (intent, directives) = try node.rollout.propose(
@@ -229,6 +239,7 @@ struct RolloutWorld {
             violations.append("\(now): \(name) resumes \(swap.intent) after \(newest.id) was accepted")
         }
         if swap.phase == .swapping, swap.image == "bad" { badSwapsStarted[swap.intent, default: []].insert(name) }
+        if swap.phase == .swapping { forwardSwaps[swap.intent, default: []].insert(name) }
         let took = Duration.milliseconds(Int64.random(in: 200...2_000, using: &rng))
         nodes[name]!.engine.swap = (swap, now + took)
     }
@@ -303,9 +314,10 @@ struct RolloutWorld {
         let majority = names.count / 2 + 1
         func reaches(_ n: String) -> Bool { names.filter { $0 == n || (isRunning($0) && connected(n, $0)) }.count >= majority }
         if let current = lease, now < current.until {
-            if isRunning(current.holder), reaches(current.holder) { lease!.until = now + .seconds(3) }
+            if !leaseLost, isRunning(current.holder), reaches(current.holder) { lease!.until = now + .seconds(3) }
             return
         }
+        leaseLost = false
         let candidates = names.filter { isRunning($0) && reaches($0) }
         guard let next = candidates.randomElement(using: &rng) else { return }
         let term = (lease?.term ?? 0) + 1

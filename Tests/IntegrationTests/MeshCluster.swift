@@ -30,13 +30,22 @@ struct MeshCluster {
         try? FileManager.default.removeItem(atPath: pki)
     }
 
+    /// The ntfy notifications the stub received of these kinds (`node-removed`, `all-unhealthy`, …).
+    static func notices(_ stub: CloudflareStub, kinds: Set<String>) -> [CloudflareStub.Notification] {
+        stub.notifications.filter { notice in
+            notice.backend == "ntfy"
+                && notice.headers.contains { $0.key.lowercased() == "tags" && !kinds.isDisjoint(with: $0.value.split(separator: ",").map(String.init)) }
+        }
+    }
+
     /// Writes certificates with `peerctl`, appends mesh, dns and notify sections to each node's config, starts
     /// nginx and peerd on each and deploys v1 everywhere.
     /// `tokens`: a Cloudflare token per node by index (default: the stub's); `environment`: added to each peerd's.
     static func start(
-        stubPort: Int, witness: Bool = false, extraNginx: [String] = [], tokens: [Int: String] = [:], environment: [String: String] = [:]
+        stubPort: Int, count: Int = 3, witness: Bool = false, extraNginx: [String] = [], tokens: [Int: String] = [:],
+        environment: [String: String] = [:], extraConfig: String = ""
     ) async throws -> MeshCluster {
-        let nodes = try (0..<3).map { _ in try TestNode(extraNginx: extraNginx) }
+        let nodes = try (0..<count).map { _ in try TestNode(extraNginx: extraNginx) }
         let witnessName = witness ? nodes[2].name : nil
         let pki = NSTemporaryDirectory() + "peer-failover-pki-\(getpid())-\(UUID().uuidString.prefix(8))"
         let peerctl = PeerdProcess.binDirectory + "/peerctl"
@@ -77,7 +86,7 @@ struct MeshCluster {
                         topic: peer-failover-test
                       discord:
                         url: http://127.0.0.1:\(stubPort)/notify/discord/api/v10/webhooks/123/secret-token
-
+                    \(extraConfig)
                     """)
             chmod(node.configPath, 0o600)  // it now holds a webhook URL, which is a secret
         }

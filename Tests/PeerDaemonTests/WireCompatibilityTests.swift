@@ -69,6 +69,11 @@ import Testing
 
         let rollout = try stateFolder("rollout.json", as: "rollout.json").read(.rollout)
         #expect(rollout?.intent == GoldenValues.intent && rollout?.report == GoldenValues.report)
+        // Written before intents were acknowledged by a majority: taken as replicated, so a restart keeps it (and
+        // settles the interrupted swap from what the engine serves) instead of dropping it.
+        #expect(rollout?.committed == nil)
+        let (node, _) = RolloutNode.restart(me: "web-2", persisted: rollout, serving: GoldenValues.intent.image)
+        #expect(node.intent == GoldenValues.intent && node.report?.phase == .done)
 
         // The earlier version wrote this file with ISO 8601 dates and read it back expecting numbers: every restart
         // forgot the origin certificate. One store reads what it writes.

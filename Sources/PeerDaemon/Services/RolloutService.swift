@@ -1,6 +1,7 @@
 import Cluster
 import Deployment
 import Foundation
+import Leadership
 import Logging
 import Membership
 import NIOCore
@@ -60,6 +61,8 @@ public actor RolloutService: Service {
     nonisolated let settings: RolloutNode.Request
     /// How long the leader waits for a majority to hold a new intent.
     nonisolated let replicationTimeout: Duration
+    /// How long a request waits for a leader (an election after the last one's lease ran out).
+    nonisolated let leaderWait: Duration
     private var node: RolloutNode
     private var restored: RolloutNode.Persisted?
     private var started = false
@@ -77,6 +80,8 @@ public actor RolloutService: Service {
             id: "", image: nil, requestedBy: "", preferredOrder: config.rollout.order, settleMs: config.rollout.settle.milliseconds,
             nodeTimeoutMs: config.rollout.nodeTimeout.milliseconds, parallel: config.rollout.parallel, skipDown: config.rollout.downNodes == .skip)
         self.replicationTimeout = .seconds(5)
+        let lease = LeaseSettings.profile(config.mesh?.profile ?? "standard")
+        self.leaderWait = lease.duration * 3 + .seconds(5)
         self.engine = engine
         self.cluster = cluster
         self.announcements = announcements
@@ -136,29 +141,49 @@ public actor RolloutService: Service {
 
     // MARK: - The leader
 
-    /// Sends a request to the leader (or carries it out here if this node leads) and waits for its answer.
+    /// Sends a request to the leader (or carries it out here if this node leads) and waits for its answer. A
+    /// leader that does not answer (paused, cut off, killed) is given up on for the next one, if one is elected
+    /// in time: the request's ref is the intent's id, so a leader that took it already answers "accepted" again.
     private func toLeader(_ request: RolloutMessage.Request) async throws(Failure) -> Accepted {
         let changes = Wakeup()
         cluster.watch(changes) { old, new in old.lease != new.lease }
         defer { cluster.unwatch(changes) }
-        // An election may be under way: give it a few seconds.
-        let patience = clock.now() + .seconds(5)
-        var leader = cluster.current.lease.knownLeader(now: clock.now())
-        while leader == nil, clock.now() < patience {
-            await changes.wait(atMost: patience - clock.now(), clock: clock)
-            leader = cluster.current.lease.knownLeader(now: clock.now())
+        // An election may be under way: long enough for a lease to run out and the next to be won.
+        let giveUp = clock.now() + leaderWait
+        var silent: Lease.Leader?
+        while true {
+            var leader = cluster.current.lease.knownLeader(now: clock.now())
+            while leader == nil || leader == silent, clock.now() < giveUp {
+                await changes.wait(atMost: giveUp - clock.now(), clock: clock)
+                leader = cluster.current.lease.knownLeader(now: clock.now())
+            }
+            guard let leader, leader != silent else {
+                throw .unavailable(
+                    silent.map { "the leader \($0.id) did not answer and no other was elected; nothing was started here; try again" }
+                        ?? "no leader: this node cannot see a majority of the voters, so it takes no deploy (a node on the minority side of a partition refuses); see peerctl who and peerctl status"
+                )
+            }
+            if leader.id.name == me {
+                switch await lead(request) {
+                case .success(let accepted): return accepted
+                case .failure(.unavailable) where clock.now() < giveUp: silent = leader  // lost the lease just now
+                case .failure(let failure): throw failure
+                }
+                continue
+            }
+            guard let answer = await forward(request, to: leader.id) else {
+                logger.warning("the leader did not answer a rollout request", metadata: ["mesh.member": "\(leader.id)", "lease.term": "\(leader.term)"])
+                silent = leader
+                continue
+            }
+            if let accepted = answer.accepted { return Accepted(id: accepted, image: answer.image ?? "?", holders: answer.holders ?? 0, nodes: answer.nodes ?? 0) }
+            let why = answer.error ?? "refused"
+            if answer.code == "unavailable", clock.now() < giveUp {
+                silent = leader
+                continue
+            }
+            throw answer.code == "unavailable" ? .unavailable(why) : answer.code == "not-found" ? .notFound(why) : .refused(why)
         }
-        guard let leader else {
-            throw .unavailable(
-                "no leader: this node cannot see a majority of the voters, so it takes no deploy (a node on the minority side of a partition refuses); see peerctl who and peerctl status"
-            )
-        }
-        if leader.id.name == me { return try await lead(request).get() }
-        let answer = await forward(request, to: leader.id)
-        guard let answer else { throw .unavailable("the leader \(leader.id) did not answer; nothing was started; try again") }
-        if let accepted = answer.accepted { return Accepted(id: accepted, image: answer.image ?? "?", holders: answer.holders ?? 0, nodes: answer.nodes ?? 0) }
-        let why = answer.error ?? "refused"
-        throw answer.code == "unavailable" ? .unavailable(why) : answer.code == "not-found" ? .notFound(why) : .refused(why)
     }
 
     /// The leader's side: one request at a time becomes the next intent (``RolloutNode/propose``, synchronous on
@@ -181,7 +206,7 @@ public actor RolloutService: Service {
         }
         let status = await engine.status()
         var ask = settings
-        ask.id = NodeEngine.newID()
+        ask.id = request.ref  // the same request twice (a retry through another route) is one intent
         ask.image = request.image
         ask.requestedBy = request.requestedBy
         // A rollout that just finished may still look running here for a gossip round or two.
@@ -189,18 +214,24 @@ public actor RolloutService: Service {
         cluster.watch(changes) { old, new in old.members != new.members }
         defer { cluster.unwatch(changes) }
         let patience = clock.now() + .seconds(3)
-        var proposed: (RolloutIntent, [RolloutNode.Directive])?
+        var proposed: RolloutIntent?
         while proposed == nil {
+            if let taken = node.intent, taken.id == ask.id {
+                proposed = taken
+                break
+            }
             do {
-                proposed = try node.propose(ask, term: fence.term, serving: status.serving?.image, previous: status.previousImage, view: view())
+                let (intent, directives) = try node.propose(
+                    ask, term: fence.term, serving: status.serving?.image, previous: status.previousImage, view: view())
+                await carryOut(directives)
+                proposed = intent
             } catch .busy where clock.now() < patience {
                 await changes.wait(atMost: patience - clock.now(), clock: clock)
             } catch {
                 return .failure(.refused(error.description))
             }
         }
-        let (intent, directives) = proposed!
-        await carryOut(directives)
+        let intent = proposed!
         let deadline = clock.now() + replicationTimeout
         while true {
             let (holders, needed) = Rollout.replication(of: intent, reports: reports())
@@ -223,7 +254,7 @@ public actor RolloutService: Service {
         // Registered before the request leaves, so that no answer comes before its waiter; the leader may take
         // up to the replication timeout to answer.
         let sender = Task { [links, clock, replicationTimeout] in
-            if await links.send(ByteBuffer(bytes: message), to: leader) { try? await clock.sleep(for: replicationTimeout + .seconds(10)) }
+            if await links.send(ByteBuffer(bytes: message), to: leader) { try? await clock.sleep(for: replicationTimeout + .seconds(5)) }
             self.resolve(ref, nil)
         }
         defer { sender.cancel() }

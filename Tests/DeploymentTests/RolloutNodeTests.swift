@@ -1,0 +1,132 @@
+import Deployment
+import PeerCore
+import Testing
+
+/// One ``RolloutNode``'s rules, event by event (the simulation checks them together, under faults).
+@Suite struct RolloutNodeTests {
+    static let order = ["n1", "n2", "n3"]
+    static let at = Instant(nanoseconds: 10_000_000_000)
+
+    static func request(_ id: String, _ image: String?) -> RolloutNode.Request {
+        RolloutNode.Request(id: id, image: image, requestedBy: "test", settleMs: 0, nodeTimeoutMs: 60_000)
+    }
+
+    static func member(_ name: String, _ intent: RolloutIntent?, _ phase: RolloutReport.Phase?, alive: Bool = true) -> RolloutNode.Member {
+        RolloutNode.Member(name: name, alive: alive, intent: intent, report: phase.flatMap { p in intent.map { RolloutReport(intent: $0.id, phase: p) } })
+    }
+
+    static func view(_ members: [RolloutNode.Member], term: UInt64 = 1, at offset: Int64 = 0) -> RolloutNode.View {
+        RolloutNode.View(members: members, term: term, settled: true, now: at + .milliseconds(offset))
+    }
+
+    /// The leader's node with a proposed intent, and the intent.
+    static func leader(_ image: String = "app:2") throws -> (RolloutNode, RolloutIntent) {
+        var node = RolloutNode(me: "n1")
+        let members = order.map { member($0, nil, nil) }
+        let (intent, _) = try node.propose(request("r1", image), term: 1, serving: "app:1", previous: nil, view: view(members))
+        return (node, intent)
+    }
+
+    static func swaps(_ directives: [RolloutNode.Directive]) -> [RolloutNode.Swap] {
+        directives.compactMap { if case .startSwap(let s) = $0 { s } else { nil } }
+    }
+
+    @Test func noNodeSwapsBeforeAMajorityHoldsTheIntent() throws {
+        var (node, intent) = try Self.leader()
+        #expect(intent.term == 1 && intent.seq == 1 && intent.previousImage == "app:1" && intent.order == Self.order)
+        // Only the leader holds it: n1, first in the order, waits.
+        #expect(Self.swaps(node.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", nil, nil)]))).isEmpty)
+        #expect(!node.committed)
+        // n2 has it too: 2 of 3, a majority.
+        let started = Self.swaps(node.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", intent, .waiting), Self.member("n3", nil, nil)])))
+        #expect(node.committed && started == [RolloutNode.Swap(intent: "r1", image: "app:2", phase: .swapping)])
+    }
+
+    @Test func theLeaderRefusesASecondRequestWhileOneRuns() throws {
+        var (node, intent) = try Self.leader()
+        let members = [Self.member("n1", intent, .waiting), Self.member("n2", intent, .waiting), Self.member("n3", intent, .waiting)]
+        #expect(throws: RolloutNode.Refusal.self) {
+            _ = try node.propose(Self.request("r2", "app:3"), term: 1, serving: "app:1", previous: nil, view: Self.view(members))
+        }
+        // Once it has succeeded, the next one follows it: the image before is the one it rolled out.
+        // n1's own part: its swap, then the others'.
+        let swap = try #require(Self.swaps(node.step(Self.view(members))).first)
+        _ = node.swapFinished(swap, succeeded: true, reason: nil)
+        let done = [Self.member("n1", intent, .done), Self.member("n2", intent, .done), Self.member("n3", intent, .done)]
+        _ = node.step(Self.view(done))
+        let (next, _) = try node.propose(Self.request("r2", "app:3"), term: 2, serving: "app:2", previous: nil, view: Self.view(done))
+        #expect(next.seq == 2 && next.term == 2 && next.previousImage == "app:2" && next.olderImage == "app:1")
+    }
+
+    @Test func aNewerIntentIsTakenUpOnlyOnceTheSwapHasEndedAndTheResultIsFiledUnderItsOwn() throws {
+        let (_, first) = try Self.leader()
+        var node = RolloutNode(me: "n1")
+        let started = Self.swaps(node.step(Self.view([Self.member("n2", first, .waiting), Self.member("n3", first, .waiting)])))
+        #expect(started.count == 1)
+        var second = first
+        second.id = "r2"
+        second.seq = 2
+        second.term = 2
+        second.image = "app:3"
+        _ = node.step(Self.view([Self.member("n2", second, .waiting), Self.member("n3", second, .waiting)], term: 2))
+        #expect(node.intent?.id == "r1", "taken up in the middle of a swap")
+        _ = node.swapFinished(started[0], succeeded: true, reason: nil)
+        #expect(node.report == RolloutReport(intent: "r1", phase: .done))
+        _ = node.step(Self.view([Self.member("n2", second, .waiting), Self.member("n3", second, .waiting)], term: 2))
+        #expect(node.intent?.id == "r2" && node.report?.intent == "r2")
+        // A result that arrives for another swap changes nothing.
+        let before = node.report
+        _ = node.swapFinished(RolloutNode.Swap(intent: "r1", image: "app:2", phase: .swapping), succeeded: false, reason: "late")
+        #expect(node.report == before)
+    }
+
+    @Test func anIntentOfAnEndedLeadershipThatNoMajorityHoldsIsNotTakenUp() throws {
+        let (_, zombie) = try Self.leader()
+        var node = RolloutNode(me: "n2")
+        // Its leader's term was 1; this node knows term 2 — and only the old leader holds it.
+        _ = node.step(Self.view([Self.member("n1", zombie, .waiting), Self.member("n3", nil, nil)], term: 2))
+        #expect(node.intent == nil)
+        // Held by a majority: it is the cluster's, whatever its term.
+        _ = node.step(Self.view([Self.member("n1", zombie, .waiting), Self.member("n3", zombie, .waiting)], term: 2))
+        #expect(node.intent?.id == zombie.id)
+    }
+
+    @Test func aRestartDropsAnIntentNeverSeenReplicatedAndSettlesAnInterruptedSwap() throws {
+        let (leader, intent) = try Self.leader()
+        let (dropped, directives) = RolloutNode.restart(me: "n1", persisted: leader.persisted, serving: "app:1")
+        #expect(dropped.intent == nil && directives.contains { if case .dropped = $0 { true } else { false } })
+
+        var swapping = RolloutNode.Persisted(intent: intent, report: RolloutReport(intent: intent.id, phase: .swapping), committed: true)
+        #expect(RolloutNode.restart(me: "n1", persisted: swapping, serving: "app:2").0.report?.phase == .done)
+        #expect(RolloutNode.restart(me: "n1", persisted: swapping, serving: "app:1").0.report?.phase == .waiting)
+        swapping.report?.phase = .rollingBack
+        #expect(RolloutNode.restart(me: "n1", persisted: swapping, serving: "app:1").0.report?.phase == .rolledBack)
+    }
+
+    @Test func aCancelledIntentSendsTheNodesItReachedBack() throws {
+        var (leader, intent) = try Self.leader()
+        let members = [Self.member("n1", intent, .done), Self.member("n2", intent, .waiting), Self.member("n3", intent, .waiting)]
+        let cancelling = leader.cancel(intent.id, reason: "cancelled by test", members: members)
+        let directives = try #require(cancelling)
+        guard case .announce(let cancelled?, _) = directives.last else {
+            Issue.record("no announcement: \(directives)")
+            return
+        }
+        #expect(cancelled.cancelled == "cancelled by test" && cancelled.isNewer(than: intent))
+
+        var done = RolloutNode(me: "n1")
+        _ = done.step(Self.view([Self.member("n2", intent, .waiting), Self.member("n3", intent, .waiting)]))
+        let again = Self.swaps(done.step(Self.view([Self.member("n2", intent, .waiting), Self.member("n3", intent, .waiting)])))
+        let swap = try #require(again.first ?? done.swap)
+        _ = done.swapFinished(swap, succeeded: true, reason: nil)
+        let back = Self.swaps(done.step(Self.view([Self.member("n2", cancelled, .waiting), Self.member("n3", cancelled, .waiting)])))
+        #expect(back == [RolloutNode.Swap(intent: intent.id, image: "app:1", phase: .rollingBack)])
+        var waiting = RolloutNode(me: "n3")
+        _ = waiting.step(Self.view([Self.member("n1", cancelled, .done), Self.member("n2", cancelled, .waiting)]))
+        #expect(waiting.report?.phase == .rolledBack)
+        #expect(
+            Rollout.outcome(
+                intent: cancelled, reports: ["n1": .init(intent: "r1", phase: .rolledBack), "n2": .init(intent: "r1", phase: .rolledBack)])
+                == .cancelled(reason: "cancelled by test"))
+    }
+}
