@@ -107,7 +107,8 @@ public struct ControlClient: Sendable {
         let response = try await execute(request, timeout: .seconds(60))
         let body = try await response.body.collect(upTo: 1 << 20)
         guard response.status == .ok else {
-            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
+            throw Failure(
+                description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
         }
         return try ControlAPI.decoder.decode(ControlAPI.Cancelled.self, from: Data(buffer: body))
     }
@@ -147,7 +148,8 @@ public struct ControlClient: Sendable {
         let response = try await execute(request, timeout: .seconds(60))
         let body = try await response.body.collect(upTo: 1 << 20)
         guard response.status == .ok else {
-            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
+            throw Failure(
+                description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
         }
         return try ControlAPI.decoder.decode(ControlAPI.OriginTLS.self, from: Data(buffer: body))
     }
@@ -156,7 +158,8 @@ public struct ControlClient: Sendable {
         let response = try await execute(try request(path), timeout: .seconds(30))
         let body = try await response.body.collect(upTo: 16 << 20)
         guard response.status == .ok else {
-            throw Failure(description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
+            throw Failure(
+                description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
         }
         return try ControlAPI.decoder.decode(T.self, from: Data(buffer: body))
     }

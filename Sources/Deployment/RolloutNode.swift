@@ -262,9 +262,11 @@ public struct RolloutNode: Sendable {
         swap = nil
         guard intent?.id == finished.intent else { return directives }
         switch finished.phase {
-        case .swapping: report = RolloutReport(intent: finished.intent, phase: succeeded ? .done : .failed, reason: succeeded ? nil : reason ?? "the swap failed")
+        case .swapping:
+            report = RolloutReport(intent: finished.intent, phase: succeeded ? .done : .failed, reason: succeeded ? nil : reason ?? "the swap failed")
         default:
-            report = RolloutReport(intent: finished.intent, phase: succeeded ? .rolledBack : .failed, reason: succeeded ? nil : "rollback failed: \(reason ?? "?")")
+            report = RolloutReport(
+                intent: finished.intent, phase: succeeded ? .rolledBack : .failed, reason: succeeded ? nil : "rollback failed: \(reason ?? "?")")
         }
         directives += persistAndAnnounce()
         return directives
@@ -282,7 +284,9 @@ public struct RolloutNode: Sendable {
 
     /// The leader makes a request the next intent, under its `term`, and takes it as its own (it is then
     /// replicated like any other). Refused while this node's intent still runs.
-    public mutating func propose(_ request: Request, term: UInt64, serving: String?, previous: String?, view: View) throws(Refusal) -> (
+    public mutating func propose(
+        _ request: Request, term: UInt64, serving: String?, previous: String?, view: View
+    ) throws(Refusal) -> (
         RolloutIntent, [Directive]
     ) {
         var reports = Self.reports(view.members)

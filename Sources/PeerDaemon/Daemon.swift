@@ -56,7 +56,8 @@ public enum Daemon {
         // On a mesh, peerctl deploy rolls across the cluster (witnesses run no app and take no part).
         let rollouts =
             config.mesh == nil || config.isWitness
-            ? nil : RolloutService(
+            ? nil
+            : RolloutService(
                 config: config, engine: engine, cluster: cluster, announcements: announcements, links: links, clock: clock, logger: logger)
         // The origin certificate (HTTPS at nginx), on every node that runs nginx.
         let origin =

@@ -12,7 +12,8 @@ struct Peerctl: AsyncParsableCommand {
         abstract: "Control the peerd on this node.",
         version: ControlAPI.version,
         subcommands: [
-            Deploy.self, Rollback.self, RolloutCommand.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self, InitCommand.self,
+            Deploy.self, Rollback.self, RolloutCommand.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self,
+            InitCommand.self,
             NodeCommand.self, Join.self, CA.self, Cert.self,
         ])
 

@@ -12,7 +12,8 @@ import Testing
     }
 
     static func member(_ name: String, _ intent: RolloutIntent?, _ phase: RolloutReport.Phase?, alive: Bool = true) -> RolloutNode.Member {
-        RolloutNode.Member(name: name, alive: alive, intent: intent, report: phase.flatMap { p in intent.map { RolloutReport(intent: $0.id, phase: p) } })
+        RolloutNode.Member(
+            name: name, alive: alive, intent: intent, report: phase.flatMap { p in intent.map { RolloutReport(intent: $0.id, phase: p) } })
     }
 
     static func view(_ members: [RolloutNode.Member], term: UInt64 = 1, at offset: Int64 = 0) -> RolloutNode.View {
@@ -35,10 +36,12 @@ import Testing
         var (node, intent) = try Self.leader()
         #expect(intent.term == 1 && intent.seq == 1 && intent.previousImage == "app:1" && intent.order == Self.order)
         // Only the leader holds it: n1, first in the order, waits.
-        #expect(Self.swaps(node.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", nil, nil)]))).isEmpty)
+        #expect(
+            Self.swaps(node.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", nil, nil)]))).isEmpty)
         #expect(!node.committed)
         // n2 has it too: 2 of 3, a majority.
-        let started = Self.swaps(node.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", intent, .waiting), Self.member("n3", nil, nil)])))
+        let started = Self.swaps(
+            node.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", intent, .waiting), Self.member("n3", nil, nil)])))
         #expect(node.committed && started == [RolloutNode.Swap(intent: "r1", image: "app:2", phase: .swapping)])
     }
 

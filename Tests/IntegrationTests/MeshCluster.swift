@@ -34,7 +34,9 @@ struct MeshCluster {
     static func notices(_ stub: CloudflareStub, kinds: Set<String>) -> [CloudflareStub.Notification] {
         stub.notifications.filter { notice in
             notice.backend == "ntfy"
-                && notice.headers.contains { $0.key.lowercased() == "tags" && !kinds.isDisjoint(with: $0.value.split(separator: ",").map(String.init)) }
+                && notice.headers.contains {
+                    $0.key.lowercased() == "tags" && !kinds.isDisjoint(with: $0.value.split(separator: ",").map(String.init))
+                }
         }
     }
 

@@ -106,9 +106,12 @@ public actor RolloutService: Service {
     /// this intent (never another's).
     func submit(image: ImageReference?, requestedBy: String) async throws(Failure) -> AsyncStream<RolloutEvent> {
         await untilStarted()
-        let request = RolloutMessage.Request(ref: NodeEngine.newID(), op: image == nil ? .rollback : .deploy, image: image?.given, requestedBy: requestedBy)
+        let request = RolloutMessage.Request(
+            ref: NodeEngine.newID(), op: image == nil ? .rollback : .deploy, image: image?.given, requestedBy: requestedBy)
         let accepted = try await toLeader(request)
-        logger.info("rollout accepted", metadata: ["deploy.id": "\(accepted.id)", "deploy.image": "\(accepted.image)", "deploy.requested_by": "\(requestedBy)"])
+        logger.info(
+            "rollout accepted",
+            metadata: ["deploy.id": "\(accepted.id)", "deploy.image": "\(accepted.image)", "deploy.requested_by": "\(requestedBy)"])
         return watch(accepted.id, first: .accepted(id: accepted.id, image: accepted.image, holders: accepted.holders, alive: accepted.nodes))
     }
 
@@ -116,12 +119,22 @@ public actor RolloutService: Service {
     /// — at once if it has already ended.
     func follow(_ id: String?) async throws(Failure) -> AsyncStream<RolloutEvent> {
         await untilStarted()
-        let known = [node.intent].compactMap { $0 } + view().members.compactMap(\.intent)
         guard let target = id ?? node.intent?.id else { throw .notFound("no rollout to follow: this cluster has not had one") }
-        guard let intent = known.first(where: { $0.id == target }) else {
-            throw .notFound("no rollout \(target) here (the current one is \(node.intent?.id ?? "none")); see peerctl status")
+        // Accepted a moment ago through another node: the gossip brings it here within a few rounds.
+        let changes = Wakeup()
+        cluster.watch(changes) { old, new in old.members != new.members }
+        defer { cluster.unwatch(changes) }
+        let patience = clock.now() + .seconds(5)
+        while true {
+            let known = [node.intent].compactMap { $0 } + view().members.compactMap(\.intent)
+            if let intent = known.first(where: { $0.id == target }) {
+                return watch(target, first: .following(id: intent.id, image: intent.image))
+            }
+            guard clock.now() < patience else {
+                throw .notFound("no rollout \(target) here (the current one is \(node.intent?.id ?? "none")); see peerctl status")
+            }
+            await changes.wait(atMost: patience - clock.now(), clock: clock)
         }
-        return watch(target, first: .following(id: intent.id, image: intent.image))
     }
 
     /// Stops the current rollout (`id`, if given, must be it): the nodes it reached go back. Carried out by the
@@ -172,11 +185,14 @@ public actor RolloutService: Service {
                 continue
             }
             guard let answer = await forward(request, to: leader.id) else {
-                logger.warning("the leader did not answer a rollout request", metadata: ["mesh.member": "\(leader.id)", "lease.term": "\(leader.term)"])
+                logger.warning(
+                    "the leader did not answer a rollout request", metadata: ["mesh.member": "\(leader.id)", "lease.term": "\(leader.term)"])
                 silent = leader
                 continue
             }
-            if let accepted = answer.accepted { return Accepted(id: accepted, image: answer.image ?? "?", holders: answer.holders ?? 0, nodes: answer.nodes ?? 0) }
+            if let accepted = answer.accepted {
+                return Accepted(id: accepted, image: answer.image ?? "?", holders: answer.holders ?? 0, nodes: answer.nodes ?? 0)
+            }
             let why = answer.error ?? "refused"
             if answer.code == "unavailable", clock.now() < giveUp {
                 silent = leader
@@ -276,7 +292,8 @@ public actor RolloutService: Service {
             resolve(answer.ref, answer)
         case .rolloutRequest(let request):
             logger.info(
-                "rollout request forwarded", metadata: ["mesh.member": "\(member)", "deploy.op": "\(request.op)", "deploy.requested_by": "\(request.requestedBy)"])
+                "rollout request forwarded",
+                metadata: ["mesh.member": "\(member)", "deploy.op": "\(request.op)", "deploy.requested_by": "\(request.requestedBy)"])
             var answer = RolloutMessage.Answer(ref: request.ref)
             switch await lead(request) {
             case .success(let accepted):
@@ -393,7 +410,8 @@ public actor RolloutService: Service {
                 logger.info(
                     "rollout adopted",
                     metadata: [
-                        "deploy.id": "\(intent.id)", "deploy.seq": "\(intent.seq)", "deploy.term": "\(intent.term ?? 0)", "deploy.image": "\(intent.image)",
+                        "deploy.id": "\(intent.id)", "deploy.seq": "\(intent.seq)", "deploy.term": "\(intent.term ?? 0)",
+                        "deploy.image": "\(intent.image)",
                         "deploy.order": "\(intent.order)",
                     ])
             case .dropped(let intent, let why):
@@ -453,7 +471,9 @@ public actor RolloutService: Service {
             guard let intent = known.filter({ $0.id == watcher.id }).max(by: { $1.isNewer(than: $0) }) ?? watcher.intent else {
                 if now >= watcher.unknownUntil {
                     watcher.continuation.yield(
-                        .finished(id: watcher.id, image: "?", succeeded: false, reason: "this node never heard of rollout \(watcher.id); see peerctl status"))
+                        .finished(
+                            id: watcher.id, image: "?", succeeded: false, reason: "this node never heard of rollout \(watcher.id); see peerctl status"
+                        ))
                     watcher.continuation.finish()
                     watchers[key] = nil
                 }
