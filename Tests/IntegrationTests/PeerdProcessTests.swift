@@ -42,8 +42,9 @@ import Testing
         #expect(bad.output.contains("answered 404"), "\(bad.output)")
         #expect(bad.output.contains("\(TestBed.image("v1")) keeps serving"))
 
+        // A bad image name is a usage error (exit 64, as documented), not a failed deploy.
         let nonsense = try peerd.peerctl(["deploy", "Not An Image"])
-        #expect(nonsense.status == 1)
+        #expect(nonsense.status == 64)
         #expect(nonsense.output.contains("invalid image reference"))
 
         let state = try status(peerd)

@@ -63,14 +63,14 @@ public actor RolloutService: Service {
     nonisolated let replicationTimeout: Duration
     /// How long a request waits for a leader (an election after the last one's lease ran out).
     nonisolated let leaderWait: Duration
-    private var node: RolloutNode
+    var node: RolloutNode
     private var restored: RolloutNode.Persisted?
     private var started = false
     private let ready = Wakeup()
     /// Swaps the node asked for, for the run loop to start.
     private var toStart: [RolloutNode.Swap] = []
-    private var watchers: [UUID: Watcher] = [:]
-    private var pending: [String: CheckedContinuation<RolloutMessage.Answer?, Never>] = [:]
+    var watchers: [UUID: Watcher] = [:]
+    var pending: [String: CheckedContinuation<RolloutMessage.Answer?, Never>] = [:]
 
     init(
         config: PeerConfig, engine: NodeEngine, cluster: Published<ClusterState>, announcements: Published<Announcement>, links: MemberLinks,
@@ -152,169 +152,6 @@ public actor RolloutService: Service {
         return await engine.servingImage() != intent.image
     }
 
-    // MARK: - The leader
-
-    /// Sends a request to the leader (or carries it out here if this node leads) and waits for its answer. A
-    /// leader that does not answer (paused, cut off, killed) is given up on for the next one, if one is elected
-    /// in time: the request's ref is the intent's id, so a leader that took it already answers "accepted" again.
-    private func toLeader(_ request: RolloutMessage.Request) async throws(Failure) -> Accepted {
-        let changes = Wakeup()
-        cluster.watch(changes) { old, new in old.lease != new.lease }
-        defer { cluster.unwatch(changes) }
-        // An election may be under way: long enough for a lease to run out and the next to be won.
-        let giveUp = clock.now() + leaderWait
-        var silent: Lease.Leader?
-        while true {
-            var leader = cluster.current.lease.knownLeader(now: clock.now())
-            while leader == nil || leader == silent, clock.now() < giveUp {
-                await changes.wait(atMost: giveUp - clock.now(), clock: clock)
-                leader = cluster.current.lease.knownLeader(now: clock.now())
-            }
-            guard let leader, leader != silent else {
-                throw .unavailable(
-                    silent.map { "the leader \($0.id) did not answer and no other was elected; nothing was started here; try again" }
-                        ?? "no leader: this node cannot see a majority of the voters, so it takes no deploy (a node on the minority side of a partition refuses); see peerctl who and peerctl status"
-                )
-            }
-            if leader.id.name == me {
-                switch await lead(request) {
-                case .success(let accepted): return accepted
-                case .failure(.unavailable) where clock.now() < giveUp: silent = leader  // lost the lease just now
-                case .failure(let failure): throw failure
-                }
-                continue
-            }
-            guard let answer = await forward(request, to: leader.id) else {
-                logger.warning(
-                    "the leader did not answer a rollout request", metadata: ["mesh.member": "\(leader.id)", "lease.term": "\(leader.term)"])
-                silent = leader
-                continue
-            }
-            if let accepted = answer.accepted {
-                return Accepted(id: accepted, image: answer.image ?? "?", holders: answer.holders ?? 0, nodes: answer.nodes ?? 0)
-            }
-            let why = answer.error ?? "refused"
-            if answer.code == "unavailable", clock.now() < giveUp {
-                silent = leader
-                continue
-            }
-            throw answer.code == "unavailable" ? .unavailable(why) : answer.code == "not-found" ? .notFound(why) : .refused(why)
-        }
-    }
-
-    /// The leader's side: one request at a time becomes the next intent (``RolloutNode/propose``, synchronous on
-    /// this actor, so two requests never get the same number); accepted once a majority holds it, otherwise
-    /// cancelled and refused.
-    private func lead(_ request: RolloutMessage.Request) async -> Result<Accepted, Failure> {
-        guard let fence = cluster.current.fence(now: clock.now()) else {
-            return .failure(.unavailable("this node no longer leads; try again in a few seconds"))
-        }
-        if request.op == .cancel {
-            guard let current = node.intent, request.id == nil || request.id == current.id else {
-                return .failure(.notFound("no rollout \(request.id ?? "") to cancel; the current one is \(node.intent?.id ?? "none")"))
-            }
-            guard let directives = node.cancel(current.id, reason: "cancelled by \(request.requestedBy)", members: view().members) else {
-                return .failure(.refused("rollout \(current.id) is not running; nothing to cancel"))
-            }
-            logger.warning("rollout cancelled", metadata: ["deploy.id": "\(current.id)", "deploy.requested_by": "\(request.requestedBy)"])
-            await carryOut(directives)
-            return .success(Accepted(id: current.id, image: current.image, holders: 0, nodes: current.order.count))
-        }
-        let status = await engine.status()
-        var ask = settings
-        ask.id = request.ref  // the same request twice (a retry through another route) is one intent
-        ask.image = request.image
-        ask.requestedBy = request.requestedBy
-        // A rollout that just finished may still look running here for a gossip round or two.
-        let changes = Wakeup()
-        cluster.watch(changes) { old, new in old.members != new.members }
-        defer { cluster.unwatch(changes) }
-        let patience = clock.now() + .seconds(3)
-        var proposed: RolloutIntent?
-        while proposed == nil {
-            if let taken = node.intent, taken.id == ask.id {
-                proposed = taken
-                break
-            }
-            do {
-                let (intent, directives) = try node.propose(
-                    ask, term: fence.term, serving: status.serving?.image, previous: status.previousImage, view: view())
-                await carryOut(directives)
-                proposed = intent
-            } catch .busy where clock.now() < patience {
-                await changes.wait(atMost: patience - clock.now(), clock: clock)
-            } catch {
-                return .failure(.refused(error.description))
-            }
-        }
-        let intent = proposed!
-        let deadline = clock.now() + replicationTimeout
-        while true {
-            let (holders, needed) = Rollout.replication(of: intent, reports: reports())
-            if holders >= needed { return .success(Accepted(id: intent.id, image: intent.image, holders: holders, nodes: intent.order.count)) }
-            if clock.now() >= deadline {
-                let why =
-                    "not replicated: \(holders) of \(intent.order.count) app nodes persisted deploy \(intent.id) within \(replicationTimeout) (a majority, \(needed), must); it was cancelled and nothing changed; see peerctl status for nodes that are down"
-                if let undo = node.cancel(intent.id, reason: why, members: view().members) { await carryOut(undo) }
-                logger.error("rollout not replicated", metadata: ["deploy.id": "\(intent.id)", "deploy.holders": "\(holders)"])
-                return .failure(.refused(why))
-            }
-            await changes.wait(atMost: deadline - clock.now(), clock: clock)
-        }
-    }
-
-    /// Sends a request to the leader over this node's link to it; nil if it cannot be sent or no answer comes.
-    private func forward(_ request: RolloutMessage.Request, to leader: MemberID) async -> RolloutMessage.Answer? {
-        guard let message = try? JSONEncoder().encode(RolloutMessage.rolloutRequest(request)) else { return nil }
-        let ref = request.ref
-        // Registered before the request leaves, so that no answer comes before its waiter; the leader may take
-        // up to the replication timeout to answer.
-        let sender = Task { [links, clock, replicationTimeout] in
-            if await links.send(ByteBuffer(bytes: message), to: leader) { try? await clock.sleep(for: replicationTimeout + .seconds(5)) }
-            self.resolve(ref, nil)
-        }
-        defer { sender.cancel() }
-        return await withCheckedContinuation { pending[ref] = $0 }
-    }
-
-    private func resolve(_ ref: String, _ answer: RolloutMessage.Answer?) {
-        pending.removeValue(forKey: ref)?.resume(returning: answer)
-    }
-
-    /// A member's message: a request to this node as leader, or an answer to one of ours.
-    private func received(_ message: ByteBuffer, from member: MemberID) async {
-        guard let decoded = try? JSONDecoder().decode(RolloutMessage.self, from: Data(buffer: message)) else {
-            logger.warning("undecodable rollout message", metadata: ["mesh.member": "\(member)"])
-            return
-        }
-        switch decoded {
-        case .rolloutAnswer(let answer):
-            resolve(answer.ref, answer)
-        case .rolloutRequest(let request):
-            logger.info(
-                "rollout request forwarded",
-                metadata: ["mesh.member": "\(member)", "deploy.op": "\(request.op)", "deploy.requested_by": "\(request.requestedBy)"])
-            var answer = RolloutMessage.Answer(ref: request.ref)
-            switch await lead(request) {
-            case .success(let accepted):
-                answer.accepted = accepted.id
-                answer.image = accepted.image
-                answer.holders = accepted.holders
-                answer.nodes = accepted.nodes
-            case .failure(let failure):
-                answer.error = failure.description
-                switch failure {
-                case .refused: answer.code = "refused"
-                case .unavailable: answer.code = "unavailable"
-                case .notFound: answer.code = "not-found"
-                }
-            }
-            if let bytes = try? JSONEncoder().encode(RolloutMessage.rolloutAnswer(answer)) {
-                _ = await links.send(ByteBuffer(bytes: bytes), to: member)
-            }
-        }
-    }
-
     // MARK: - Running
 
     public func run() async throws {
@@ -350,7 +187,7 @@ public actor RolloutService: Service {
 
     private var rolling: Bool { node.swap != nil || node.outcome(view().members) == .running }
 
-    private func untilStarted() async {
+    func untilStarted() async {
         while !started { await ready.wait(atMost: .seconds(1), clock: clock) }
     }
 
@@ -386,7 +223,7 @@ public actor RolloutService: Service {
 
     /// Carries out the node's directives in order. A persist that fails keeps back the announcements after
     /// it: announcing an intent says it is persisted here.
-    private func carryOut(_ directives: [RolloutNode.Directive]) async {
+    func carryOut(_ directives: [RolloutNode.Directive]) async {
         var persisted = true
         for directive in directives {
             switch directive {
@@ -422,7 +259,7 @@ public actor RolloutService: Service {
 
     // MARK: - Views
 
-    private func view() -> RolloutNode.View {
+    func view() -> RolloutNode.View {
         let current = cluster.current
         let lease = current.lease
         let now = clock.now()
@@ -434,7 +271,7 @@ public actor RolloutService: Service {
     }
 
     /// Every member's report (this node's own, not as gossiped, but as it stands).
-    private func reports() -> [String: RolloutReport] {
+    func reports() -> [String: RolloutReport] {
         var out: [String: RolloutReport] = [:]
         for member in cluster.current.appMembers { if let r = member.app.rolloutReport { out[member.id.name] = r } }
         if let report = node.report { out[me] = report }
@@ -443,94 +280,6 @@ public actor RolloutService: Service {
 
     public func current() -> (intent: RolloutIntent?, report: RolloutReport?) { (node.intent, node.report) }
 
-    // MARK: - Watchers
-
-    private func watch(_ id: String, first: RolloutEvent) -> AsyncStream<RolloutEvent> {
-        let (stream, continuation) = AsyncStream.makeStream(of: RolloutEvent.self)
-        continuation.yield(first)
-        watchers[UUID()] = Watcher(id: id, continuation: continuation, unknownUntil: clock.now() + .seconds(30))
-        notifyWatchers()
-        return stream
-    }
-
-    private func broadcast(to id: String, _ event: RolloutEvent) {
-        for watcher in watchers.values where watcher.id == id { watcher.continuation.yield(event) }
-    }
-
-    /// Each watcher hears the phases of its own intent and, once it has ended, its result; a watcher whose
-    /// intent was replaced by a newer one hears that.
-    private func notifyWatchers() {
-        guard !watchers.isEmpty else { return }
-        let members = view().members
-        let known = [node.intent].compactMap { $0 } + members.compactMap(\.intent)
-        let reports = reports()
-        let alive = Set(members.filter(\.alive).map(\.name)).union([me])
-        let now = clock.now()
-        for (key, var watcher) in watchers {
-            // The newest copy (a cancellation is newer than the intent it stops).
-            guard let intent = known.filter({ $0.id == watcher.id }).max(by: { $1.isNewer(than: $0) }) ?? watcher.intent else {
-                if now >= watcher.unknownUntil {
-                    watcher.continuation.yield(
-                        .finished(
-                            id: watcher.id, image: "?", succeeded: false, reason: "this node never heard of rollout \(watcher.id); see peerctl status"
-                        ))
-                    watcher.continuation.finish()
-                    watchers[key] = nil
-                }
-                continue
-            }
-            watcher.intent = intent
-            for (name, report) in reports.sorted(by: { $0.key < $1.key }) where report.intent == intent.id && watcher.seen[name] != report {
-                watcher.seen[name] = report
-                watcher.continuation.yield(.node(name, phase: report.phase.rawValue, reason: report.reason))
-            }
-            watchers[key] = watcher
-            var end: RolloutEvent?
-            switch Rollout.outcome(intent: intent, reports: reports, alive: alive) {
-            case .running:
-                if let newer = RolloutNode.newest(in: members), newer.isNewer(than: intent), newer.id != intent.id, node.intent?.id == newer.id {
-                    end = .finished(id: intent.id, image: intent.image, succeeded: false, reason: "replaced by rollout \(newer.id) of \(newer.image)")
-                }
-            case .succeeded: end = .finished(id: intent.id, image: intent.image, succeeded: true, reason: nil)
-            case .failed(let node, let reason): end = .finished(id: intent.id, image: intent.image, succeeded: false, reason: "\(node): \(reason)")
-            case .cancelled(let reason): end = .finished(id: intent.id, image: intent.image, succeeded: false, reason: reason)
-            }
-            if let end {
-                watcher.continuation.yield(end)
-                watcher.continuation.finish()
-                watchers[key] = nil
-            }
-        }
-    }
-}
-
-/// Rollout requests and their answers between members (over the mesh's TLS links).
-enum RolloutMessage: Codable, Sendable {
-    struct Request: Codable, Sendable {
-        enum Operation: String, Codable, Sendable { case deploy, rollback, cancel }
-        /// Matches the answer to the request.
-        var ref: String
-        var op: Operation
-        var image: String?
-        /// For `cancel`: the rollout it must be.
-        var id: String?
-        var requestedBy: String
-    }
-
-    struct Answer: Codable, Sendable {
-        var ref: String
-        /// The rollout's id when accepted (or cancelled).
-        var accepted: String?
-        var image: String?
-        var holders: Int?
-        var nodes: Int?
-        var error: String?
-        /// `refused`, `unavailable` or `not-found`.
-        var code: String?
-    }
-
-    case rolloutRequest(Request)
-    case rolloutAnswer(Answer)
 }
 
 extension StateDirectory.File where Value == RolloutNode.Persisted {
