@@ -84,6 +84,8 @@ public struct RolloutNode: Sendable {
         case busy(RolloutIntent, done: Int)
         case nothingToRollBack
         case noAppNodes
+        /// An intent of this term already carries an absurd sequence number (a broken or hostile member).
+        case sequenceExhausted
 
         public var description: String {
             switch self {
@@ -91,6 +93,8 @@ public struct RolloutNode: Sendable {
                 "deploy \(running.id) of \(running.image) (requested by \(running.requestedBy)) is still rolling out (\(done) of \(running.order.count) nodes done); deploys are refused, not queued, while one runs: follow it with peerctl deploy --follow \(running.id), or stop it with peerctl rollout cancel"
             case .nothingToRollBack: "nothing to roll back to: the cluster has no previous image"
             case .noAppNodes: "the cluster has no app node to deploy to"
+            case .sequenceExhausted:
+                "an intent of this leader's term carries a sequence number above any a cluster reaches; wait for the next leader's term (or restart this node) and deploy again"
             }
         }
     }
@@ -315,7 +319,12 @@ public struct RolloutNode: Sendable {
         let nodes = view.members.map(\.name)
         guard !nodes.isEmpty else { throw .noAppNodes }
         let order = request.preferredOrder.filter(nodes.contains) + nodes.filter { !request.preferredOrder.contains($0) }.sorted()
-        let seq = ([known?.seq ?? 0] + view.members.compactMap { $0.intent?.seq }).max()! + 1
+        // After every intent of this term (a new term orders after every older one whatever its numbers); never
+        // past the bound, so that a hostile number cannot trap the `+ 1`.
+        let sameTerm = ([known] + view.members.map(\.intent)).compactMap { $0 }.filter { $0.term == term }.map(\.seq)
+        let last = sameTerm.max() ?? 0
+        guard Counter.isPlausible(last) else { throw .sequenceExhausted }
+        let seq = last + 1
         var new = RolloutIntent(
             id: request.id, seq: seq, kind: kind, image: image, previousImage: current, order: order, requestedBy: request.requestedBy,
             settleMs: request.settleMs, nodeTimeoutMs: request.nodeTimeoutMs)
@@ -363,7 +372,7 @@ public struct RolloutNode: Sendable {
 
     /// The newest intent any member gossips.
     public static func newest(in members: [Member]) -> RolloutIntent? {
-        members.compactMap(\.intent).max { $1.isNewer(than: $0) }
+        members.compactMap(\.intent).filter { Counter.isPlausible($0.term ?? 0) && Counter.isPlausible($0.seq) }.max { $1.isNewer(than: $0) }
     }
 
     static func replicated(_ intent: RolloutIntent, in members: [Member], me: String, report: RolloutReport?) -> Bool {

@@ -26,6 +26,18 @@ public struct Lease: Sendable {
         /// A campaign that did not reach a majority gives its grants back, so the voters can back someone else
         /// at once instead of after a lease duration.
         case release(term: UInt64)
+
+        /// Every number in it is within ``Counter/limit``: a term of `UInt64.max` from a broken or hostile voter
+        /// would otherwise be promised, persisted, and overflow the next campaign's `+ 1` on every node.
+        public var isPlausible: Bool {
+            switch self {
+            case .request(let term, let attempt), .grant(let term, let attempt):
+                Counter.isPlausible(term) && Counter.isPlausible(attempt)
+            case .reject(let term, let attempt, let promised, _):
+                Counter.isPlausible(term) && Counter.isPlausible(attempt) && Counter.isPlausible(promised)
+            case .release(let term): Counter.isPlausible(term)
+            }
+        }
     }
 
     public enum Directive: Sendable, Hashable {
@@ -239,7 +251,7 @@ public struct Lease: Sendable {
 
     public mutating func receive(_ message: Message, from: MemberID, now: Instant) -> [Directive] {
         var directives: [Directive] = []
-        guard voters.contains(from), from != me else { return directives }
+        guard voters.contains(from), from != me, message.isPlausible else { return directives }
         switch message {
         case .request(let term, let attempt):
             highestSeen = max(highestSeen, term)

@@ -223,12 +223,16 @@ public struct SWIM<App: SWIMPayload>: Sendable {
     /// someone else, or that come from a non-member, are ignored.
     public mutating func receive(_ envelope: Envelope, from: MemberID, now: Instant) -> [Directive] {
         var directives: [Directive] = []
-        guard from != me.id, members[from] != nil, envelope.sender.id == from, envelope.sender.status == .alive else {
+        guard from != me.id, members[from] != nil, envelope.sender.id == from, envelope.sender.status == .alive,
+            Counter.isPlausible(envelope.sender.incarnation)
+        else {
             return directives
         }
         lastSeen[from] = now
         merge(envelope.sender, now: now, into: &directives)
-        for update in envelope.gossip.prefix(max(settings.maxGossip, members.count + 1) + 1) {
+        // An incarnation past the bound is a broken or hostile member's: taking it would make the refutation's
+        // `+ 1` trap.
+        for update in envelope.gossip.prefix(max(settings.maxGossip, members.count + 1) + 1) where Counter.isPlausible(update.incarnation) {
             merge(update, now: now, into: &directives)
         }
 

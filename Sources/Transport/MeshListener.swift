@@ -28,27 +28,56 @@ public enum Mesh {
         var handshake: EventLoopFuture<Void>
     }
 
+    /// What the listener lets a stranger hold: the port is open to the internet for deploys from CI.
+    public struct Limits: Sendable {
+        /// A connection that has not finished its TLS handshake by then is closed.
+        public var handshakeTimeout: TimeAmount
+        /// Connections at once (handshaking or established), in all and from one source address; more are
+        /// closed as they arrive, so a flood of idle connections cannot take the descriptors members need.
+        public var total: Int
+        public var perSource: Int
+
+        public init(handshakeTimeout: TimeAmount = .seconds(5), total: Int = 1024, perSource: Int = 64) {
+            self.handshakeTimeout = handshakeTimeout
+            self.total = total
+            self.perSource = perSource
+        }
+    }
+
     /// Listens on `host:port`; calls `handle` for every connection that passed the identity check, each in its
     /// own child task. Refused connections are logged once per source per minute and never reach `handle`.
     /// `onBound` gets the bound port (useful with port 0).
     public static func listen(
-        host: String, port: Int, tls: MeshTLS, logger: Logger, onBound: @Sendable (Int) async -> Void = { _ in },
+        host: String, port: Int, tls: MeshTLS, limits: Limits = Limits(), logger: Logger, onBound: @Sendable (Int) async -> Void = { _ in },
         handle: @escaping @Sendable (MeshConnection) async throws -> Void
     ) async throws {
         let context = try tls.serverContext()
         let limiter = NIOLockedValueBox(RefusalLogLimiter())
+        let gate = NIOLockedValueBox(ConnectionGate(limits: limits))
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+            .bind(host: host, port: port) { (channel: any Channel) -> EventLoopFuture<Accepted> in
+                let remote = channel.remoteAddress?.ipAddress ?? "unknown"
+                if let full = gate.withLockedValue({ $0.admit(remote) }) {
+                    if limiter.withLockedValue({ $0.shouldLog("limit " + remote, now: .now) }) {
+                        logger.warning("mesh connection refused", metadata: ["mesh.remote": "\(remote)", "reason": "\(full)"])
+                    }
+                    return channel.close().flatMapThrowing { () throws -> Accepted in throw MeshTLS.Failure(description: full) }
+                }
+                channel.closeFuture.whenComplete { _ in gate.withLockedValue { $0.release(remote) } }
+                return channel.eventLoop.makeCompletedFuture { () throws -> Accepted in
                     let identity = NIOLockedValueBox<Verified?>(nil)
                     let refusal = NIOLockedValueBox<String?>(nil)
                     let tlsHandler = NIOSSLServerHandler(
                         context: context, customVerificationCallback: tls.verificationCallback(identity: identity, refusal: refusal))
                     let (asyncChannel, handshake) = try framed(channel, tls: tlsHandler)
-                    return Accepted(
-                        channel: asyncChannel, identity: identity, refusal: refusal,
-                        remote: channel.remoteAddress?.ipAddress ?? "unknown", handshake: handshake)
+                    // A connection that never finishes its handshake holds a descriptor for nothing.
+                    let timeout = channel.eventLoop.scheduleTask(in: limits.handshakeTimeout) {
+                        refusal.withLockedValue { $0 = $0 ?? "no TLS handshake within \(limits.handshakeTimeout.nanoseconds / 1_000_000) ms" }
+                        channel.close(promise: nil)
+                    }
+                    handshake.whenComplete { _ in timeout.cancel() }
+                    return Accepted(channel: asyncChannel, identity: identity, refusal: refusal, remote: remote, handshake: handshake)
                 }
             }
         await onBound(server.channel.localAddress?.port ?? port)
@@ -102,6 +131,30 @@ public enum Mesh {
             throw MeshTLS.Failure(description: "the server's certificate was not accepted")
         }
         return MeshConnection(peer: peer.identity, certificate: peer.certificate, remote: host, channel: channel)
+    }
+}
+
+/// Counts the listener's connections, in all and by source address.
+struct ConnectionGate {
+    let limits: Mesh.Limits
+    private(set) var total = 0
+    private(set) var bySource: [String: Int] = [:]
+
+    init(limits: Mesh.Limits) { self.limits = limits }
+
+    /// Takes a place for a connection from `source`; nil if admitted, otherwise why not.
+    mutating func admit(_ source: String) -> String? {
+        if total >= limits.total { return "too many connections (\(limits.total)) to the mesh port" }
+        if bySource[source, default: 0] >= limits.perSource { return "too many connections (\(limits.perSource)) from \(source)" }
+        total += 1
+        bySource[source, default: 0] += 1
+        return nil
+    }
+
+    mutating func release(_ source: String) {
+        total -= 1
+        bySource[source, default: 1] -= 1
+        if bySource[source] == 0 { bySource[source] = nil }
     }
 }
 

@@ -6,6 +6,13 @@ import Deployment
 import PeerConfiguration
 
 @main
+enum Main {
+    /// Connection options before the subcommand (as the docs show them) are moved after it.
+    static func main() async {
+        await Peerctl.main(PeerctlArguments.hoisted(Array(CommandLine.arguments.dropFirst())))
+    }
+}
+
 struct Peerctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peerctl",
@@ -28,7 +35,11 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: "The control socket, overriding the one in the config.")
     var socket: String?
 
-    @Option(name: .long, help: "Talk to a node over the mesh instead: HOST:PORT of its mesh.listen (needs --cert, --key, --ca).")
+    @Option(
+        name: .long,
+        help:
+            "Talk to a node over the mesh instead: HOST:PORT of its mesh.listen (needs --cert, --key, --ca). Env: PEER_ADDR, PEER_CLIENT_CERT, PEER_CLIENT_KEY, PEER_CACERT."
+    )
     var peer: String?
 
     @Option(name: .long, help: "Operator certificate (peerctl cert issue-operator NAME), for --peer.")
@@ -40,9 +51,19 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: "The cluster CA certificate, for --peer.")
     var ca: String?
 
+    /// `--peer`, `--cert`, `--key`, `--ca`, or else `PEER_ADDR`, `PEER_CLIENT_CERT`, `PEER_CLIENT_KEY`, `PEER_CACERT`
+    /// (for CI, where secrets arrive as environment variables).
+    var remote: (peer: String, cert: String?, key: String?, ca: String?)? {
+        let env = ProcessInfo.processInfo.environment
+        guard let peer = peer ?? env["PEER_ADDR"].flatMap({ $0.isEmpty ? nil : $0 }) else { return nil }
+        return (peer, cert ?? env["PEER_CLIENT_CERT"], key ?? env["PEER_CLIENT_KEY"], ca ?? env["PEER_CACERT"])
+    }
+
     func validate() throws {
-        if peer != nil, cert == nil || key == nil || ca == nil {
-            throw ValidationError("--peer needs --cert, --key and --ca (an operator certificate: peerctl cert issue-operator NAME)")
+        if let remote, remote.cert == nil || remote.key == nil || remote.ca == nil {
+            throw ValidationError(
+                "--peer needs --cert, --key and --ca (or PEER_CLIENT_CERT, PEER_CLIENT_KEY, PEER_CACERT): an operator certificate from peerctl cert issue-operator NAME"
+            )
         }
     }
 
@@ -56,7 +77,8 @@ struct Connection: ParsableArguments {
     }
 
     func withClient<T>(_ body: (any ControlChannel) async throws -> T) async throws -> T {
-        if let peer {
+        if let remote {
+            let peer = remote.peer
             guard let colon = peer.lastIndex(of: ":"), let port = Int(peer[peer.index(after: colon)...]) else {
                 throw ValidationError("--peer \(peer): expected HOST:PORT, e.g. 203.0.113.10:7946")
             }
@@ -66,7 +88,7 @@ struct Connection: ParsableArguments {
                 return String(decoding: data, as: UTF8.self)
             }
             let client = try RemoteControlClient(
-                host: host, port: port, caPEM: try read(ca!), certificatePEM: try read(cert!), keyPEM: try read(key!))
+                host: host, port: port, caPEM: try read(remote.ca!), certificatePEM: try read(remote.cert!), keyPEM: try read(remote.key!))
             return try await body(client)
         }
         let path = try socketPath()

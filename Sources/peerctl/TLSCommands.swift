@@ -61,7 +61,11 @@ struct TLS: AsyncParsableCommand {
             let pair = OriginPair(certificatePEM: try read(certificate, "--cert"), keyPEM: try read(privateKey, "--key"))
             var arguments = ["--config", config] + (socket.map { ["--socket", $0] } ?? [])
             if let peer {
-                guard let operatorCertificate, let operatorKey, let ca else {
+                let env = ProcessInfo.processInfo.environment
+                guard let operatorCertificate = operatorCertificate ?? env["PEER_CLIENT_CERT"],
+                    let operatorKey = operatorKey ?? env["PEER_CLIENT_KEY"],
+                    let ca = ca ?? env["PEER_CACERT"]
+                else {
                     throw fail("--peer needs --operator-cert, --operator-key and --ca here (--cert and --key name the origin pair)")
                 }
                 arguments += ["--peer", peer, "--cert", operatorCertificate, "--key", operatorKey, "--ca", ca]

@@ -58,7 +58,30 @@ import Testing
         let done = [Self.member("n1", intent, .done), Self.member("n2", intent, .done), Self.member("n3", intent, .done)]
         _ = node.step(Self.view(done))
         let (next, _) = try node.propose(Self.request("r2", "app:3"), term: 2, serving: "app:2", previous: nil, view: Self.view(done))
-        #expect(next.seq == 2 && next.term == 2 && next.previousImage == "app:2" && next.olderImage == "app:1")
+        // A new term orders after every intent of the old one; its numbers start over.
+        #expect(next.seq == 1 && next.term == 2 && next.isNewer(than: intent) && next.previousImage == "app:2" && next.olderImage == "app:1")
+    }
+
+    /// Numbers from the network past ``Counter/limit`` are not taken: the next intent's `+ 1` never traps.
+    @Test func absurdSequenceNumbersNeitherTrapNorWin() throws {
+        let (_, intent) = try Self.leader()
+        var hostile = intent
+        hostile.id = "zz"
+        hostile.seq = .max
+        hostile.term = .max
+        var node = RolloutNode(me: "n2")
+        _ = node.step(Self.view([Self.member("n1", hostile, .waiting), Self.member("n3", hostile, .waiting)], term: 1))
+        #expect(node.intent == nil)
+        var sameTerm = hostile
+        sameTerm.term = 1
+        var leader = RolloutNode(me: "n1")
+        let members = [Self.member("n1", nil, nil), Self.member("n2", sameTerm, nil), Self.member("n3", nil, nil)]
+        #expect(throws: RolloutNode.Refusal.sequenceExhausted) {
+            _ = try leader.propose(Self.request("r1", "app:2"), term: 1, serving: "app:1", previous: nil, view: Self.view(members))
+        }
+        // The next term starts over.
+        let (next, _) = try leader.propose(Self.request("r1", "app:2"), term: 2, serving: "app:1", previous: nil, view: Self.view(members))
+        #expect(next.seq == 1 && next.term == 2)
     }
 
     @Test func aNewerIntentIsTakenUpOnlyOnceTheSwapHasEndedAndTheResultIsFiledUnderItsOwn() throws {

@@ -206,7 +206,8 @@ import Testing
                 "--peer", "\(cluster.nodes[0].address):\(cluster.nodes[0].port + 1000)", "--cert", cluster.pki + "/operator-ci.pem",
                 "--key", cluster.pki + "/operator-ci-key.pem", "--ca", cluster.pki + "/ca.pem",
             ]
-            let who = try Shell.run(peerctl, ["who"] + remote)
+            // The connection options also before the subcommand, as the docs write them for CI.
+            let who = try Shell.run(peerctl, remote + ["who"])
             #expect(who.status == 0 && who.output.contains("leader:"), "\(who.output)")
             let rollback = try Shell.run(peerctl, ["rollback"] + remote)
             #expect(rollback.status == 0, "\(rollback.output)")

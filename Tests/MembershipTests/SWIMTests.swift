@@ -33,6 +33,22 @@ import Testing
         #expect(swim.state(of: MemberID("x")) == nil)
     }
 
+    /// An incarnation of `UInt64.max` (a broken or hostile member's) would make the refutation's `+ 1` trap and
+    /// crash every node that hears it: such a sender or rumour is ignored.
+    @Test func absurdIncarnationsAreIgnored() {
+        var swim = node(a)
+        let before = swim.me.incarnation
+        var hostile = node(b).me
+        hostile.incarnation = .max
+        #expect(swim.receive(SWIM.Envelope(sender: hostile, message: .ping(seq: 1), gossip: []), from: b, now: .zero).isEmpty)
+        let rumour = MemberState(id: a, address: "a:1", incarnation: .max, status: .suspect, suspectedBy: c)
+        _ = swim.receive(SWIM.Envelope(sender: node(b).me, message: .ping(seq: 2), gossip: [rumour]), from: b, now: .zero)
+        #expect(swim.me.incarnation == before && swim.me.status == .alive)
+        let aboutC = MemberState(id: c, address: "c:1", incarnation: Counter.limit + 1, status: .dead)
+        _ = swim.receive(SWIM.Envelope(sender: node(b).me, message: .ping(seq: 3), gossip: [aboutC]), from: b, now: .zero)
+        #expect(swim.state(of: c)?.status != .dead)
+    }
+
     @Test func aSuspectedMemberRefutesWithAHigherIncarnation() {
         var swim = node(a)
         let before = swim.me.incarnation

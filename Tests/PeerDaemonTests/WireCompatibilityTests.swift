@@ -3,6 +3,7 @@ import Deployment
 import Cluster
 import Foundation
 import Leadership
+import PeerCore
 import Testing
 
 @testable import PeerDaemon
@@ -86,11 +87,18 @@ import Testing
         try folder.write(GoldenValues.nodeState, to: .node)
         try folder.write(RolloutNode.Persisted(intent: GoldenValues.intent, report: GoldenValues.report), to: .rollout)
         try folder.write(OriginTLSService.Installed(info: GoldenValues.originInfo, setAt: GoldenValues.originSetAt), to: .origin)
-        try folder.writePromisedTerm(UInt64.max - 1)
+        try folder.writePromisedTerm(Counter.limit)
         #expect(try folder.read(.node) == GoldenValues.nodeState)
         #expect(try folder.read(.rollout)?.intent == GoldenValues.intent)
         #expect(try folder.read(.origin)?.info == GoldenValues.originInfo)
-        #expect(try folder.promisedTerm() == UInt64.max - 1)
+        #expect(try folder.promisedTerm() == Counter.limit)
+        // Above any term a cluster reaches: a corrupt file, or one written from a hostile message: refused.
+        try folder.writePromisedTerm(UInt64.max)
+        #expect {
+            _ = try folder.promisedTerm()
+        } throws: { error in
+            "\(error)".contains("lease-term") && "\(error)".contains("above any a cluster reaches")
+        }
         for file in ["state.json", "rollout.json", "tls/origin.json", "lease-term"] {
             let mode = try FileManager.default.attributesOfItem(atPath: folder.path + "/" + file)[.posixPermissions] as? Int
             #expect(mode == 0o600, "\(file)")
@@ -110,5 +118,30 @@ import Testing
         } throws: { error in
             "\(error)".contains("state.json") && "\(error)".contains("move it away")
         }
+    }
+}
+
+/// `peerctl`'s connection options before the subcommand, as the docs write them for CI.
+@Suite struct PeerctlArgumentsTests {
+    @Test func connectionOptionsBeforeTheSubcommandMoveAfterIt() {
+        let remote = ["--peer", "203.0.113.10:7946", "--cert", "op.pem", "--key", "op-key.pem", "--ca=ca.pem"]
+        #expect(
+            PeerctlArguments.hoisted(remote + ["deploy", "shop:2", "--json"])
+                == ["deploy", "shop:2", "--json", "--peer", "203.0.113.10:7946", "--cert", "op.pem", "--key", "op-key.pem", "--ca=ca.pem"])
+        #expect(PeerctlArguments.hoisted(["rollout", "cancel"]) == ["rollout", "cancel"])
+        #expect(
+            PeerctlArguments.hoisted(["--config", "/etc/peer/peer.yml", "rollout", "cancel"]) == [
+                "rollout", "cancel", "--config", "/etc/peer/peer.yml",
+            ])
+        // For tls set, --cert and --key are the origin pair: the operator's become --operator-cert/--operator-key.
+        #expect(
+            PeerctlArguments.hoisted(remote + ["tls", "set", "--cert", "origin.pem", "--key", "origin-key.pem"])
+                == [
+                    "tls", "set", "--cert", "origin.pem", "--key", "origin-key.pem", "--peer", "203.0.113.10:7946", "--operator-cert", "op.pem",
+                    "--operator-key", "op-key.pem", "--ca=ca.pem",
+                ])
+        // Nothing to move, or a value missing: left to the parser.
+        #expect(PeerctlArguments.hoisted(["deploy", "--peer", "h:1"]) == ["deploy", "--peer", "h:1"])
+        #expect(PeerctlArguments.hoisted(["--peer"]) == ["--peer"])
     }
 }

@@ -39,7 +39,9 @@ struct Ping: Codable, Sendable, Equatable {
     }
 
     /// Runs an echo listener for n1 while `body` runs; returns what the listener saw.
-    func withServer(_ fixture: Fixture, serverTLS: MeshTLS? = nil, _ body: @Sendable (Int) async throws -> Void) async throws -> [PeerIdentity] {
+    func withServer(
+        _ fixture: Fixture, serverTLS: MeshTLS? = nil, limits: Mesh.Limits = Mesh.Limits(), _ body: @Sendable (Int) async throws -> Void
+    ) async throws -> [PeerIdentity] {
         let tls = try serverTLS ?? fixture.tls(try fixture.ca.issueNode(name: "n1", address: Self.host))
         let seen = Seen()
         let codec = WireCodec<Ping>()
@@ -48,7 +50,8 @@ struct Ping: Codable, Sendable, Equatable {
         let bound = AsyncStream<Int>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [logger] in
-                try await Mesh.listen(host: Self.host, port: 0, tls: tls, logger: logger, onBound: { bound.continuation.yield($0) }) { connection in
+                try await Mesh.listen(host: Self.host, port: 0, tls: tls, limits: limits, logger: logger, onBound: { bound.continuation.yield($0) }) {
+                    connection in
                     await seen.add(connection.peer)
                     try await connection.channel.executeThenClose { inbound, outbound in
                         for try await frame in inbound {
@@ -72,6 +75,52 @@ struct Ping: Codable, Sendable, Equatable {
             try await outbound.write(try codec.encode(Ping(text: text)))
             var frames = inbound.makeAsyncIterator()
             return try await frames.next().map { try codec.decode($0) }
+        }
+    }
+
+    /// A plain TCP connection from `source` that never starts TLS (a stranger holding a descriptor).
+    static func idle(from source: String, to port: Int) async throws -> any Channel {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(to: try SocketAddress(ipAddress: source, port: 0))
+            .connect(host: Self.host, port: port).get()
+    }
+
+    /// Whether `channel` is closed (by the other side) within `limit`.
+    static func closed(_ channel: any Channel, within limit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await channel.closeFuture.get()) != nil || !channel.isActive }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// One address holding idle connections gets no more than its share; a member from elsewhere still gets in.
+    @Test(.timeLimit(.minutes(1))) func excessConnectionsFromOneAddressAreClosedAndMembersStillGetIn() async throws {
+        let f = try Fixture()
+        let client = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
+        _ = try await withServer(f, limits: Mesh.Limits(handshakeTimeout: .seconds(30), total: 100, perSource: 4)) { port in
+            var held: [any Channel] = []
+            for _ in 0..<4 { held.append(try await Self.idle(from: "127.0.0.9", to: port)) }
+            let fifth = try await Self.idle(from: "127.0.0.9", to: port)
+            #expect(await Self.closed(fifth, within: .seconds(5)), "the fifth connection from one address was not closed")
+            #expect(held.allSatisfy { $0.isActive })
+            let connection = try await Mesh.dial(host: Self.host, port: port, tls: client)
+            #expect(try await exchange(connection, "hello") == Ping(text: "echo hello"))
+            for channel in held { try? await channel.close() }
+        }
+    }
+
+    /// A connection that never finishes its TLS handshake is closed after the handshake timeout.
+    @Test(.timeLimit(.minutes(1))) func aConnectionThatNeverHandshakesIsClosed() async throws {
+        let f = try Fixture()
+        _ = try await withServer(f, limits: Mesh.Limits(handshakeTimeout: .milliseconds(300))) { port in
+            let stranger = try await Self.idle(from: "127.0.0.9", to: port)
+            #expect(await Self.closed(stranger, within: .seconds(10)), "an idle connection outlived the handshake timeout")
         }
     }
 

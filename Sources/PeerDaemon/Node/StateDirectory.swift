@@ -1,4 +1,5 @@
 import Deployment
+import PeerCore
 import Control
 import Foundation
 import PeerFiles
@@ -58,6 +59,13 @@ public struct StateDirectory: Sendable {
                 path: full,
                 reason:
                     "does not hold a lease term (\(text.prefix(40).debugDescription)); it is this node's promise to the others: restore it from a backup, or remove it only if this node has been stopped for longer than a lease"
+            )
+        }
+        guard Counter.isPlausible(term) else {
+            throw Unreadable(
+                path: full,
+                reason:
+                    "holds a lease term of \(term), above any a cluster reaches (2^62): the file is corrupt or was written from a hostile message; this node refuses to start on it rather than trust it — if the node has been stopped for longer than a lease, remove the file"
             )
         }
         return term
