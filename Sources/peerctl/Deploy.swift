@@ -125,8 +125,14 @@ func stream(
                 if event.type == .rollout { finished = event }
             }
         }
+    } catch let failure as ControlClient.Failure {
+        throw fail(failure)
+    } catch let usage as ValidationError {
+        throw fail(usage)
     } catch {
-        throw fail(error)
+        // The stream broke (peerd restarted, the connection reset): the rollout goes on in the cluster.
+        let again = submitted.map { "; it goes on in the cluster: re-attach with peerctl deploy --follow \($0)" } ?? ""
+        throw fail("the connection to peerd broke (\(error))\(again)", code: Exit.unreachable)
     }
     if let finished {
         // Only the rollout this command submitted counts.

@@ -41,6 +41,10 @@ extension RolloutService {
                 continue
             }
             guard let answer = await forward(request, to: leader.id) else {
+                // Its answer may have been lost after it took the request: then the intent is in the gossip.
+                if let taken = ([node.intent] + view().members.map(\.intent)).compactMap({ $0 }).first(where: { $0.id == request.ref }) {
+                    return Accepted(id: taken.id, image: taken.image, holders: 0, nodes: taken.order.count)
+                }
                 logger.warning(
                     "the leader did not answer a rollout request", metadata: ["mesh.member": "\(leader.id)", "lease.term": "\(leader.term)"])
                 silent = leader
@@ -125,16 +129,22 @@ extension RolloutService {
         let ref = request.ref
         // Registered before the request leaves, so that no answer comes before its waiter; the leader may take
         // up to the replication timeout to answer.
+        // (The leader may take the engine's status, 3 s for a rollout that just ended to look ended, and the
+        // replication timeout.)
         let sender = Task { [links, clock, replicationTimeout] in
-            if await links.send(ByteBuffer(bytes: message), to: leader) { try? await clock.sleep(for: replicationTimeout + .seconds(5)) }
-            self.resolve(ref, nil)
+            if await links.send(ByteBuffer(bytes: message), to: leader) { try? await clock.sleep(for: replicationTimeout + .seconds(10)) }
+            self.resolve(ref, nil, from: leader)
         }
         defer { sender.cancel() }
-        return await withCheckedContinuation { pending[ref] = $0 }
+        return await withCheckedContinuation { pending[ref] = (leader, $0) }
     }
 
-    func resolve(_ ref: String, _ answer: RolloutMessage.Answer?) {
-        pending.removeValue(forKey: ref)?.resume(returning: answer)
+    /// Only the member the request went to answers it (a retry at the next leader reuses the ref: a late answer
+    /// of the one before must not stand for it).
+    func resolve(_ ref: String, _ answer: RolloutMessage.Answer?, from member: MemberID) {
+        guard let waiting = pending[ref], waiting.leader == member else { return }
+        pending[ref] = nil
+        waiting.continuation.resume(returning: answer)
     }
 
     /// A member's message: a request to this node as leader, or an answer to one of ours.
@@ -145,7 +155,7 @@ extension RolloutService {
         }
         switch decoded {
         case .rolloutAnswer(let answer):
-            resolve(answer.ref, answer)
+            resolve(answer.ref, answer, from: member)
         case .rolloutRequest(let request):
             logger.info(
                 "rollout request forwarded",

@@ -70,7 +70,8 @@ public actor RolloutService: Service {
     /// Swaps the node asked for, for the run loop to start.
     private var toStart: [RolloutNode.Swap] = []
     var watchers: [UUID: Watcher] = [:]
-    var pending: [String: CheckedContinuation<RolloutMessage.Answer?, Never>] = [:]
+    /// Requests forwarded to a leader, by ref: whom they went to, and who waits for the answer.
+    var pending: [String: (leader: MemberID, continuation: CheckedContinuation<RolloutMessage.Answer?, Never>)] = [:]
 
     init(
         config: PeerConfig, engine: NodeEngine, cluster: Published<ClusterState>, announcements: Published<Announcement>, links: MemberLinks,
