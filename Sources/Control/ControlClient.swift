@@ -80,37 +80,24 @@ public struct ControlClient: Sendable {
     }
 
     public func deploy(image: String?, requestedBy: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
-        var request = try self.request(image == nil ? "/v1/rollback" : "/v1/deploy")
-        request.method = .POST
+        var request: HTTPClientRequest
         if let image {
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(ControlAPI.DeployRequest(image: image, requestedBy: requestedBy))))
-        } else if let requestedBy {
-            request.headers.add(name: "X-Peer-Requested-By", value: requestedBy)
+            request = try post("/v1/deploy", json: ControlAPI.DeployRequest(image: image, requestedBy: requestedBy))
+        } else {
+            request = try self.request("/v1/rollback")
+            request.method = .POST
+            if let requestedBy { request.headers.add(name: "X-Peer-Requested-By", value: requestedBy) }
         }
         try await stream(request, onEvent: onEvent)
     }
 
     public func follow(id: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
-        var request = try self.request("/v1/rollout/follow")
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(ControlAPI.RolloutRequest(id: id))))
-        try await stream(request, onEvent: onEvent)
+        try await stream(try post("/v1/rollout/follow", json: ControlAPI.RolloutRequest(id: id)), onEvent: onEvent)
     }
 
     public func cancel(id: String?) async throws -> ControlAPI.Cancelled {
-        var request = try self.request("/v1/rollout/cancel")
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(ControlAPI.RolloutRequest(id: id))))
-        let response = try await execute(request, timeout: .seconds(60))
-        let body = try await response.body.collect(upTo: 1 << 20)
-        guard response.status == .ok else {
-            throw Failure(
-                description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
-        }
-        return try ControlAPI.decoder.decode(ControlAPI.Cancelled.self, from: Data(buffer: body))
+        try await decoded(
+            try await execute(try post("/v1/rollout/cancel", json: ControlAPI.RolloutRequest(id: id)), timeout: .seconds(60)), upTo: 1 << 20)
     }
 
     /// An NDJSON stream of events, each passed on as it arrives.
@@ -138,28 +125,30 @@ public struct ControlClient: Sendable {
     }
 
     public func setOriginTLS(_ pair: OriginPair, requestedBy: String?) async throws -> ControlAPI.OriginTLS {
-        var request = try self.request("/v1/tls")
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(
-            ByteBuffer(
-                bytes: try ControlAPI.encoder.encode(
-                    ControlAPI.TLSRequest(certificatePEM: pair.certificatePEM, keyPEM: pair.keyPEM, requestedBy: requestedBy))))
-        let response = try await execute(request, timeout: .seconds(60))
-        let body = try await response.body.collect(upTo: 1 << 20)
-        guard response.status == .ok else {
-            throw Failure(
-                description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
-        }
-        return try ControlAPI.decoder.decode(ControlAPI.OriginTLS.self, from: Data(buffer: body))
+        let request = try post(
+            "/v1/tls", json: ControlAPI.TLSRequest(certificatePEM: pair.certificatePEM, keyPEM: pair.keyPEM, requestedBy: requestedBy))
+        return try await decoded(try await execute(request, timeout: .seconds(60)), upTo: 1 << 20)
     }
 
     private func get<T: Decodable>(_ path: String) async throws -> T {
-        let response = try await execute(try request(path), timeout: .seconds(30))
-        let body = try await response.body.collect(upTo: 16 << 20)
+        try await decoded(try await execute(try request(path), timeout: .seconds(30)), upTo: 16 << 20)
+    }
+
+    /// A POST with a JSON body.
+    private func post(_ path: String, json body: some Encodable) throws -> HTTPClientRequest {
+        var request = try self.request(path)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try ControlAPI.encoder.encode(body)))
+        return request
+    }
+
+    /// An answer's JSON, or its error (`{"error": …}` and the status) as a ``Failure``.
+    private func decoded<T: Decodable>(_ response: HTTPClientResponse, upTo limit: Int) async throws -> T {
+        let body = try await response.body.collect(upTo: limit)
         guard response.status == .ok else {
-            throw Failure(
-                description: Self.errorMessage(Data(buffer: body), status: Int(response.status.code)), kind: .init(status: Int(response.status.code)))
+            let status = Int(response.status.code)
+            throw Failure(description: Self.errorMessage(Data(buffer: body), status: status), kind: .init(status: status))
         }
         return try ControlAPI.decoder.decode(T.self, from: Data(buffer: body))
     }

@@ -189,14 +189,14 @@ public struct RolloutNode: Sendable {
             if newer.id == intent?.id {
                 intent = newer  // a cancellation of ours: the report stands
                 directives += persistAndAnnounce()
-            } else if swap == nil, newer.term ?? 0 >= view.term || Self.replicated(newer, in: view.members, me: me, report: nil) {
+            } else if swap == nil, newer.term ?? 0 >= view.term || Self.isReplicated(newer, reports(view.members)) {
                 intent = newer
                 report = RolloutReport(intent: newer.id, phase: .waiting)
                 committed = false
                 doneSince = [:]
                 // Heard of it only once every other node had done its part: it ran without us (judged once
                 // the view is in, if this node has just started).
-                missed = view.settled && Self.othersDone(newer, me: me, reports: Self.reports(view.members))
+                missed = view.settled && Self.othersDone(newer, me: me, reports: reports(view.members))
                 fresh = !view.settled
                 directives.append(.adopted(newer))
                 directives += persistAndAnnounce()
@@ -204,7 +204,7 @@ public struct RolloutNode: Sendable {
         }
         // An intent no majority held, from a leadership that has ended, will never run: drop it.
         if let stale = intent, !committed, stale.term ?? 0 < view.term, swap == nil, report?.phase ?? .waiting == .waiting,
-            !Self.replicated(stale, in: view.members, me: me, report: report)
+            !Self.isReplicated(stale, reports(view.members))
         {
             intent = nil
             report = nil
@@ -213,9 +213,8 @@ public struct RolloutNode: Sendable {
             directives += persistAndAnnounce()
         }
         guard let intent else { return directives }
-        var reports = Self.reports(view.members)
-        if let report { reports[me] = report }
-        if !committed, Rollout.replication(of: intent, reports: reports).holders >= intent.majority {
+        let reports = self.reports(view.members)
+        if !committed, Self.isReplicated(intent, reports) {
             committed = true
             directives.append(.persist(persisted))
         }
@@ -242,8 +241,9 @@ public struct RolloutNode: Sendable {
             $0.name != me && $0.alive && $0.report.map { $0.intent != intent.id && [.swapping, .rollingBack].contains($0.phase) } == true
         }
         if busyElsewhere { return directives }
-        let alive = Set(view.members.filter(\.alive).map(\.name)).union([me])
-        switch Rollout.decide(intent: intent, me: me, reports: reports, alive: alive, now: now, doneSince: doneSince, downSince: downSince) {
+        switch Rollout.decide(
+            intent: intent, me: me, reports: reports, alive: alive(view.members), now: now, doneSince: doneSince, downSince: downSince)
+        {
         case .wait:
             break
         case .report(let phase, let reason):
@@ -279,9 +279,7 @@ public struct RolloutNode: Sendable {
     /// The intent runs and this node is in it (swapping included): the leader refuses another one.
     public func outcome(_ members: [Member]) -> Rollout.Outcome? {
         guard let intent else { return nil }
-        var reports = Self.reports(members)
-        if let report { reports[me] = report }
-        return Rollout.outcome(intent: intent, reports: reports, alive: Set(members.filter(\.alive).map(\.name)).union([me]))
+        return Rollout.outcome(intent: intent, reports: reports(members), alive: alive(members))
     }
 
     // MARK: - The leader's side
@@ -293,8 +291,7 @@ public struct RolloutNode: Sendable {
     ) throws(Refusal) -> (
         RolloutIntent, [Directive]
     ) {
-        var reports = Self.reports(view.members)
-        if let report { reports[me] = report }
+        let reports = self.reports(view.members)
         // An intent of an ended leadership that no majority took up is not the cluster's.
         let known = committed || intent?.term ?? 0 >= term ? intent : nil
         let outcome = known == nil ? nil : outcome(view.members)
@@ -364,20 +361,26 @@ public struct RolloutNode: Sendable {
         return intent.order.contains(me) && !others.isEmpty && others.allSatisfy { reports[$0]?.intent == intent.id && reports[$0]?.phase == .done }
     }
 
-    static func reports(_ members: [Member]) -> [String: RolloutReport] {
+    /// Every member's report as gossiped, this node's own as it stands (its gossip may lag).
+    public func reports(_ members: [Member]) -> [String: RolloutReport] {
         var out: [String: RolloutReport] = [:]
         for member in members { if let r = member.report { out[member.name] = r } }
+        if let report { out[me] = report }
         return out
     }
+
+    /// The members seen alive, this node included.
+    public func alive(_ members: [Member]) -> Set<String> { Set(members.filter(\.alive).map(\.name)).union([me]) }
+
+    /// Every intent this node knows: its own and each member's.
+    public func known(_ members: [Member]) -> [RolloutIntent] { [intent].compactMap { $0 } + members.compactMap(\.intent) }
 
     /// The newest intent any member gossips.
     public static func newest(in members: [Member]) -> RolloutIntent? {
         members.compactMap(\.intent).filter { Counter.isPlausible($0.term ?? 0) && Counter.isPlausible($0.seq) }.max { $1.isNewer(than: $0) }
     }
 
-    static func replicated(_ intent: RolloutIntent, in members: [Member], me: String, report: RolloutReport?) -> Bool {
-        var reports = Self.reports(members)
-        if let report { reports[me] = report }
-        return Rollout.replication(of: intent, reports: reports).holders >= intent.majority
+    static func isReplicated(_ intent: RolloutIntent, _ reports: [String: RolloutReport]) -> Bool {
+        Rollout.replication(of: intent, reports: reports).holders >= intent.majority
     }
 }

@@ -328,10 +328,7 @@ struct RolloutWorld {
     mutating func answerClients() {
         var still: [Pending] = []
         for p in pending {
-            let leader = nodes[p.leader]!
-            var reports: [String: RolloutReport] = [:]
-            for (name, heard) in leader.heard { if let r = heard.gossip.report { reports[name] = r } }
-            if let r = leader.rollout.report { reports[p.leader] = r }
+            let reports = nodes[p.leader]!.rollout.reports(view(of: p.leader).members)
             let (holders, needed) = Rollout.replication(of: p.intent, reports: reports)
             if !isRunning(p.leader) {
                 still.append(p)  // paused: answers when it runs again
@@ -360,16 +357,13 @@ struct RolloutWorld {
             guard isRunning(client.via) else { continue }
             let view = view(of: client.via)
             let node = nodes[client.via]!
-            let known = ([node.rollout.intent] + view.members.map(\.intent)).compactMap { $0 }.filter { $0.id == client.id }
+            let known = node.rollout.known(view.members).filter { $0.id == client.id }
             guard let intent = known.max(by: { $1.isNewer(than: $0) }) else {
                 // Replaced by a newer one before this node saw it end: peerctl fails rather than guess.
                 if node.rollout.intent != nil { clients[index].result = false }
                 continue
             }
-            var reports: [String: RolloutReport] = [:]
-            for member in view.members { if let r = member.report { reports[member.name] = r } }
-            if let r = node.rollout.report { reports[client.via] = r }
-            switch Rollout.outcome(intent: intent, reports: reports, alive: Set(view.members.filter(\.alive).map(\.name))) {
+            switch Rollout.outcome(intent: intent, reports: node.rollout.reports(view.members), alive: node.rollout.alive(view.members)) {
             case .running: continue
             case .succeeded:
                 clients[index].result = true

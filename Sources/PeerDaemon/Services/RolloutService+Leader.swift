@@ -42,7 +42,7 @@ extension RolloutService {
             }
             guard let answer = await forward(request, to: leader.id) else {
                 // Its answer may have been lost after it took the request: then the intent is in the gossip.
-                if let taken = ([node.intent] + view().members.map(\.intent)).compactMap({ $0 }).first(where: { $0.id == request.ref }) {
+                if let taken = node.known(view().members).first(where: { $0.id == request.ref }) {
                     return Accepted(id: taken.id, image: taken.image, holders: 0, nodes: taken.order.count)
                 }
                 logger.warning(
@@ -110,7 +110,7 @@ extension RolloutService {
         let intent = proposed!
         let deadline = clock.now() + replicationTimeout
         while true {
-            let (holders, needed) = Rollout.replication(of: intent, reports: reports())
+            let (holders, needed) = Rollout.replication(of: intent, reports: node.reports(view().members))
             if holders >= needed { return .success(Accepted(id: intent.id, image: intent.image, holders: holders, nodes: intent.order.count)) }
             if clock.now() >= deadline {
                 let why =

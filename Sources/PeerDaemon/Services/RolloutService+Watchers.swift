@@ -22,9 +22,9 @@ extension RolloutService {
     func notifyWatchers() {
         guard !watchers.isEmpty else { return }
         let members = view().members
-        let known = [node.intent].compactMap { $0 } + members.compactMap(\.intent)
-        let reports = reports()
-        let alive = Set(members.filter(\.alive).map(\.name)).union([me])
+        let known = node.known(members)
+        let reports = node.reports(members)
+        let alive = node.alive(members)
         let now = clock.now()
         for (key, var watcher) in watchers {
             // The newest copy (a cancellation is newer than the intent it stops).

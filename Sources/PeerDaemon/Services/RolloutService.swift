@@ -127,8 +127,7 @@ public actor RolloutService: Service {
         defer { cluster.unwatch(changes) }
         let patience = clock.now() + .seconds(5)
         while true {
-            let known = [node.intent].compactMap { $0 } + view().members.compactMap(\.intent)
-            if let intent = known.first(where: { $0.id == target }) {
+            if let intent = node.known(view().members).first(where: { $0.id == target }) {
                 return watch(target, first: .following(id: intent.id, image: intent.image))
             }
             guard clock.now() < patience else {
@@ -269,14 +268,6 @@ public actor RolloutService: Service {
                 RolloutNode.Member(name: $0.id.name, alive: $0.status != .dead, intent: $0.app.rollout, report: $0.app.rolloutReport)
             },
             term: max(lease.promised, lease.holding?.term ?? 0, lease.grant?.term ?? 0), settled: current.settled(now: now), now: now)
-    }
-
-    /// Every member's report (this node's own, not as gossiped, but as it stands).
-    func reports() -> [String: RolloutReport] {
-        var out: [String: RolloutReport] = [:]
-        for member in cluster.current.appMembers { if let r = member.app.rolloutReport { out[member.id.name] = r } }
-        if let report = node.report { out[me] = report }
-        return out
     }
 
     public func current() -> (intent: RolloutIntent?, report: RolloutReport?) { (node.intent, node.report) }
