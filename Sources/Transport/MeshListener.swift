@@ -86,11 +86,20 @@ public enum Mesh {
                 for try await accepted in inbound {
                     group.addTask {
                         do {
-                            try await accepted.handshake.get()
-                            guard let peer = accepted.identity.withLockedValue({ $0 }) else { throw MeshTLS.Failure(description: "no identity") }
-                            try await handle(
-                                MeshConnection(peer: peer.identity, certificate: peer.certificate, remote: accepted.remote, channel: accepted.channel)
-                            )
+                            // Waiting on a future ignores cancellation: the listener's end closes the connection,
+                            // which ends a handshake still running (or a handler that does not check).
+                            try await withTaskCancellationHandler {
+                                try await accepted.handshake.get()
+                                guard let peer = accepted.identity.withLockedValue({ $0 }) else {
+                                    throw MeshTLS.Failure(description: "no identity")
+                                }
+                                try await handle(
+                                    MeshConnection(
+                                        peer: peer.identity, certificate: peer.certificate, remote: accepted.remote, channel: accepted.channel)
+                                )
+                            } onCancel: {
+                                accepted.channel.channel.close(promise: nil)
+                            }
                         } catch {
                             try? await accepted.channel.channel.close()
                             let reason = accepted.refusal.withLockedValue { $0 } ?? "\(error)"
