@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "Transport",
             dependencies: [
-                "PKI",
+                "PKI", "PeerCore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -221,7 +221,7 @@ let package = Package(
         .testTarget(
             name: "TransportTests",
             dependencies: [
-                "Transport", "PKI",
+                "Transport", "PKI", "PeerCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -124,6 +124,38 @@ import Testing
         #expect(await eventually(within: .seconds(10)) { mesh.status(of: "m2", by: "m1") == "alive" })
     }
 
+    /// docs/pki.md's rotation: a node's certificate re-issued (a new key), that node restarted and no other. The
+    /// others verify the new certificate on the next handshake and derive its datagram key again: they hear it
+    /// directly within seconds and nobody takes it for dead (before, they kept the old key and it left the mesh).
+    @Test func aNodeWithARotatedCertificateIsHeardAgainWithoutRestartingTheOthers() async throws {
+        let mesh = try Mesh(size: 3)
+        defer { mesh.down() }
+        #expect(
+            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+        let before = mesh.deathCounts()
+        let oldCertificate = try String(contentsOfFile: "\(mesh.dir)/pki/m2.pem", encoding: .utf8)
+        let issued = try Shell.run(
+            PeerdProcess.binDirectory + "/peerctl", ["cert", "issue", "--dir", "\(mesh.dir)/pki", "m2", "--address", Self.prefix + "2", "--force"])
+        #expect(issued.status == 0, "\(issued.output)")
+        #expect(try String(contentsOfFile: "\(mesh.dir)/pki/m2.pem", encoding: .utf8) != oldCertificate)
+        try mesh.kill("m2")
+        try mesh.start("m2")
+        let restarted = ContinuousClock.now
+        /// Whether `observer` heard `member` directly since the restart.
+        func heard(_ member: String, by observer: String) -> Bool {
+            let since = Int((ContinuousClock.now - restarted) / .milliseconds(1))
+            guard let view = try? mesh.members(observer).members.first(where: { $0.name == member }), let ago = view.lastSeenMsAgo else { return false }
+            return ago < since && view.status == "alive"
+        }
+        #expect(await eventually(within: .seconds(10)) { heard("m2", by: "m1") && heard("m2", by: "m3") }, "the others do not hear m2's datagrams")
+        #expect(await eventually(within: .seconds(10)) { heard("m1", by: "m2") && heard("m3", by: "m2") }, "m2 does not hear the others")
+        #expect(mesh.log("m1").contains("presents a new certificate"))
+        for node in mesh.names {
+            let after = mesh.deaths(in: node, after: before)
+            #expect(after.isEmpty, "\(node): \(after)")
+        }
+    }
+
     @Test func oneCutLinkIsBridgedByIndirectProbes() async throws {
         let mesh = try Mesh(size: 3)
         defer {

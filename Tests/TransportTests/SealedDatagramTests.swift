@@ -55,7 +55,7 @@ import X509
 
         // The sender name is authenticated too: relabelling a datagram breaks it.
         var relabelled = ByteBuffer()
-        relabelled.writeBytes([SealedDatagram.version, 2] + Array("n3".utf8))
+        relabelled.writeBytes([1, 2] + Array("n3".utf8))
         relabelled.writeImmutableBuffer(sealed.getSlice(at: 4, length: sealed.readableBytes - 4)!)
         #expect(throws: SealedDatagram.Failure.doesNotOpen("n3")) { try SealedDatagram.open(relabelled, key: k) }
 

@@ -20,7 +20,10 @@ import X509
 /// - A mutual-TLS connection is kept open to every member (dialed, and accepted from it). The handshake
 ///   verifies the member's certificate; its key then keys the datagrams between the two. A connection that
 ///   closes, or a dial that is refused, is reported to the node (`connectionLost`).
-/// - Membership and lease messages are ``SealedDatagram``s over UDP on the same address and port.
+/// - Membership and lease messages are ``SealedDatagram``s over UDP on the same address and port, numbered per
+///   process session (``DatagramPeers``): every connection starts, both ways, with a hello naming the session, so
+///   a recorded datagram sent again is refused. A member that presents another certificate (rotated) gets a new
+///   key at once.
 actor MeshService: Service {
     nonisolated let mesh: PeerConfig.Mesh
     nonisolated let me: MemberID
@@ -40,7 +43,7 @@ actor MeshService: Service {
     nonisolated let operatorHandler: (@Sendable (MeshConnection, String) async -> Void)?
 
     private var node: MeshNode
-    private var keys: [MemberID: SymmetricKey] = [:]
+    private var datagrams: DatagramPeers
     private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
     /// Wakes the tick loop when an event brings a deadline closer than the one it sleeps until.
     private let tickWakeup = Wakeup()
@@ -110,6 +113,13 @@ actor MeshService: Service {
             me: me, members: members, swim: mesh.membership, lease: .profile(mesh.profile), promised: promised, seed: seed.next(),
             now: clock.now())
         self.node = node
+        let numbering: MeshPeers?
+        do {
+            numbering = try state.read(.meshPeers)
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        datagrams = DatagramPeers(me: me.name, session: seed.next(), numbering: Set(numbering?.numbering ?? []))
         cluster.publish(node.state)
     }
 
@@ -219,9 +229,16 @@ actor MeshService: Service {
             }
             let member = MemberID(connection.peer.name)
             await self.verified(member, certificate: connection.certificate)
-            try? await connection.channel.executeThenClose { inbound, _ in
+            try? await connection.channel.executeThenClose { inbound, outbound in
+                if let hello = await self.datagrams.hello(to: member.name) {
+                    try await outbound.write(DatagramPeers.HelloFrame(hello).encoded)
+                }
                 for try await message in inbound {
-                    self.links.received(message, from: member)
+                    if let hello = DatagramPeers.HelloFrame.decode(message) {
+                        await self.received(hello, from: member)
+                    } else {
+                        self.links.received(message, from: member)
+                    }
                 }
             }
             if !Task.isCancelled { await self.lost(member, why: "its connection to us closed") }
@@ -246,9 +263,14 @@ actor MeshService: Service {
                 verified(id, certificate: connection.certificate)
                 backoff = .milliseconds(100)
                 try? await connection.channel.executeThenClose { inbound, outbound in
+                    if let hello = self.datagrams.hello(to: id.name) {
+                        try await outbound.write(DatagramPeers.HelloFrame(hello).encoded)
+                    }
                     self.links.opened(outbound, to: id)
                     defer { self.links.closed(id) }
-                    for try await _ in inbound {}
+                    for try await message in inbound {
+                        if let hello = DatagramPeers.HelloFrame.decode(message) { await self.received(hello, from: id) }
+                    }
                 }
                 if Task.isCancelled { return }
                 await lost(id, why: "our connection to it closed")
@@ -265,13 +287,31 @@ actor MeshService: Service {
         }
     }
 
+    /// A verified handshake: the member's datagram key, derived again when it presents another certificate.
     private func verified(_ member: MemberID, certificate: Certificate) {
-        guard keys[member] == nil else { return }
         do {
-            keys[member] = try SealedDatagram.pairKey(tls: tls, myName: me.name, peerName: member.name, peer: certificate)
-            logger.debug("mesh member verified", metadata: ["mesh.member": "\(member)"])
+            let rotated = datagrams.knows(member.name)
+            let changed = try datagrams.verified(member.name, fingerprint: try SealedDatagram.fingerprint(certificate), now: clock.now()) {
+                try SealedDatagram.pairKey(tls: tls, myName: me.name, peerName: member.name, peer: certificate)
+            }
+            if changed && rotated {
+                logger.info("mesh member presents a new certificate; its datagram key follows", metadata: ["mesh.member": "\(member)"])
+            } else if changed {
+                logger.debug("mesh member verified", metadata: ["mesh.member": "\(member)"])
+            }
         } catch {
             logger.error("cannot derive the datagram key for a member", metadata: ["mesh.member": "\(member)", "error": "\(error)"])
+        }
+    }
+
+    /// A member's hello: its datagrams are taken from that session on. The first ever is persisted: from then on
+    /// this node refuses that member's unnumbered datagrams, after restarts too.
+    private func received(_ hello: DatagramPeers.Hello, from member: MemberID) {
+        guard datagrams.received(hello, from: member.name) else { return }
+        do {
+            try state.write(MeshPeers(numbering: datagrams.numbering.sorted()), to: .meshPeers)
+        } catch {
+            logger.warning("cannot persist which members number their datagrams", metadata: ["error": "\(error)"])
         }
     }
 
@@ -299,11 +339,14 @@ actor MeshService: Service {
         let message: MeshNode.Datagram
         let from: MemberID
         do {
-            from = MemberID(try SealedDatagram.sender(of: datagram.data))
-            guard let key = keys[from] else { throw SealedDatagram.Failure.unknownSender(from.name) }
-            message = try decoder.decode(MeshNode.Datagram.self, from: try SealedDatagram.open(datagram.data, key: key))
+            let opened = try datagrams.open(datagram.data, now: clock.now())
+            from = MemberID(opened.sender)
+            message = try decoder.decode(MeshNode.Datagram.self, from: opened.payload)
         } catch {
-            stats.count { $0.datagramsDropped += 1 }
+            stats.count {
+                $0.datagramsDropped += 1
+                if case .replayed = error as? SealedDatagram.Failure { $0.datagramsReplayed += 1 }
+            }
             logger.trace("datagram dropped", metadata: ["mesh.remote": "\(datagram.remoteAddress)", "reason": "\(error)"])
             return
         }
@@ -343,9 +386,9 @@ actor MeshService: Service {
     }
 
     private func send(_ message: MeshNode.Datagram, to: MemberID) async {
-        guard let key = keys[to], let address = addresses[to], let outbound else { return }
+        guard let address = addresses[to], let outbound else { return }
         do {
-            let sealed = try SealedDatagram.seal(try encoder.encode(message), from: me.name, key: key)
+            guard let sealed = try datagrams.seal(try encoder.encode(message), to: to.name) else { return }
             stats.count {
                 $0.datagramsSent += 1
                 $0.bytesSent += sealed.readableBytes

@@ -13,6 +13,8 @@ final class MeshStats: Sendable {
         var bytesReceived = 0
         /// Datagrams that were malformed, did not authenticate or came before the sender's key was known.
         var datagramsDropped = 0
+        /// Of those, the ones that authenticated but were taken before (replayed, or duplicated on the way).
+        var datagramsReplayed = 0
     }
 
     struct Measured: Sendable {

@@ -92,7 +92,15 @@ public struct StateDirectory: Sendable {
     }()
 }
 
+/// The members this node has seen number their datagrams (`mesh-peers.json`): unnumbered datagrams from them are
+/// refused, after a restart too.
+public struct MeshPeers: Codable, Sendable, Equatable {
+    public var numbering: [String]
+}
+
 extension StateDirectory.File {
+    public static var meshPeers: StateDirectory.File<MeshPeers> { .init("mesh-peers.json") }
+
     /// What serves on this node and its deploy history (``NodeState``).
     public static var node: StateDirectory.File<NodeState> { .init("state.json") }
 }
