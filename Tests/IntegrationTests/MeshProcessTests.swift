@@ -144,7 +144,9 @@ import Testing
         /// Whether `observer` heard `member` directly since the restart.
         func heard(_ member: String, by observer: String) -> Bool {
             let since = Int((ContinuousClock.now - restarted) / .milliseconds(1))
-            guard let view = try? mesh.members(observer).members.first(where: { $0.name == member }), let ago = view.lastSeenMsAgo else { return false }
+            guard let view = try? mesh.members(observer).members.first(where: { $0.name == member }), let ago = view.lastSeenMsAgo else {
+                return false
+            }
             return ago < since && view.status == "alive"
         }
         #expect(await eventually(within: .seconds(10)) { heard("m2", by: "m1") && heard("m2", by: "m3") }, "the others do not hear m2's datagrams")

@@ -88,7 +88,9 @@ import Testing
         try folder.write(RolloutNode.Persisted(intent: GoldenValues.intent, report: GoldenValues.report), to: .rollout)
         try folder.write(OriginTLSService.Installed(info: GoldenValues.originInfo, setAt: GoldenValues.originSetAt), to: .origin)
         try folder.writePromisedTerm(Counter.limit)
+        try folder.write(MeshPeers(numbering: ["n1", "n3"]), to: .meshPeers)
         #expect(try folder.read(.node) == GoldenValues.nodeState)
+        #expect(try folder.read(.meshPeers) == MeshPeers(numbering: ["n1", "n3"]))
         #expect(try folder.read(.rollout)?.intent == GoldenValues.intent)
         #expect(try folder.read(.origin)?.info == GoldenValues.originInfo)
         #expect(try folder.promisedTerm() == Counter.limit)
@@ -99,7 +101,7 @@ import Testing
         } throws: { error in
             "\(error)".contains("lease-term") && "\(error)".contains("above any a cluster reaches")
         }
-        for file in ["state.json", "rollout.json", "tls/origin.json", "lease-term"] {
+        for file in ["state.json", "rollout.json", "tls/origin.json", "lease-term", "mesh-peers.json"] {
             let mode = try FileManager.default.attributesOfItem(atPath: folder.path + "/" + file)[.posixPermissions] as? Int
             #expect(mode == 0o600, "\(file)")
         }
