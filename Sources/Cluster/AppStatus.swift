@@ -36,6 +36,22 @@ public struct AppStatus: SWIMPayload {
     }
 
     public static let none = AppStatus(healthy: nil, image: nil)
+
+    /// The most bytes of free text (a failure's reason, who asked) a status carries per field: enough for a
+    /// sentence, and a full sync of a few dozen members stays far below a datagram's limit. Images need no cut:
+    /// a reference is refused over 255 + 128 characters where it enters (``ImageReference``).
+    public static let maximumText = 300
+
+    public func bounded() -> AppStatus {
+        var status = self
+        status.address = address?.cut(toBytes: 64)
+        status.runningDeploy?.reason = runningDeploy?.reason?.cut(toBytes: Self.maximumText)
+        status.lastDeploy?.reason = lastDeploy?.reason?.cut(toBytes: Self.maximumText)
+        status.rollout?.requestedBy = rollout?.requestedBy.cut(toBytes: 128) ?? ""
+        status.rollout?.cancelled = rollout?.cancelled?.cut(toBytes: Self.maximumText)
+        status.rolloutReport?.reason = rolloutReport?.reason?.cut(toBytes: Self.maximumText)
+        return status
+    }
 }
 
 /// Which origin certificate a node serves: the newest (by `setAt`, then fingerprint) wins in the cluster.

@@ -74,6 +74,9 @@ public struct ImageReference: Sendable, Hashable, CustomStringConvertible {
     }
 
     private static func checkRepository(_ repo: String, raw: String) throws(Invalid) {
+        guard repo.count <= 255 else {
+            throw Invalid(reference: raw, reason: "the name is \(repo.count) characters long; Docker allows 255")
+        }
         let parts = repo.split(separator: "/", omittingEmptySubsequences: false)
         guard !parts.contains(where: \.isEmpty) else {
             throw Invalid(reference: raw, reason: "empty path component")

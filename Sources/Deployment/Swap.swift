@@ -13,6 +13,10 @@ import PeerCore
 /// after the proxy verifiably serves the new one and old in-flight requests drained, and every failure
 /// ends with the proxy on the old container and the new one stopped.
 public struct Swap: Sendable {
+    /// The most bytes of a failed container's output kept as evidence (its end): a crash that printed a megabyte
+    /// must not make a megabyte of state file, control answer or notification.
+    public static let maximumEvidence = 8192
+
     public struct Settings: Sendable, Hashable {
         /// Time between health probes (≤ 100 ms keeps "ready" to "serving" short).
         public var healthInterval: Duration
@@ -271,7 +275,7 @@ public struct Swap: Sendable {
             discard(new, failure, now: now, into: &actions)
 
         case (.collectingLogs(let new, var failure), .logsRead(let logs)):
-            if !logs.isEmpty { failure.evidence += "\ncontainer output (last lines):\n\(logs)" }
+            if !logs.isEmpty { failure.evidence += "\ncontainer output (last lines):\n\(logs.tail(bytes: Self.maximumEvidence))" }
             discard(new, failure, now: now, into: &actions)
 
         case (.discarding(let new, let failure), .containerStopped):
@@ -304,7 +308,8 @@ public struct Swap: Sendable {
             return
         }
         if case .exited(_, let logs) = observation {
-            let failure = Failure(step: .health, reason: "\(new.containerName) \(observation.summary) before it became healthy", evidence: logs)
+            let failure = Failure(
+                step: .health, reason: "\(new.containerName) \(observation.summary) before it became healthy", evidence: logs.tail(bytes: Self.maximumEvidence))
             report(.health, .failed, failure.reason, now: now, into: &actions)
             discard(new, failure, now: now, into: &actions)
             return

@@ -4,6 +4,13 @@ import PeerCore
 /// protocol only compares and carries it; `none` is what a member says before it has said anything.
 public protocol SWIMPayload: Sendable, Hashable, Codable {
     static var none: Self { get }
+    /// The payload cut to the sizes gossip carries: applied to what this node announces and to every update it
+    /// takes, so no member's state can grow a datagram past what receivers accept.
+    func bounded() -> Self
+}
+
+extension SWIMPayload {
+    public func bounded() -> Self { self }
 }
 
 public enum MemberStatus: UInt8, Sendable, Hashable, Codable, CustomStringConvertible {

@@ -145,6 +145,7 @@ public struct SWIM<App: SWIMPayload>: Sendable {
     /// The app on this node changed (health or image): announced under a new incarnation.
     public mutating func setApp(_ app: App, now: Instant) -> [Directive] {
         var directives: [Directive] = []
+        let app = app.bounded()
         guard app != me.app else { return directives }
         let previous = me
         me.app = app
@@ -333,6 +334,8 @@ public struct SWIM<App: SWIMPayload>: Sendable {
     }
 
     private mutating func merge(_ update: MemberState<App>, now: Instant, into directives: inout [Directive]) {
+        var update = update
+        update.app = update.app.bounded()
         if update.id == me.id {
             // Someone holds a state of ours at least as new as ours that is not "alive" (a suspicion, or a
             // death from before a restart), or a newer incarnation from a previous life: refute.

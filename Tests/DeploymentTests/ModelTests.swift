@@ -26,7 +26,10 @@ import Testing
         #expect(ref.isDigest)
     }
 
-    @Test(arguments: ["", "Shop:1", "shop:", "shop:bad tag", "shop@sha256:123", "/shop", "shop//x", "shop:-x", "shöp"])
+    @Test(arguments: [
+        "", "Shop:1", "shop:", "shop:bad tag", "shop@sha256:123", "/shop", "shop//x", "shop:-x", "shöp",
+        "registry.example/" + String(repeating: "a", count: 240) + ":v1",
+    ])
     func rejectsWithAReason(raw: String) {
         #expect(throws: ImageReference.Invalid.self) { try ImageReference(parsing: raw) }
         do {

@@ -1,0 +1,86 @@
+import Cluster
+import Deployment
+import Foundation
+import Leadership
+import Membership
+import PeerCore
+import Testing
+
+/// What a member gossips has a size: a failure reason of a megabyte (a crash that printed it, a hostile member)
+/// must not push a node's datagrams past what receivers accept (60,000 bytes), or it looks dead and leaves DNS.
+@Suite struct GossipBoundsTests {
+    static let ids = ["n1", "n2", "n3"].map(MemberID.init)
+
+    static func node(_ id: MemberID) -> MeshNode {
+        MeshNode(
+            me: id, members: ids.map { MeshNode.Member(id: $0, address: "\($0.name):7946", appNode: true) }, swim: .lan, lease: .profile("lan"),
+            promised: 0, seed: 7, now: .zero)
+    }
+
+    static let megabyte = String(repeating: "panic: out of memory\n", count: 50_000)
+
+    static func hugeStatus() -> AppStatus {
+        var status = AppStatus(
+            healthy: false, image: "registry.example/shop:v2", address: "203.0.113.1",
+            lastDeploy: DeployMark(id: "d1", kind: "deploy", image: "registry.example/shop:v2", state: "failed", reason: megabyte))
+        status.rolloutReport = RolloutReport(intent: "r1", phase: .failed, reason: megabyte)
+        return status
+    }
+
+    /// Every datagram `directives` send, as JSON.
+    static func sent(_ directives: [MeshNode.Directive]) throws -> [Data] {
+        try directives.compactMap {
+            guard case .send(let datagram, _) = $0 else { return nil }
+            return try JSONEncoder().encode(datagram)
+        }
+    }
+
+    @Test func aMegabyteReasonIsCutBeforeItIsGossipedAndEveryDatagramStaysSmall() throws {
+        var n1 = Self.node(Self.ids[0])
+        _ = n1.announce(Self.hugeStatus(), now: .zero)
+        let mine = try #require(n1.state.members.first { $0.id == Self.ids[0] })
+        #expect(mine.app.lastDeploy?.reason?.utf8.count ?? 0 <= AppStatus.maximumText)
+        #expect(mine.app.lastDeploy?.reason?.hasPrefix("panic: out of memory") == true, "the start of the reason is kept")
+        #expect(mine.app.rolloutReport?.reason?.hasSuffix("…") == true)
+        // Every datagram it sends for a while, full syncs included, is far below the receivers' limit.
+        var largest = 0
+        var now = Instant.zero
+        for _ in 0..<100 {
+            now = now + .milliseconds(100)
+            largest = max(largest, try Self.sent(n1.tick(now: now)).map(\.count).max() ?? 0)
+        }
+        #expect(largest > 0)
+        #expect(largest < 8_000, "a datagram of \(largest) bytes")
+    }
+
+    @Test func aHugeStateGossipedAboutAnotherMemberIsCutWhereItIsTaken() throws {
+        var n1 = Self.node(Self.ids[0])
+        var n2 = Self.node(Self.ids[1])
+        // n1 sends a ping whose gossip carries a doctored state of n3 (a hostile or broken member's).
+        var hostile = Self.node(Self.ids[0])
+        _ = hostile.announce(.none, now: .zero)
+        var now = Instant.zero
+        var ping: MeshNode.Datagram?
+        while ping == nil {
+            now = now + .milliseconds(50)
+            for case .send(let datagram, let to) in n1.tick(now: now) where to == Self.ids[1] { ping = datagram }
+        }
+        guard case .swim(var envelope) = try #require(ping) else { Issue.record("not a SWIM datagram"); return }
+        var forged = MemberState<AppStatus>(id: Self.ids[2], address: "n3:7946", incarnation: 50, status: .alive, app: Self.hugeStatus())
+        forged.app.rolloutReport?.reason = Self.megabyte
+        envelope.gossip.append(forged)
+        _ = n2.receive(.swim(envelope), from: Self.ids[0], now: now)
+        let taken = try #require(n2.state.members.first { $0.id == Self.ids[2] })
+        #expect(taken.incarnation == 50)
+        #expect(taken.app.rolloutReport?.reason?.utf8.count ?? .max <= AppStatus.maximumText)
+        #expect(taken.app.lastDeploy?.reason?.utf8.count ?? .max <= AppStatus.maximumText)
+    }
+
+    @Test func textIsCutBetweenCharactersFromTheStartOrTheEnd() {
+        #expect("short".cut(toBytes: 10) == "short")
+        let cut = "ééééé".cut(toBytes: 8)  // 2 bytes each: 2 fit before the 3-byte "…"
+        #expect(cut == "éé…")
+        #expect("line 1\nline 2\nline 3".tail(bytes: 10) == "…\nline 3")
+        #expect(String(repeating: "x", count: 10_000).tail(bytes: 100).utf8.count == 100)
+    }
+}
