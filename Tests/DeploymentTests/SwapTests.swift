@@ -98,6 +98,19 @@ let v2 = AppInstance(generation: 2, image: "app:v2", containerID: "new", contain
         #expect(failure.evidence == "panic: no DATABASE_URL")
     }
 
+    @Test func aMegabyteOfCrashOutputKeepsOnlyItsEnd() {
+        var d = SwapDriver(old: v1)
+        d.send(.begin)
+        d.send(.pulled)
+        d.send(.containerStarted(v2))
+        let output = String(repeating: "noise\n", count: 200_000) + "panic: the real cause"
+        d.send(.health(.exited(code: 2, logs: output)))
+        d.send(.containerStopped)
+        guard case .failed(let failure, _) = d.outcome else { return #expect(Bool(false)) }
+        #expect(failure.evidence.utf8.count <= Swap.maximumEvidence)
+        #expect(failure.evidence.hasSuffix("panic: the real cause"))
+    }
+
     @Test func pullAndStartFailuresEndAtOnceWithNothingToUndo() {
         var pull = SwapDriver(old: v1)
         pull.send(.begin)

@@ -389,6 +389,11 @@ actor MeshService: Service {
         guard let address = addresses[to], let outbound else { return }
         do {
             guard let sealed = try datagrams.seal(try encoder.encode(message), to: to.name) else { return }
+            guard sealed.readableBytes <= SealedDatagram.maximumSize else {
+                // Gossip is cut to size (AppStatus.bounded): this is a bug, and it must show, not vanish.
+                logger.error("datagram too big to send", metadata: ["mesh.member": "\(to)", "bytes": "\(sealed.readableBytes)"])
+                return
+            }
             stats.count {
                 $0.datagramsSent += 1
                 $0.bytesSent += sealed.readableBytes
