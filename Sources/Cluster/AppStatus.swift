@@ -22,6 +22,9 @@ public struct AppStatus: SWIMPayload {
     /// The origin certificate this node's nginx serves (`peerctl tls set`), so the others can hand a newer one to
     /// a node that missed it.
     public var origin: OriginMark?
+    /// The digest of the node's cluster configuration (``MeshNode/configuration``): members that announce another
+    /// one count their majorities differently, and nobody leads until they agree. nil from a peerd before it.
+    public var configuration: String?
 
     public init(
         healthy: Bool?, image: String?, address: String? = nil, runningDeploy: DeployMark? = nil, lastDeploy: DeployMark? = nil,
@@ -45,6 +48,7 @@ public struct AppStatus: SWIMPayload {
     public func bounded() -> AppStatus {
         var status = self
         status.address = address?.cut(toBytes: 64)
+        status.configuration = configuration?.cut(toBytes: 64)
         status.runningDeploy?.reason = runningDeploy?.reason?.cut(toBytes: Self.maximumText)
         status.lastDeploy?.reason = lastDeploy?.reason?.cut(toBytes: Self.maximumText)
         status.rollout?.requestedBy = rollout?.requestedBy.cut(toBytes: 128) ?? ""

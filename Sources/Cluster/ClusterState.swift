@@ -20,6 +20,9 @@ public struct ClusterState: Sendable, Hashable {
     /// When this node's membership started, and how long its view takes to fill in.
     public var startedAt: Instant
     public var startupGrace: Duration
+    /// Members that announce (or last announced) another cluster configuration than this node's: nobody leads
+    /// until every member lists the same members (``MeshNode/configuration``).
+    public var otherConfigurations: [MemberID] = []
 
     public init(me: MemberID, members: [Member], appNodes: Set<MemberID>, lease: Lease.View, startedAt: Instant, startupGrace: Duration) {
         self.me = me

@@ -28,6 +28,12 @@ public struct MeshNode: Sendable {
         case leadership(term: UInt64?)
         /// The cluster as this node sees it changed.
         case publish(ClusterState)
+        /// Members announce (or last announced) another cluster configuration than this node's: nobody leads
+        /// until they agree. Empty when they agree again.
+        case configurationMismatch([MemberID])
+        /// Persist the configurations members last announced (a restart must not forget that a member now out of
+        /// reach runs another one).
+        case persistConfigurations([MemberID: String])
     }
 
     /// A configured member.
@@ -49,6 +55,13 @@ public struct MeshNode: Sendable {
     public private(set) var lease: Lease
     public let appNodes: Set<MemberID>
     public let startedAt: Instant
+    /// The digest of this node's cluster configuration (its members, their addresses and roles), announced with
+    /// its status. nil: not compared (a test that does not care).
+    public let configuration: String?
+    /// The configuration each member last announced, as far as this node knows, this run or an earlier one.
+    public private(set) var knownConfigurations: [MemberID: String]
+    /// Members whose last known configuration is not this node's.
+    public private(set) var mismatched: [MemberID] = []
     /// App nodes that membership sees alive: the lease's candidates.
     private var aliveCandidates: [MemberID]
     private var published: ClusterState?
@@ -58,12 +71,17 @@ public struct MeshNode: Sendable {
     /// persisted in an earlier run.
     public init(
         me: MemberID, members: [Member], swim settings: SWIMSettings, lease leaseSettings: LeaseSettings, promised: UInt64, seed: UInt64,
-        now: Instant
+        now: Instant, configuration: String? = nil, knownConfigurations: [MemberID: String] = [:]
     ) {
         var rng = SplitMix64(seed: seed)
         let address = members.first { $0.id == me }?.address ?? ""
+        var app = AppStatus.none
+        app.configuration = configuration
+        self.configuration = configuration
+        let listed = Set(members.map(\.id))
+        self.knownConfigurations = knownConfigurations.filter { listed.contains($0.key) && $0.key != me }
         swim = Swim(
-            me: me, address: address, app: .none, incarnation: 1, seeds: members.map { ($0.id, $0.address) }, settings: settings, seed: rng.next(),
+            me: me, address: address, app: app, incarnation: 1, seeds: members.map { ($0.id, $0.address) }, settings: settings, seed: rng.next(),
             now: now)
         appNodes = Set(members.filter(\.appNode).map(\.id))
         lease = Lease(
@@ -71,15 +89,21 @@ public struct MeshNode: Sendable {
             now: now)
         aliveCandidates = appNodes.sorted()
         startedAt = now
+        if let configuration {
+            mismatched = self.knownConfigurations.filter { $0.value != configuration }.keys.sorted()
+            _ = lease.suspend(!mismatched.isEmpty, now: now)
+        }
     }
 
     public var me: MemberID { swim.me.id }
 
     /// The cluster as this node sees it now.
     public var state: ClusterState {
-        ClusterState(
+        var state = ClusterState(
             me: me, members: swim.view.map(\.state), appNodes: appNodes, lease: lease.view, startedAt: startedAt,
             startupGrace: swim.settings.startupGrace)
+        state.otherConfigurations = mismatched
+        return state
     }
 
     /// When the node next has something to do (at the latest in a second): a tick before it changes nothing.
@@ -92,6 +116,7 @@ public struct MeshNode: Sendable {
     public mutating func tick(now: Instant) -> [Directive] {
         var directives: [Directive] = []
         absorb(swim.tick(now: now), into: &directives)
+        compareConfigurations(now: now, into: &directives)
         absorb(lease.tick(now: now, aliveCandidates: aliveCandidates), into: &directives)
         publishIfChanged(into: &directives)
         return directives
@@ -101,7 +126,9 @@ public struct MeshNode: Sendable {
     public mutating func receive(_ datagram: Datagram, from: MemberID, now: Instant) -> [Directive] {
         var directives: [Directive] = []
         switch datagram {
-        case .swim(let envelope): absorb(swim.receive(envelope, from: from, now: now), into: &directives)
+        case .swim(let envelope):
+            absorb(swim.receive(envelope, from: from, now: now), into: &directives)
+            compareConfigurations(now: now, into: &directives)
         case .lease(let message): absorb(lease.receive(message, from: from, now: now), into: &directives)
         }
         publishIfChanged(into: &directives)
@@ -112,6 +139,7 @@ public struct MeshNode: Sendable {
     public mutating func connectionLost(to member: MemberID, now: Instant) -> [Directive] {
         var directives: [Directive] = []
         absorb(swim.connectionLost(to: member, now: now), into: &directives)
+        compareConfigurations(now: now, into: &directives)
         publishIfChanged(into: &directives)
         return directives
     }
@@ -136,9 +164,36 @@ public struct MeshNode: Sendable {
     /// What this node says about itself changed: gossiped under a new incarnation.
     public mutating func announce(_ app: AppStatus, now: Instant) -> [Directive] {
         var directives: [Directive] = []
+        var app = app
+        app.configuration = configuration
         absorb(swim.setApp(app, now: now), into: &directives)
         publishIfChanged(into: &directives)
         return directives
+    }
+
+    /// Members that count majorities over other members than this node must not take part in its elections, nor
+    /// it in theirs: while any member of its list announces — or last announced, dead or out of reach, this run or
+    /// before a restart — another configuration, this node's lease is suspended (``Lease/suspend(_:now:)``): it
+    /// neither campaigns nor grants. An operator editing the lists one node at a time gets no leader until they
+    /// agree, rather than two (an old trio's 2 of 3 and a new trio's 3 of 5). A member never heard from is not
+    /// compared (a new cluster); one that stays down with an old list holds elections up until it is back or
+    /// removed from the lists (the status names it).
+    private mutating func compareConfigurations(now: Instant, into directives: inout [Directive]) {
+        guard let configuration else { return }
+        var known = knownConfigurations
+        for state in swim.view.map(\.state) where state.id != me {
+            if let theirs = state.app.configuration { known[state.id] = theirs }
+        }
+        if known != knownConfigurations {
+            knownConfigurations = known
+            directives.append(.persistConfigurations(known))
+        }
+        let others = known.filter { $0.value != configuration }.keys.sorted()
+        guard others != mismatched else { return }
+        mismatched = others
+        membersChanged = true
+        directives.append(.configurationMismatch(others))
+        absorb(lease.suspend(!others.isEmpty, now: now), into: &directives)
     }
 
     // MARK: - Directives

@@ -78,6 +78,9 @@ public struct Lease: Sendable {
     private var confirmedAt: Instant?
     /// This node gave up leading (it cannot do the leader's work): it neither campaigns nor renews before then.
     private var standingDownUntil: Instant?
+    /// Set while members run another configuration of the cluster (their majorities are not this node's): no
+    /// campaign and no grant, so that a cluster with mixed configurations has no leader rather than two.
+    public private(set) var suspended = false
     private var attempt: UInt64 = 0
     private var highestSeen: UInt64
     /// A voter refused our term because it promised this term (or a higher one) without knowing to whom: the
@@ -205,8 +208,25 @@ public struct Lease: Sendable {
         return directives
     }
 
+    /// Suspends (or resumes) leadership while members run another configuration of the cluster: a leader or a
+    /// candidate gives up as in a step-down (its voters are told), and until resumed this node neither
+    /// campaigns nor grants. Resumed, it plans a campaign afresh (staggered), as after a start.
+    public mutating func suspend(_ on: Bool, now: Instant) -> [Directive] {
+        guard on != suspended else { return [] }
+        var directives: [Directive] = []
+        if on {
+            switch role {
+            case .leader, .candidate: directives = stepDown(now: now, until: now)
+            case .follower: break
+            }
+        }
+        suspended = on
+        role = .follower(nextCampaign: nil)
+        return directives
+    }
+
     private mutating func followerStep(now: Instant, aliveCandidates: [MemberID], into directives: inout [Directive]) {
-        guard case .follower(let nextCampaign) = role, canLead, now >= quietUntil else { return }
+        guard case .follower(let nextCampaign) = role, canLead, !suspended, now >= quietUntil else { return }
         if let until = standingDownUntil {
             guard now >= until else { return }
             standingDownUntil = nil
@@ -237,7 +257,7 @@ public struct Lease: Sendable {
         case .candidate(_, _, let sent, _):
             return sent + settings.requestTimeout
         case .follower(let nextCampaign):
-            guard canLead else { return nil }
+            guard canLead, !suspended else { return nil }
             if now < quietUntil { return quietUntil }
             if let until = standingDownUntil { return max(until, now) }
             if knownLeader(now: now) != nil, let until = grant?.until {
@@ -258,7 +278,7 @@ public struct Lease: Sendable {
             // A campaign for a higher term wins over ours: give ours up (its grants back), so the two do not
             // hold each other's votes until both time out.
             if case .candidate(let mine, _, _, _) = role, term > mine { abandonCampaign(term: mine, now: now, into: &directives) }
-            if vote(for: from, term: term, now: now, into: &directives) {
+            if !suspended, vote(for: from, term: term, now: now, into: &directives) {
                 directives.append(.send(to: from, .grant(term: term, attempt: attempt)))
             } else {
                 let holder = grant.flatMap { now < $0.until ? $0.to : nil }

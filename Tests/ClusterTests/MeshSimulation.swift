@@ -68,10 +68,15 @@ struct MeshSimulation {
     var deepCheckEvery = 10
     private var ticks = 0
     private var leadersByTerm: [UInt64: MemberID] = [:]
+    /// The members a node is configured with (`mesh.members`), when not all of ``ids``: an operator's edit in
+    /// progress. A node only talks to the members of its own list (the TLS check refuses the others).
+    var memberLists: [MemberID: [MemberID]] = [:]
+    /// The configurations each node persisted as the members' last known ones.
+    var knownConfigurations: [MemberID: [MemberID: String]] = [:]
 
     init(
         size: Int, witness: Bool, seed: UInt64, swim: SWIMSettings = .lan, lease: LeaseSettings = .standard, dns: DNSWorld? = nil,
-        leaseClock: LeaseClock = .raw
+        leaseClock: LeaseClock = .raw, memberLists: [MemberID: [MemberID]] = [:], notStarted: Set<MemberID> = []
     ) {
         ids = (1...size).map { MemberID("n\($0)") }
         self.witness = witness ? ids.last : nil
@@ -88,7 +93,8 @@ struct MeshSimulation {
             slewed[id] = SimulatedClock(rate: rate, offset: offset)
         }
         self.dns?.seed(records: ids.filter { $0 != self.witness }.map { (member: $0.name, address: Self.address($0)) })
-        for id in ids { start(id) }
+        self.memberLists = memberLists
+        for id in ids where !notStarted.contains(id) { start(id) }
     }
 
     var running: [MemberID] { ids.filter { nodes[$0] != nil } }
@@ -107,9 +113,11 @@ struct MeshSimulation {
     mutating func start(_ id: MemberID) {
         network.newEpoch(id)
         refusing.remove(id)
-        let members = ids.map { MeshNode.Member(id: $0, address: "\($0.name):7946", appNode: $0 != witness) }
+        let list = memberLists[id] ?? ids
+        let members = list.map { MeshNode.Member(id: $0, address: "\($0.name):7946", appNode: $0 != witness) }
         var mesh = MeshNode(
-            me: id, members: members, swim: swim, lease: lease, promised: persisted[id] ?? 0, seed: rng.next(), now: local(id))
+            me: id, members: members, swim: swim, lease: lease, promised: persisted[id] ?? 0, seed: rng.next(), now: local(id),
+            configuration: list.map(\.name).sorted().joined(separator: ","), knownConfigurations: knownConfigurations[id] ?? [:])
         let app = AppStatus(
             healthy: id == witness ? nil : true, image: id == witness ? nil : "app:1", address: id == witness ? nil : Self.address(id))
         let directives = mesh.announce(app, now: local(id))
@@ -118,6 +126,13 @@ struct MeshSimulation {
             mesh: mesh, published: ClusterState.unstarted(me: id), dns: id == witness ? nil : dns.map { DNSReconciler(settings: $0.settings) },
             epoch: epochs)
         carryOut(directives, from: id)
+    }
+
+    /// The operator edits `id`'s member list and restarts it.
+    mutating func reconfigure(_ id: MemberID, members: [MemberID]) {
+        if nodes[id] != nil { crash(id, loud: true) }
+        memberLists[id] = members
+        start(id)
     }
 
     /// kill -9 (`loud`: the peers' connections close) or power loss (`loud == false`).
@@ -257,6 +272,10 @@ struct MeshSimulation {
                 if id == witness { violations.append("the witness \(id) became leader") }
             case .publish(let state):
                 nodes[id]?.published = state
+            case .configurationMismatch:
+                break
+            case .persistConfigurations(let known):
+                knownConfigurations[id] = known
             }
         }
     }

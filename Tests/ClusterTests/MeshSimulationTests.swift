@@ -50,6 +50,46 @@ import Testing
         }
     }
 
+    /// docs/getting-started.md's growth from 3 voters to 5 done by hand, in any order: the new voters started with
+    /// the new list, the old ones edited and restarted one at a time, with loss, duplication, pauses and a
+    /// partition on the way. Each node counts majorities over its own list, so an old trio's 2 of 3 and a new
+    /// trio's 3 of 5 could both hold; a node that sees a member announce another configuration neither campaigns
+    /// nor grants, so there is never more than one leader, and once every list agrees one is elected.
+    /// Mutation: `MeshNode.compareConfigurations` not suspending the lease — caught (two leaders).
+    @Test(arguments: 0..<2)
+    func growingFromThreeToFiveVotersByHandNeverMakesTwoLeaders(batch: UInt64) {
+        let all = (1...5).map { MemberID("n\($0)") }
+        let old = Array(all.prefix(3))
+        for seed in (batch * 25)..<(batch * 25 + 25) {
+            var rng = SplitMix64(seed: seed)
+            var sim = MeshSimulation(
+                size: 5, witness: false, seed: seed, memberLists: Dictionary(uniqueKeysWithValues: old.map { ($0, old) }),
+                notStarted: Set(all.dropFirst(3)))
+            sim.network.loss = [0, 0.05].randomElement(using: &rng)!
+            sim.network.duplication = [0, 0.1].randomElement(using: &rng)!
+            sim.run(for: .seconds(6))
+            #expect(sim.converged().0, "seed \(seed): the old trio has no leader")
+            var steps = all.shuffled(using: &rng)
+            while let id = steps.popLast() {
+                sim.reconfigure(id, members: all)
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0: sim.pause(all.randomElement(using: &rng)!, for: .milliseconds(Int64.random(in: 100...3000, using: &rng)))
+                case 1:
+                    let side = Set(all.filter { _ in Bool.random(using: &rng) })
+                    sim.network.partition(side, Set(all).subtracting(side))
+                default: break
+                }
+                sim.run(for: .milliseconds(Int64.random(in: 200...6000, using: &rng)))
+                sim.network.heal()
+            }
+            #expect(sim.violations.prefix(3).isEmpty, "seed \(seed)")
+            sim.run(for: .seconds(12))
+            let (converged, why) = sim.converged()
+            #expect(converged, "seed \(seed): five voters on one list, no leader 12 s later: \(why)")
+            #expect(sim.violations.prefix(3).isEmpty, "seed \(seed)")
+        }
+    }
+
     @Test func aKilledLeaderIsReplacedAndEveryNodePublishesTheNewOne() {
         var sim = MeshSimulation(size: 3, witness: false, seed: 7)
         sim.run(for: .seconds(6))

@@ -44,6 +44,8 @@ actor MeshService: Service {
 
     private var node: MeshNode
     private var datagrams: DatagramPeers
+    /// What mesh-peers.json holds.
+    private var remembered: MeshPeers
     private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
     /// Wakes the tick loop when an event brings a deadline closer than the one it sleeps until.
     private let tickWakeup = Wakeup()
@@ -108,18 +110,20 @@ actor MeshService: Service {
         } catch {
             throw StartupError(description: "\(error)")
         }
-        var seed = SystemRandomNumberGenerator()
-        let node = MeshNode(
-            me: me, members: members, swim: mesh.membership, lease: .profile(mesh.profile), promised: promised, seed: seed.next(),
-            now: clock.now())
-        self.node = node
-        let numbering: MeshPeers?
+        let remembered: MeshPeers
         do {
-            numbering = try state.read(.meshPeers)
+            remembered = try state.read(.meshPeers) ?? MeshPeers(numbering: [])
         } catch {
             throw StartupError(description: "\(error)")
         }
-        datagrams = DatagramPeers(me: me.name, session: seed.next(), numbering: Set(numbering?.numbering ?? []))
+        self.remembered = remembered
+        var seed = SystemRandomNumberGenerator()
+        let node = MeshNode(
+            me: me, members: members, swim: mesh.membership, lease: .profile(mesh.profile), promised: promised, seed: seed.next(),
+            now: clock.now(), configuration: Self.configurationDigest(mesh.members),
+            knownConfigurations: Dictionary(uniqueKeysWithValues: (remembered.configurations ?? [:]).map { (MemberID($0.key), $0.value) }))
+        self.node = node
+        datagrams = DatagramPeers(me: me.name, session: seed.next(), numbering: Set(remembered.numbering))
         cluster.publish(node.state)
     }
 
@@ -308,10 +312,15 @@ actor MeshService: Service {
     /// this node refuses that member's unnumbered datagrams, after restarts too.
     private func received(_ hello: DatagramPeers.Hello, from member: MemberID) {
         guard datagrams.received(hello, from: member.name) else { return }
+        remember { $0.numbering = datagrams.numbering.sorted() }
+    }
+
+    private func remember(_ change: (inout MeshPeers) -> Void) {
+        change(&remembered)
         do {
-            try state.write(MeshPeers(numbering: datagrams.numbering.sorted()), to: .meshPeers)
+            try state.write(remembered, to: .meshPeers)
         } catch {
-            logger.warning("cannot persist which members number their datagrams", metadata: ["error": "\(error)"])
+            logger.warning("cannot persist what this node knows of the members", metadata: ["error": "\(error)"])
         }
     }
 
@@ -319,6 +328,13 @@ actor MeshService: Service {
         logger.debug("mesh connection lost", metadata: ["mesh.member": "\(member)", "reason": "\(why)"])
         await carryOut(node.connectionLost(to: member, now: clock.now()))
         deadlinesMayHaveMoved()
+    }
+
+    /// What every member's `mesh.members` must agree on — names, mesh addresses, roles — as 16 hex digits of a
+    /// SHA-256 (in any order of the list).
+    static func configurationDigest(_ members: [PeerConfig.Mesh.Member]) -> String {
+        let lines = members.map { "\($0.name) \($0.address) \($0.role)" }.sorted().joined(separator: "\n")
+        return SHA256.hash(data: Data(lines.utf8)).map { String(format: "%02x", $0) }.joined().prefix(16).description
     }
 
     static func isRefusal(_ error: any Error) -> Bool {
@@ -381,6 +397,19 @@ actor MeshService: Service {
                 }
             case .publish(let state):
                 cluster.publish(state)
+            case .persistConfigurations(let known):
+                remember { $0.configurations = Dictionary(uniqueKeysWithValues: known.map { ($0.key.name, $0.value) }) }
+            case .configurationMismatch(let others):
+                if others.isEmpty {
+                    logger.info("every member runs this node's configuration again: leader elections resume")
+                } else {
+                    logger.warning(
+                        "members run another cluster configuration (mesh.members differs): no leader until every member lists the same members",
+                        metadata: [
+                            "mesh.members_differing": "\(others.map(\.name).joined(separator: ","))",
+                            "mesh.configuration": "\(node.configuration ?? "")",
+                        ])
+                }
             }
         }
     }

@@ -92,10 +92,17 @@ public struct StateDirectory: Sendable {
     }()
 }
 
-/// The members this node has seen number their datagrams (`mesh-peers.json`): unnumbered datagrams from them are
-/// refused, after a restart too.
+/// What this node remembers of the other members across restarts (`mesh-peers.json`): who has numbered its
+/// datagrams (unnumbered ones from them are refused), and the cluster configuration each last announced (a
+/// member out of reach with another list still holds elections up).
 public struct MeshPeers: Codable, Sendable, Equatable {
     public var numbering: [String]
+    public var configurations: [String: String]?
+
+    public init(numbering: [String], configurations: [String: String]? = nil) {
+        self.numbering = numbering
+        self.configurations = configurations
+    }
 }
 
 extension StateDirectory.File {
