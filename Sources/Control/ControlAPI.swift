@@ -61,6 +61,8 @@ public enum ControlAPI {
             public var rolloutPhase: String?
             /// The first 16 hex digits of the origin certificate its nginx serves.
             public var originFingerprint: String?
+            /// The digest of its cluster configuration (`mesh.members`), as it last announced it.
+            public var configuration: String?
 
             public init(
                 name: String, address: String, status: String, incarnation: UInt64, appHealthy: Bool? = nil, image: String? = nil, isSelf: Bool,
@@ -111,6 +113,9 @@ public enum ControlAPI {
         public var promisedTerm: UInt64
         /// Why this node stepped down and does not campaign for now (it could not do the leader's work).
         public var standingDown: String?
+        /// Members that run (or last ran) another cluster configuration than this node: it neither campaigns nor
+        /// votes until every member lists the same members.
+        public var otherConfigurations: [String]?
 
         public init(
             node: String, leader: String? = nil, term: UInt64? = nil, thisNodeLeads: Bool, leaseRemainingMs: Int? = nil, voters: [String],

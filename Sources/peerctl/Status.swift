@@ -159,13 +159,15 @@ struct Members: AsyncParsableCommand {
             throw fail(error)
         }
         if json { return try printJSON(members) }
-        var rows = [["NAME", "ADDRESS", "STATE", "APP", "IMAGE", "LAST SEEN", "RTT"]]
+        var rows = [["NAME", "ADDRESS", "STATE", "APP", "IMAGE", "LAST SEEN", "RTT", "CONFIG"]]
+        let mine = members.members.first { $0.isSelf }?.configuration
         for m in members.members {
             rows.append([
                 m.name + (m.isSelf ? " (this node)" : ""), m.address, m.status,
                 m.appHealthy.map { $0 ? "healthy" : "UNHEALTHY" } ?? "-", m.image ?? "-",
                 m.isSelf ? "-" : m.lastSeenMsAgo.map { String(format: "%.1fs ago", Double($0) / 1000) } ?? "never",
                 m.rttMs.map { String(format: "%.2fms", $0) } ?? "-",
+                m.configuration.map { String($0.prefix(8)) + (mine != nil && $0 != mine ? " (DIFFERS)" : "") } ?? "-",
             ])
         }
         let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
@@ -204,5 +206,10 @@ struct Who: AsyncParsableCommand {
         print("voters: \(who.voters.joined(separator: ", ")) (majority \(who.majority))")
         print("asked:  \(who.node), highest promised term \(who.promisedTerm)")
         if let standingDown = who.standingDown { print("stepped down: \(standingDown)") }
+        if let others = who.otherConfigurations {
+            print(
+                "no elections: \(others.joined(separator: ", ")) run (or last ran) another mesh.members list than \(who.node); give every node the same list and restart the ones that differ (peerctl members shows each node's CONFIG)"
+            )
+        }
     }
 }

@@ -55,12 +55,14 @@ import Testing
     /// partition on the way. Each node counts majorities over its own list, so an old trio's 2 of 3 and a new
     /// trio's 3 of 5 could both hold; a node that sees a member announce another configuration neither campaigns
     /// nor grants, so there is never more than one leader, and once every list agrees one is elected.
-    /// Mutation: `MeshNode.compareConfigurations` not suspending the lease — caught (two leaders).
+    /// Mutations: `MeshNode.compareConfigurations` not suspending the lease — caught (every seed); comparing only
+    /// the members alive in the view, not the last known configuration of each (persisted) — caught by seeds 1, 6,
+    /// 8, 17 and 21 (a partition during the edit: the old pair 2 of 3 and the new trio 3 of 5 both elect).
     @Test(arguments: 0..<2)
     func growingFromThreeToFiveVotersByHandNeverMakesTwoLeaders(batch: UInt64) {
         let all = (1...5).map { MemberID("n\($0)") }
         let old = Array(all.prefix(3))
-        for seed in (batch * 25)..<(batch * 25 + 25) {
+        for seed in (batch * 12)..<(batch * 12 + 12) {
             var rng = SplitMix64(seed: seed)
             var sim = MeshSimulation(
                 size: 5, witness: false, seed: seed, memberLists: Dictionary(uniqueKeysWithValues: old.map { ($0, old) }),

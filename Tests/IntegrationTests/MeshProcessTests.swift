@@ -32,6 +32,13 @@ import Testing
                     uniquingKeysWith: { $1 }))
         }
 
+        func who(_ node: String) -> ControlAPI.Who? {
+            guard let result = try? Shell.run(PeerdProcess.binDirectory + "/peerctl", ["who", "--config", "\(dir)/\(node)/peer.yml", "--json"]),
+                result.status == 0
+            else { return nil }
+            return try? ControlAPI.decoder.decode(ControlAPI.Who.self, from: Data(result.output.utf8))
+        }
+
         func members(_ node: String) throws -> ControlAPI.Members {
             let result = try run(["members", node, dir, "--json"])
             guard result.status == 0 else { throw TestBed.NotReady(description: "peerctl members on \(node): \(result.output)") }
@@ -156,6 +163,43 @@ import Testing
             let after = mesh.deaths(in: node, after: before)
             #expect(after.isEmpty, "\(node): \(after)")
         }
+    }
+
+    /// One node restarted with another `mesh.members` (an operator's edit half done): every node names it, nobody
+    /// leads (rather than two majorities counted over two lists), and with the lists the same again a leader is
+    /// elected.
+    @Test func aNodeWithAnotherMemberListStopsElectionsUntilTheListsAgree() async throws {
+        let mesh = try Mesh(size: 3)
+        defer { mesh.down() }
+        #expect(await eventually(within: .seconds(15)) { mesh.names.allSatisfy { mesh.who($0)?.leader != nil } }, "no leader at the start")
+        let file = "\(mesh.dir)/m3/peer.yml"
+        let original = try String(contentsOfFile: file, encoding: .utf8)
+        let edited = original.replacingOccurrences(
+            of: "  members:\n", with: "  members:\n    - name: m4\n      address: \(Self.prefix)4:7946\n")
+        #expect(edited != original)
+        try edited.write(toFile: file, atomically: true, encoding: .utf8)
+        try mesh.kill("m3")
+        try mesh.start("m3")
+        #expect(
+            await eventually(within: .seconds(15)) {
+                mesh.names.allSatisfy { node in
+                    guard let who = mesh.who(node) else { return false }
+                    return who.leader == nil && !(who.otherConfigurations ?? []).isEmpty
+                }
+            }, "a leader over mixed member lists")
+        #expect(mesh.who("m1")?.otherConfigurations == ["m3"])
+        #expect(mesh.who("m3")?.otherConfigurations == ["m1", "m2"])
+        let view = try mesh.members("m1").members
+        let differing = view.first { $0.name == "m3" }?.configuration
+        #expect(differing != nil && differing != view.first { $0.isSelf }?.configuration)
+        // The edit undone: the same lists again, a leader again.
+        try original.write(toFile: file, atomically: true, encoding: .utf8)
+        try mesh.kill("m3")
+        try mesh.start("m3")
+        #expect(
+            await eventually(within: .seconds(20)) {
+                mesh.names.allSatisfy { node in mesh.who(node).map { $0.leader != nil && $0.otherConfigurations == nil } ?? false }
+            }, "no leader once the lists agree")
     }
 
     @Test func oneCutLinkIsBridgedByIndirectProbes() async throws {

@@ -17,6 +17,7 @@ extension ControlAPI.Who {
             leaseRemainingMs: state.lease.remaining(now: now).map { Int($0.milliseconds) }, voters: state.lease.voters.map(\.name),
             majority: state.lease.majority, promisedTerm: state.lease.promised,
             standingDown: standingDown.map { "\($0.reason); it does not campaign for \(($0.until - now).compactDescription) more" })
+        if !state.otherConfigurations.isEmpty { otherConfigurations = state.otherConfigurations.map(\.name) }
     }
 }
 
@@ -79,13 +80,15 @@ extension ControlAPI.Members {
         self.init(
             node: state.me.name, profile: profile,
             members: state.members.map { member in
-                Member(
+                var row = Member(
                     name: member.id.name, address: member.address, status: "\(member.status)",
                     incarnation: member.incarnation, appHealthy: member.app.healthy, image: member.app.image,
                     isSelf: member.id == state.me, lastSeenMsAgo: measured.lastSeen[member.id].map { Int((now - $0).milliseconds) },
                     rttMs: measured.rtt[member.id].map { Double($0.nanoseconds) / 1e6 },
                     rolloutPhase: intent.flatMap { i in member.app.rolloutReport.flatMap { $0.intent == i.id ? $0.phase.rawValue : nil } },
                     originFingerprint: member.app.origin?.fingerprint)
+                row.configuration = member.app.configuration
+                return row
             },
             datagramsSent: counters.datagramsSent, bytesSent: counters.bytesSent, datagramsReceived: counters.datagramsReceived,
             bytesReceived: counters.bytesReceived, datagramsDropped: counters.datagramsDropped, rollout: summary)
