@@ -4,7 +4,7 @@
 /// the subcommand only, so they are moved there.
 public enum PeerctlArguments {
     /// The connection options that take a value.
-    static let connection: Set<String> = ["--peer", "--cert", "--key", "--ca", "--config", "--socket"]
+    static let connection: Set<String> = ["--peer", "--cert", "--key", "--ca", "--node", "--config", "--socket"]
 
     /// `arguments` without the program name. Options before the first subcommand word move to the end; for
     /// `tls`, whose own `--cert`/`--key` are the origin pair, the operator's pair becomes `--operator-cert` and

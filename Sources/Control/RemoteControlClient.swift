@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import PKI
+import PeerCore
 import Transport
 import X509
 
@@ -38,14 +39,20 @@ public struct OperatorRequest: Codable, Sendable {
 
 /// `peerctl --peer HOST:PORT --cert operator.pem --key operator-key.pem --ca ca.pem …`: the control API over the
 /// mesh's mutual TLS. The node's certificate must be a node of the cluster CA; ours an operator's.
+///
+/// Whom it talks to: with `node` (`--node NAME`), the node's certificate must be NAME's; without, its certificate
+/// must name `host` among its addresses. Any node certificate of the cluster would otherwise do — and whoever
+/// holds one node's key on the path could take what is sent (`tls set` sends the origin private key).
 public struct RemoteControlClient: ControlChannel {
     public let host: String
     public let port: Int
     public let tls: MeshTLS
+    public let node: String?
 
-    public init(host: String, port: Int, caPEM: String, certificatePEM: String, keyPEM: String) throws {
+    public init(host: String, port: Int, caPEM: String, certificatePEM: String, keyPEM: String, node: String? = nil) throws {
         self.host = host
         self.port = port
+        self.node = node
         guard let certificate = try? Certificate(pemEncoded: certificatePEM), case .operator = PeerIdentity(certificate: certificate) else {
             throw ControlClient.Failure(description: "--cert is not an operator certificate; make one with: peerctl cert issue-operator NAME")
         }
@@ -62,6 +69,10 @@ public struct RemoteControlClient: ControlChannel {
         } catch {
             throw ControlClient.Failure(description: "cannot reach the node at \(host):\(port) (\(error))", kind: .unreachable)
         }
+        if let refusal = Self.refusal(of: connection, node: node, host: host, port: port) {
+            await connection.close()
+            throw ControlClient.Failure(description: refusal)
+        }
         try await connection.channel.executeThenClose { inbound, outbound in
             try await outbound.write(ByteBuffer(bytes: try JSONEncoder().encode(request)))
             for try await frame in inbound {
@@ -74,6 +85,22 @@ public struct RemoteControlClient: ControlChannel {
                 try onFrame(data)
             }
         }
+    }
+
+    /// Why the node answering at `host:port` is not the one asked for; nil when it is.
+    static func refusal(of connection: MeshConnection, node: String?, host: String, port: Int) -> String? {
+        let presented = connection.peer.name
+        if let node {
+            guard connection.peer != .node(node) else { return nil }
+            return "the node at \(host):\(port) presents \(presented)'s certificate, not \(node)'s (--node): refused, nothing was sent"
+        }
+        let addresses = (try? connection.certificate.extensions.subjectAlternativeNames)?.compactMap { name -> [UInt8]? in
+            if case .ipAddress(let bytes) = name { return Array(bytes.bytes) }
+            return nil
+        }
+        if let wanted = ipAddressBytes(host), addresses?.contains(wanted) == true { return nil }
+        return
+            "the node at \(host):\(port) presents \(presented)'s certificate, which does not name \(host): say which node you mean with --node \(presented) (or PEER_NODE) if that is the one; nothing was sent"
     }
 
     func one<T: Decodable>(_ op: OperatorRequest.Operation, origin: OriginPair? = nil) async throws -> T {

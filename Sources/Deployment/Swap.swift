@@ -309,7 +309,8 @@ public struct Swap: Sendable {
         }
         if case .exited(_, let logs) = observation {
             let failure = Failure(
-                step: .health, reason: "\(new.containerName) \(observation.summary) before it became healthy", evidence: logs.tail(bytes: Self.maximumEvidence))
+                step: .health, reason: "\(new.containerName) \(observation.summary) before it became healthy",
+                evidence: logs.tail(bytes: Self.maximumEvidence))
             report(.health, .failed, failure.reason, now: now, into: &actions)
             discard(new, failure, now: now, into: &actions)
             return

@@ -16,6 +16,11 @@ public struct MeshConnection: Sendable {
     public let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
 }
 
+extension MeshConnection {
+    /// Closes it without using it (its frames' writer is finished, as NIO requires, before the channel closes).
+    public func close() async { await Mesh.close(channel) }
+}
+
 /// The mesh listener and dialer: TLS 1.3 with the cluster's certificates, length-prefixed frames.
 public enum Mesh {
     public static let maximumFrameSize = 1 << 20
@@ -101,7 +106,7 @@ public enum Mesh {
                                 accepted.channel.channel.close(promise: nil)
                             }
                         } catch {
-                            try? await accepted.channel.channel.close()
+                            await close(accepted.channel)
                             let reason = accepted.refusal.withLockedValue { $0 } ?? "\(error)"
                             if limiter.withLockedValue({ $0.shouldLog(accepted.remote, now: .now) }) {
                                 logger.warning(
@@ -112,6 +117,11 @@ public enum Mesh {
                 }
             }
         }
+    }
+
+    /// Closes a framed channel never used (NIO requires its writer finished before it goes away).
+    static func close(_ channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+        try? await channel.executeThenClose { _, _ in }
     }
 
     /// Dials a member and returns the connection once the handshake passed the same identity check.
@@ -132,11 +142,11 @@ public enum Mesh {
         do {
             try await handshake.get()
         } catch {
-            try? await channel.channel.close()
+            await close(channel)
             throw MeshTLS.Failure(description: refusal.withLockedValue { $0 } ?? "TLS handshake with \(host):\(port) failed: \(error)")
         }
         guard let peer = identity.withLockedValue({ $0 }) else {
-            try? await channel.channel.close()
+            await close(channel)
             throw MeshTLS.Failure(description: "the server's certificate was not accepted")
         }
         return MeshConnection(peer: peer.identity, certificate: peer.certificate, remote: host, channel: channel)

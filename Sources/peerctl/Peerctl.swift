@@ -51,12 +51,22 @@ struct Connection: ParsableArguments {
     @Option(name: .long, help: "The cluster CA certificate, for --peer.")
     var ca: String?
 
+    @Option(
+        name: .long,
+        help:
+            "For --peer: the node you mean; its certificate must be this node's (needed when HOST is not the address in its certificate, e.g. a public address). Env: PEER_NODE."
+    )
+    var node: String?
+
     /// `--peer`, `--cert`, `--key`, `--ca`, or else `PEER_ADDR`, `PEER_CLIENT_CERT`, `PEER_CLIENT_KEY`, `PEER_CACERT`
     /// (for CI, where secrets arrive as environment variables).
-    var remote: (peer: String, cert: String?, key: String?, ca: String?)? {
+    var remote: (peer: String, cert: String?, key: String?, ca: String?, node: String?)? {
         let env = ProcessInfo.processInfo.environment
         guard let peer = peer ?? env["PEER_ADDR"].flatMap({ $0.isEmpty ? nil : $0 }) else { return nil }
-        return (peer, cert ?? env["PEER_CLIENT_CERT"], key ?? env["PEER_CLIENT_KEY"], ca ?? env["PEER_CACERT"])
+        return (
+            peer, cert ?? env["PEER_CLIENT_CERT"], key ?? env["PEER_CLIENT_KEY"], ca ?? env["PEER_CACERT"],
+            node ?? env["PEER_NODE"].flatMap { $0.isEmpty ? nil : $0 }
+        )
     }
 
     func validate() throws {
@@ -88,7 +98,8 @@ struct Connection: ParsableArguments {
                 return String(decoding: data, as: UTF8.self)
             }
             let client = try RemoteControlClient(
-                host: host, port: port, caPEM: try read(remote.ca!), certificatePEM: try read(remote.cert!), keyPEM: try read(remote.key!))
+                host: host, port: port, caPEM: try read(remote.ca!), certificatePEM: try read(remote.cert!), keyPEM: try read(remote.key!),
+                node: remote.node)
             return try await body(client)
         }
         let path = try socketPath()

@@ -223,6 +223,14 @@ import Testing
                     cluster.pki + "/ca.pem",
                 ])
             #expect(wrong.status != 0 && wrong.output.contains("operator certificate"), "\(wrong.output)")
+            // Whom it talks to: a node named with --node must be the one answering (nothing is sent otherwise);
+            // without --node, the address asked must be in the node's certificate (it is here).
+            let other = cluster.nodes[1].name
+            let misdirected = try Shell.run(peerctl, remote + ["--node", other, "who"])
+            #expect(misdirected.status != 0 && misdirected.output.contains("not \(other)'s"), "\(misdirected.output)")
+            let pinned = try Shell.run(
+                peerctl, remote + ["who"], environment: ProcessInfo.processInfo.environment.merging(["PEER_NODE": cluster.nodes[0].name]) { $1 })
+            #expect(pinned.status == 0, "\(pinned.output)")
 
             // Concurrent deploys, a killed client, a killed leader and cancellation: RolloutTests.
             // systemctl stop on a mesh node: every service ends cleanly, peerd exits 0.

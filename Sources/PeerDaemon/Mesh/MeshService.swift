@@ -257,7 +257,7 @@ actor MeshService: Service {
             do {
                 let connection = try await Mesh.dial(host: member.host, port: member.port, tls: tls)
                 guard connection.peer == .node(member.name) else {
-                    try? await connection.channel.channel.close()
+                    await connection.close()
                     logger.error(
                         "mesh member answers with another identity",
                         metadata: ["mesh.member": "\(member.name)", "mesh.address": "\(member.address)", "mesh.identity": "\(connection.peer)"])
