@@ -80,6 +80,15 @@ public struct NginxSite: Sendable, Hashable {
         return (nil, Int(listen) ?? defaultPort)
     }
 
+    /// Whether only Cloudflare gets the app: Authenticated Origin Pulls `on`. The plain listener then serves peer's
+    /// own checks and redirects everything else to HTTPS, where nginx asks for Cloudflare's client certificate
+    /// (a plain listener serving the app on every interface would bypass it).
+    public var onlyCloudflare: Bool { tls?.originPulls == .on && tls?.originPullCA != nil }
+
+    /// The variable holding `CF-Connecting-IP` when the request came from Cloudflare (its client certificate
+    /// verified), empty otherwise: anyone can send the header, so it is passed on only when it is Cloudflare's.
+    var cloudflareClientIP: String { "$" + upstreamName + "_cf_connecting_ip" }
+
     public func render(routingTo instance: AppInstance?) -> String {
         var lines: [String] = [
             "# Managed by peerd: rewritten on every deploy. Do not edit; put your own directives in",
@@ -99,63 +108,93 @@ public struct NginxSite: Sendable, Hashable {
             lines.append("\(Self.routeMarker) none")
         }
         lines += [
-            "server {",
-            "    listen \(listen);",
-            "    server_name \(serverName);",
+            "map $ssl_client_verify \(cloudflareClientIP) {",
+            "    SUCCESS $http_cf_connecting_ip;",
+            "    default \"\";",
+            "}",
         ]
-        if let tls {
-            lines += [
-                "    listen \(tls.listen) ssl;",
-                "    ssl_certificate \(tls.certificatePath);",
-                "    ssl_certificate_key \(tls.keyPath);",
-                "    ssl_protocols TLSv1.2 TLSv1.3;",
-                "    ssl_session_cache shared:peer_tls:10m;",
-                "    ssl_session_timeout 1d;",
-            ]
-            if tls.originPulls != .off, let ca = tls.originPullCA {
-                lines += [
-                    "    ssl_client_certificate \(ca);",
-                    "    ssl_verify_client \(tls.originPulls.rawValue);",
-                ]
-            }
-        }
-        if let customInclude {
-            lines.append("    include \(customInclude);")
-        }
-        if let instance {
-            lines += [
-                "    location = \(Self.verifyPath) {",
-                "        allow 127.0.0.0/8;",
-                "        allow ::1;",
-            ]
-            lines += verifyAllow.map { "        allow \($0);" }
-            lines += [
-                "        deny all;",
-                "        proxy_pass http://\(upstreamName)\(healthPath);",
-                "        proxy_http_version 1.1;",
-                "        proxy_set_header Connection \"\";",
-                "        add_header \(Self.generationHeader) \(instance.generation) always;",
-                "    }",
-                "    location / {",
-                "        proxy_pass http://\(upstreamName);",
-                "        proxy_http_version 1.1;",
-                "        proxy_set_header Connection \"\";",
-                "        proxy_set_header Host $host;",
-                "        proxy_set_header X-Real-IP $remote_addr;",
-                "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-                "        proxy_set_header X-Forwarded-Proto $scheme;",
-                "        proxy_set_header CF-Connecting-IP $http_cf_connecting_ip;",
-                "    }",
-            ]
+        if onlyCloudflare {
+            // The plain listener: peer's checks, and a redirect for everyone else.
+            lines += ["server {", "    listen \(listen);", "    server_name \(serverName);"]
+            lines += verifyLocation(instance)
+            lines += ["    location / {", "        return 308 https://$host$request_uri;", "    }", "}"]
+            lines += ["server {", "    server_name \(serverName);"]
+            lines += tlsDirectives
+            lines += customDirectives
+            lines += appLocations(instance)
+            lines.append("}")
         } else {
+            lines += ["server {", "    listen \(listen);", "    server_name \(serverName);"]
+            lines += tlsDirectives
+            lines += customDirectives
+            lines += verifyLocation(instance)
+            lines += appLocations(instance)
+            lines.append("}")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private var tlsDirectives: [String] {
+        guard let tls else { return [] }
+        var lines = [
+            "    listen \(tls.listen) ssl;",
+            "    ssl_certificate \(tls.certificatePath);",
+            "    ssl_certificate_key \(tls.keyPath);",
+            "    ssl_protocols TLSv1.2 TLSv1.3;",
+            "    ssl_session_cache shared:peer_tls:10m;",
+            "    ssl_session_timeout 1d;",
+        ]
+        if tls.originPulls != .off, let ca = tls.originPullCA {
             lines += [
+                "    ssl_client_certificate \(ca);",
+                "    ssl_verify_client \(tls.originPulls.rawValue);",
+            ]
+        }
+        return lines
+    }
+
+    private var customDirectives: [String] { customInclude.map { ["    include \($0);"] } ?? [] }
+
+    /// Where peer proves a reload took effect: this machine and the node's own addresses only.
+    private func verifyLocation(_ instance: AppInstance?) -> [String] {
+        guard let instance else { return [] }
+        var lines = [
+            "    location = \(Self.verifyPath) {",
+            "        allow 127.0.0.0/8;",
+            "        allow ::1;",
+        ]
+        lines += verifyAllow.map { "        allow \($0);" }
+        lines += [
+            "        deny all;",
+            "        proxy_pass http://\(upstreamName)\(healthPath);",
+            "        proxy_http_version 1.1;",
+            "        proxy_set_header Connection \"\";",
+            "        add_header \(Self.generationHeader) \(instance.generation) always;",
+            "    }",
+        ]
+        return lines
+    }
+
+    private func appLocations(_ instance: AppInstance?) -> [String] {
+        guard instance != nil else {
+            return [
                 "    location / {",
                 "        return 503 \"no healthy instance deployed yet\\n\";",
                 "    }",
             ]
         }
-        lines.append("}")
-        return lines.joined(separator: "\n") + "\n"
+        return [
+            "    location / {",
+            "        proxy_pass http://\(upstreamName);",
+            "        proxy_http_version 1.1;",
+            "        proxy_set_header Connection \"\";",
+            "        proxy_set_header Host $host;",
+            "        proxy_set_header X-Real-IP $remote_addr;",
+            "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+            "        proxy_set_header X-Forwarded-Proto $scheme;",
+            "        proxy_set_header CF-Connecting-IP \(cloudflareClientIP);",
+            "    }",
+        ]
     }
 
     /// The generation and port a rendered file routes to (nil for none or a file peer did not write).

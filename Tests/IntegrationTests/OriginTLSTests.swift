@@ -211,8 +211,20 @@ import Testing
                 https(
                     node.address, caFile: dir + "/origin-ca.pem", extra: ["--cert", dir + "/pull-client.pem", "--key", dir + "/pull-client-key.pem"])
                     == 200)
-            // The HTTP listener (peer's own checks, the verify location) is not affected.
-            #expect(try await node.get("/").status == 200)
+            // The plain listener no longer serves the app (that would bypass the client certificate): a direct
+            // request gets a redirect to HTTPS and not a byte of the app; peer's own checks still pass through
+            // it (a deploy verifies its reload there).
+            let direct = try Shell.run(
+                "curl",
+                [
+                    "-s", "-i", "--max-time", "5", "-H", "Host: testapp.local", "-H", "CF-Connecting-IP: 6.6.6.6",
+                    "http://\(node.address):\(node.port)/",
+                ])
+            #expect(direct.output.hasPrefix("HTTP/1.1 308"), "\(direct.output)")
+            #expect(direct.output.contains("Location: https://testapp.local/"), "\(direct.output)")
+            #expect(!direct.output.contains("\nv1"), "the app's answer came through the plain listener: \(direct.output)")
+            let redeploy = try peer.peerctl(["deploy", TestBed.image("v2")])
+            #expect(redeploy.status == 0, "\(redeploy.output)")
             let status = try peer.peerctl(["status", "--json"])
             #expect(status.output.contains("\"originPulls\" : \"on\""), "\(status.output)")
         }
