@@ -14,6 +14,11 @@ import ServiceLifecycle
 /// second in an idle daemon) and loaded ICU's calendar and time-zone data for it, about 5 MiB resident
 /// (docs/benchmarks.md, "peerd memory").
 ///
+/// A client that connects and does not send a complete request head within ``requestDeadline`` (of connecting,
+/// or of the previous response's end) is closed — one that stalls or trickles a byte at a time holds nothing for
+/// long; a response being streamed (a deploy's progress) is never cut. More than ``maxConnections`` at once are
+/// closed as they arrive.
+///
 /// A graceful shutdown stops accepting, closes idle connections at once and the others after the response in
 /// flight (NIO's quiescing), so a `peerctl deploy` that is streaming progress still gets its result line.
 struct HTTPServer: Service {
@@ -63,7 +68,22 @@ struct HTTPServer: Service {
     /// Runs once the listener is bound (the control socket's mode is set here).
     var onBound: @Sendable () -> Void = {}
     let logger: Logger
+    var requestDeadline: TimeAmount = .seconds(10)
+    var maxConnections = 64
     let handler: Handler
+
+    init(
+        address: Address, maxBodyBytes: Int, onBound: @escaping @Sendable () -> Void = {}, logger: Logger,
+        requestDeadline: TimeAmount = .seconds(10), maxConnections: Int = 64, handler: @escaping Handler
+    ) {
+        self.address = address
+        self.maxBodyBytes = maxBodyBytes
+        self.onBound = onBound
+        self.logger = logger
+        self.requestDeadline = requestDeadline
+        self.maxConnections = maxConnections
+        self.handler = handler
+    }
 
     typealias Connection = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
 
@@ -72,9 +92,14 @@ struct HTTPServer: Service {
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        let (deadline, cap) = (requestDeadline, maxConnections)
         let initializer: @Sendable (any Channel) -> EventLoopFuture<Connection> = { channel in
-            channel.eventLoop.makeCompletedFuture {
+            guard open.withLockedValue({ $0.count < cap }) else {
+                return channel.close().flatMapThrowing { throw ChannelError.ioOnClosedChannel }
+            }
+            return channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                try channel.pipeline.syncOperations.addHandler(RequestDeadline(limit: deadline))
                 let id = ObjectIdentifier(channel)
                 open.withLockedValue { $0[id] = channel }
                 channel.closeFuture.whenComplete { _ in _ = open.withLockedValue { $0.removeValue(forKey: id) } }
@@ -161,5 +186,53 @@ struct HTTPServer: Service {
             }
         }
         try await outbound.write(.end(nil))
+    }
+}
+
+/// Closes a connection that has not sent a complete request head within `limit` of opening or of the previous
+/// response's end. Between a request's head and its response's end there is no limit (a streamed deploy).
+final class RequestDeadline: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let limit: TimeAmount
+    private var timer: Scheduled<Void>?
+
+    init(limit: TimeAmount) { self.limit = limit }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) {
+            timer?.cancel()
+            timer = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { arm(context) }
+        context.write(data, promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        timer?.cancel()
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: limit) { channel.close(promise: nil) }
     }
 }
