@@ -100,10 +100,22 @@ public struct MeshNode: Sendable {
     /// The cluster as this node sees it now.
     public var state: ClusterState {
         var state = ClusterState(
-            me: me, members: swim.view.map(\.state), appNodes: appNodes, lease: lease.view, startedAt: startedAt,
+            me: me, members: swim.view.map { appNodes.contains($0.state.id) ? $0.state : Self.witnessed($0.state) }, appNodes: appNodes, lease: lease.view, startedAt: startedAt,
             startupGrace: swim.settings.startupGrace)
         state.otherConfigurations = mismatched
         return state
+    }
+
+    /// A witness runs no app and never leads: what it says beyond its liveness (an app, an address for DNS, a
+    /// rollout intent or report, an origin certificate) is not taken from it — a witness holds no secrets and must
+    /// not be able to steer the cluster.
+    static func witnessed(_ member: ClusterState.Member) -> ClusterState.Member {
+        var member = member
+        var app = AppStatus.none
+        app.certificateDaysLeft = member.app.certificateDaysLeft
+        app.configuration = member.app.configuration
+        member.app = app
+        return member
     }
 
     /// When the node next has something to do (at the latest in a second): a tick before it changes nothing.

@@ -76,6 +76,35 @@ import Testing
         #expect(taken.app.lastDeploy?.reason?.utf8.count ?? .max <= AppStatus.maximumText)
     }
 
+    /// A witness holds no secrets and never leads: a rollout intent, an address for DNS or an origin certificate
+    /// it announces (broken or hostile) is not taken; its liveness is.
+    @Test func aWitnessAnnouncesNothingButItsLiveness() throws {
+        let members = [
+            MeshNode.Member(id: MemberID("n1"), address: "n1:7946", appNode: true), MeshNode.Member(id: MemberID("n2"), address: "n2:7946", appNode: true),
+            MeshNode.Member(id: MemberID("w"), address: "w:7946", appNode: false),
+        ]
+        func node(_ name: String) -> MeshNode {
+            MeshNode(me: MemberID(name), members: members, swim: .lan, lease: .profile("lan"), promised: 0, seed: 3, now: .zero)
+        }
+        var witness = node("w")
+        var n1 = node("n1")
+        var status = AppStatus(healthy: true, image: "evil:1", address: "198.51.100.66")
+        status.rollout = RolloutIntent(
+            id: "r-evil", seq: 9, kind: .deploy, image: "evil:1", previousImage: nil, order: ["n1", "n2"], requestedBy: "w", settleMs: 0,
+            nodeTimeoutMs: 1000)
+        status.origin = OriginMark(fingerprint: "00ff00ff00ff00ff", setAt: .max / 2, notAfter: .max / 2)
+        var now = Instant.zero
+        var datagrams = witness.announce(status, now: now)
+        while !datagrams.contains(where: { if case .send(_, let to) = $0 { to == MemberID("n1") } else { false } }) {
+            now = now + .milliseconds(50)
+            datagrams = witness.tick(now: now)
+        }
+        for case .send(let datagram, let to) in datagrams where to == MemberID("n1") { _ = n1.receive(datagram, from: MemberID("w"), now: now) }
+        let seen = try #require(n1.state.member(MemberID("w")))
+        #expect(seen.status == .alive)
+        #expect(seen.app.rollout == nil && seen.app.address == nil && seen.app.origin == nil && seen.app.image == nil)
+    }
+
     @Test func textIsCutBetweenCharactersFromTheStartOrTheEnd() {
         #expect("short".cut(toBytes: 10) == "short")
         let cut = "ééééé".cut(toBytes: 8)  // 2 bytes each: 2 fit before the 3-byte "…"

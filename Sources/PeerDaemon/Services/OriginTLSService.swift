@@ -160,6 +160,11 @@ actor OriginTLSService: Service {
         }
         switch decoded {
         case .origin(let pair, let setAt):
+            // A witness holds no secrets by design: an origin pair from one is not its to give.
+            guard config.mesh?.members.contains(where: { $0.name == member && $0.role == .node }) == true else {
+                logger.warning("origin certificate refused: only app nodes hand them on", metadata: ["mesh.member": "\(member)"])
+                return
+            }
             guard let fingerprint = try? OriginCertificate.info(certificatePEM: pair.certificatePEM).fingerprint else {
                 logger.warning("a member sent an origin certificate that does not parse", metadata: ["mesh.member": "\(member)"])
                 return
