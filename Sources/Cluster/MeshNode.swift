@@ -100,7 +100,8 @@ public struct MeshNode: Sendable {
     /// The cluster as this node sees it now.
     public var state: ClusterState {
         var state = ClusterState(
-            me: me, members: swim.view.map { appNodes.contains($0.state.id) ? $0.state : Self.witnessed($0.state) }, appNodes: appNodes, lease: lease.view, startedAt: startedAt,
+            me: me, members: swim.view.map { appNodes.contains($0.state.id) ? $0.state : Self.witnessed($0.state) }, appNodes: appNodes,
+            lease: lease.view, startedAt: startedAt,
             startupGrace: swim.settings.startupGrace)
         state.otherConfigurations = mismatched
         return state

@@ -80,7 +80,8 @@ import Testing
     /// it announces (broken or hostile) is not taken; its liveness is.
     @Test func aWitnessAnnouncesNothingButItsLiveness() throws {
         let members = [
-            MeshNode.Member(id: MemberID("n1"), address: "n1:7946", appNode: true), MeshNode.Member(id: MemberID("n2"), address: "n2:7946", appNode: true),
+            MeshNode.Member(id: MemberID("n1"), address: "n1:7946", appNode: true),
+            MeshNode.Member(id: MemberID("n2"), address: "n2:7946", appNode: true),
             MeshNode.Member(id: MemberID("w"), address: "w:7946", appNode: false),
         ]
         func node(_ name: String) -> MeshNode {
