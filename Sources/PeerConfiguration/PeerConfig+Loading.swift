@@ -188,7 +188,7 @@ extension PeerConfig {
                 "is not in zone \(zone)", fix: "the app's host name, e.g. shop.\(zone)")
             let apiBase = try section.string("api_base") ?? "https://api.cloudflare.com/client/v4"
             try section.check(
-                "api_base", apiBase, apiBase.hasPrefix("https://") || apiBase.hasPrefix("http://127.") || apiBase.hasPrefix("http://localhost"),
+                "api_base", apiBase, Self.isPrivateURL(apiBase),
                 "must be https:// (plain http only to a local stand-in)", fix: "leave it out for the real API")
             let ttl = try section.int("ttl", range: 1...86400) ?? 1
             try section.check("ttl", "\(ttl)", ttl == 1 || ttl >= 60, "must be 1 (automatic) or 60–86400", fix: "1")
@@ -209,14 +209,22 @@ extension PeerConfig {
                 try s.check(
                     "topic", topic, topic.range(of: "^[-_A-Za-z0-9]{1,64}$", options: .regularExpression) != nil,
                     "must be 1–64 letters, digits, - or _", fix: "a long random topic: it works like a password")
+                let server = try s.string("server") ?? "https://ntfy.sh"
+                try s.check(
+                    "server", server, Self.isPrivateURL(server), "must be https:// (the topic works like a password; plain http only to this machine)",
+                    fix: "https://ntfy.sh or your server's https:// address")
                 n.ntfy = .init(
-                    server: try s.string("server") ?? "https://ntfy.sh", topic: topic,
+                    server: server, topic: topic,
                     token: try Self.secret(s, "token", path: path, environment: environment, required: false))
             }
             if let s = try section.section("pushover") {
                 try s.allowOnly(["endpoint", "token", "token_env", "token_file", "user", "user_env", "user_file"])
+                let endpoint = try s.string("endpoint") ?? "https://api.pushover.net/1/messages.json"
+                try s.check(
+                    "endpoint", endpoint, Self.isPrivateURL(endpoint), "must be https:// (it carries the token; plain http only to this machine)",
+                    fix: "leave it out for the real API")
                 n.pushover = .init(
-                    endpoint: try s.string("endpoint") ?? "https://api.pushover.net/1/messages.json",
+                    endpoint: endpoint,
                     token: try Self.secret(s, "token", path: path, environment: environment, required: true)!,
                     user: try Self.secret(s, "user", path: path, environment: environment, required: true)!)
             }
@@ -314,11 +322,21 @@ extension PeerConfig {
             if !FileManager.default.isReadableFile(atPath: file) {
                 throw section.error(key + "_file", problem: "\(file) cannot be read", fix: "create it with mode 0600")
             }
+            if let mode = Self.mode(of: file), mode & 0o077 != 0 {
+                throw section.error(
+                    key + "_file", problem: "\(file) holds a secret and others can read it (mode \(String(mode, radix: 8)))",
+                    fix: "chmod 600 \(file)")
+            }
         }
         return secret
     }
 
     // MARK: - Value rules
+
+    /// An address a secret may be sent to: https, or plain http to this machine (a local stand-in).
+    static func isPrivateURL(_ url: String) -> Bool {
+        url.hasPrefix("https://") || url.hasPrefix("http://127.") || url.hasPrefix("http://localhost") || url.hasPrefix("http://[::1]")
+    }
 
     static func isEnvName(_ s: String) -> Bool {
         guard let first = s.first, first == "_" || (first.isASCII && first.isLetter) else { return false }

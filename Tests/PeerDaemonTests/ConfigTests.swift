@@ -162,7 +162,15 @@ import Testing
         let pki = try Self.pkiFiles()
         defer { try? FileManager.default.removeItem(atPath: pki) }
         let mesh = Self.meshYAML(pki)
+        let readable = pki + "/readable-token"
+        #expect(FileManager.default.createFile(atPath: readable, contents: Data("x\n".utf8), attributes: [.posixPermissions: 0o644]))
         let cases: [(String, [String: String], String, String)] = [
+            ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_file: \(readable)\n", [:], "dns.token_file", "others can read"),
+            ("notify:\n  ntfy:\n    topic: t1\n    server: http://ntfy.example.com\n", [:], "notify.ntfy.server", "must be https"),
+            (
+                "notify:\n  pushover:\n    endpoint: http://api.example.com/1\n    token_env: T\n    user_env: T\n", ["T": "x"],
+                "notify.pushover.endpoint", "must be https"
+            ),
             (Self.minimal + "\ndns:\n  zone: example.com\n  name: shop.example.com\n  token_env: T\n", ["T": "x"], "dns", "needs a mesh"),
             ("dns:\n  zone: example.com\n  name: shop.example.org\n  token_env: T\n", ["T": "x"], "dns.name", "not in zone"),
             ("dns:\n  zone: example.com\n  name: shop.example.com\n", [:], "dns.token", "is missing"),
