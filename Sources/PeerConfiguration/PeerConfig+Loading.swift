@@ -211,7 +211,8 @@ extension PeerConfig {
                     "must be 1–64 letters, digits, - or _", fix: "a long random topic: it works like a password")
                 let server = try s.string("server") ?? "https://ntfy.sh"
                 try s.check(
-                    "server", server, Self.isPrivateURL(server), "must be https:// (the topic works like a password; plain http only to this machine)",
+                    "server", server, Self.isPrivateURL(server),
+                    "must be https:// (the topic works like a password; plain http only to this machine)",
                     fix: "https://ntfy.sh or your server's https:// address")
                 n.ntfy = .init(
                     server: server, topic: topic,
