@@ -143,7 +143,7 @@ let package = Package(
             name: "PeerDaemon",
             dependencies: [
                 "PeerCore", "Deployment", "PeerFiles", "Docker", "Nginx", "Membership", "Cluster", "Transport", "PKI", "PeerConfiguration", "Control",
-                "Leadership", "DNSPlanning", "CloudflareDNS", "Notify",
+                "Leadership", "DNSPlanning", "CloudflareDNS", "Notify", "CPeerProcess",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -108,6 +109,8 @@ static long release(void) {
     if (release_file_pages(rodata_start, rodata_end) != 0) return -1;
     return released + (long)(rodata_end - rodata_start);
 }
+
+int peer_release_free_heap(void) { return malloc_trim(0); }
 
 long peer_release_executable_pages(void) {
     if (range_count < 0) dl_iterate_phdr(find_segments, NULL);

@@ -41,11 +41,17 @@ public enum Mesh {
         /// closed as they arrive, so a flood of idle connections cannot take the descriptors members need.
         public var total: Int
         public var perSource: Int
+        /// Called (once) when a burst of connections — at least 256 at once — is over (an eighth of its peak
+        /// left): the moment to give the memory it took back.
+        public var afterBurst: (@Sendable () -> Void)?
 
-        public init(handshakeTimeout: TimeAmount = .seconds(5), total: Int = 1024, perSource: Int = 64) {
+        public init(
+            handshakeTimeout: TimeAmount = .seconds(5), total: Int = 1024, perSource: Int = 64, afterBurst: (@Sendable () -> Void)? = nil
+        ) {
             self.handshakeTimeout = handshakeTimeout
             self.total = total
             self.perSource = perSource
+            self.afterBurst = afterBurst
         }
     }
 
@@ -69,7 +75,9 @@ public enum Mesh {
                     }
                     return channel.close().flatMapThrowing { () throws -> Accepted in throw MeshTLS.Failure(description: full) }
                 }
-                channel.closeFuture.whenComplete { _ in gate.withLockedValue { $0.release(remote) } }
+                channel.closeFuture.whenComplete { _ in
+                    if gate.withLockedValue({ $0.release(remote) }) { limits.afterBurst?() }
+                }
                 return channel.eventLoop.makeCompletedFuture { () throws -> Accepted in
                     let identity = NIOLockedValueBox<Verified?>(nil)
                     let refusal = NIOLockedValueBox<String?>(nil)
@@ -158,6 +166,9 @@ struct ConnectionGate {
     let limits: Mesh.Limits
     private(set) var total = 0
     private(set) var bySource: [String: Int] = [:]
+    /// The most connections at once since the last burst ended.
+    private(set) var peak = 0
+    static let burst = 256
 
     init(limits: Mesh.Limits) { self.limits = limits }
 
@@ -167,13 +178,19 @@ struct ConnectionGate {
         if bySource[source, default: 0] >= limits.perSource { return "too many connections (\(limits.perSource)) from \(source)" }
         total += 1
         bySource[source, default: 0] += 1
+        peak = max(peak, total)
         return nil
     }
 
-    mutating func release(_ source: String) {
+    /// Gives the place back; true when this ends a burst (``Mesh/Limits/afterBurst``).
+    @discardableResult
+    mutating func release(_ source: String) -> Bool {
         total -= 1
         bySource[source, default: 1] -= 1
         if bySource[source] == 0 { bySource[source] = nil }
+        guard peak >= Self.burst, total <= peak / 8 else { return false }
+        peak = total
+        return true
     }
 }
 

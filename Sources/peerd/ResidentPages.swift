@@ -3,6 +3,9 @@ import Foundation
 import Logging
 import PeerDaemon
 
+/// The heap's free pages go back too (malloc_trim): after a burst — a flood of connections on the mesh port, a
+/// deploy — the resident set comes back down within a minute instead of staying at its peak.
+///
 /// An idle peerd needs little of the code it ran to start (config, certificates, TLS set-up, adoption) or to
 /// deploy: 30 s after start, then every minute, it releases the pages of its executable's read-only
 /// segments (`peer_release_executable_pages`). They stay in the page cache; what runs again maps them back
@@ -27,6 +30,7 @@ enum ResidentPages {
     static func release(logger: Logger) {
         // The resident set is read only for the debug line.
         let before = logger.logLevel <= .debug ? residentMiB() : 0
+        _ = peer_release_free_heap()
         let released = peer_release_executable_pages()
         if released < 0 {
             logger.debug("could not release the executable's pages", metadata: ["error": "\(String(cString: strerror(errno)))"])

@@ -19,4 +19,8 @@ long peer_release_executable_pages(void);
 /// Releases them (as above) whenever the process gets `signo`. Returns 0, or -1 with errno set.
 int peer_release_executable_pages_on_signal(int signo);
 
+/// Returns the heap's free pages to the system (glibc malloc_trim): after a burst (a flood of connections, a
+/// deploy's buffers) the resident set comes back down. 1 if memory was released.
+int peer_release_free_heap(void);
+
 #endif

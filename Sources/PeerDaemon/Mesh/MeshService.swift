@@ -1,4 +1,5 @@
 import PeerConfiguration
+import CPeerProcess
 import Cluster
 import Crypto
 import Foundation
@@ -226,7 +227,9 @@ actor MeshService: Service {
     // MARK: - TLS connections
 
     private func listen() async throws {
-        try await Mesh.listen(host: mesh.host, port: mesh.port, tls: tls, logger: logger) { connection in
+        // After a flood of connections (strangers on an open port), the heap's free pages go back at once.
+        let limits = Mesh.Limits(afterBurst: { _ = peer_release_free_heap() })
+        try await Mesh.listen(host: mesh.host, port: mesh.port, tls: tls, limits: limits, logger: logger) { connection in
             if case .operator(let name) = connection.peer {
                 await self.operatorHandler?(connection, name)
                 return
