@@ -1,3 +1,4 @@
+import Foundation
 import Cluster
 import Membership
 import PeerCore
@@ -13,7 +14,9 @@ import Testing
 @Suite struct MeshSimulationTests {
     @Test(arguments: 0..<4)
     func oneLeaderAndAPublishedStateThatTellsTheTruthUnderFaults(batch: UInt64) {
-        for seed in (batch * 60)..<(batch * 60 + 60) {
+        // 160 seeds in CI; PEER_MESH_SIM_SEEDS per batch for longer runs (the mutations above were run with 60).
+        let share = UInt64(ProcessInfo.processInfo.environment["PEER_MESH_SIM_SEEDS"].flatMap(Int.init) ?? 40)
+        for seed in (batch * share)..<(batch * share + share) {
             var rng = SplitMix64(seed: seed)
             var sim = MeshSimulation(size: Int.random(in: 2...5, using: &rng), witness: Bool.random(using: &rng), seed: seed)
             sim.network.loss = [0, 0.05, 0.2].randomElement(using: &rng)!

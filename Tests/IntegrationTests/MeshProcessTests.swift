@@ -263,7 +263,7 @@ import Testing
         let before = mesh.deathCounts()
         try Firewall.add(["-s", Self.prefix + "1", "-d", Self.prefix + "2", "-j", "DROP"])
         try Firewall.add(["-s", Self.prefix + "2", "-d", Self.prefix + "1", "-j", "DROP"])
-        try await Task.sleep(for: .seconds(15))
+        try await Task.sleep(for: .seconds(10))  // an observation window: several suspicion timeouts long
         for node in mesh.names {
             let after = mesh.deaths(in: node, after: before)
             #expect(after.isEmpty, "\(node): \(after)")
@@ -284,7 +284,7 @@ import Testing
         try Firewall.add([
             "-s", Self.prefix + "0/24", "-d", Self.prefix + "0/24", "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP",
         ])
-        try await Task.sleep(for: .seconds(30))
+        try await Task.sleep(for: .seconds(20))  // an observation window: many probe rounds at 30 % loss
         for node in mesh.names {
             let after = mesh.deaths(in: node, after: before)
             #expect(after.isEmpty, "\(node): \(after)")
