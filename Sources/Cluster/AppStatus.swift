@@ -45,6 +45,13 @@ public struct AppStatus: SWIMPayload {
     /// a reference is refused over 255 + 128 characters where it enters (``ImageReference``).
     public static let maximumText = 300
 
+    /// A copy relayed by a peerd that predates ``configuration`` lacks it: that is not another status.
+    public func differs(from mine: AppStatus) -> Bool {
+        var copy = self
+        if copy.configuration == nil { copy.configuration = mine.configuration }
+        return copy.bounded() != mine.bounded()
+    }
+
     public func bounded() -> AppStatus {
         var status = self
         status.address = address?.cut(toBytes: 64)

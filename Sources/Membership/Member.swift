@@ -7,10 +7,15 @@ public protocol SWIMPayload: Sendable, Hashable, Codable {
     /// The payload cut to the sizes gossip carries: applied to what this node announces and to every update it
     /// takes, so no member's state can grow a datagram past what receivers accept.
     func bounded() -> Self
+    /// Whether a copy of this node's own payload (`self`, as another member holds it under this node's current
+    /// incarnation) is another payload than `mine` — a previous life's, to refute — rather than `mine` as an
+    /// older peer relays it (without the fields it does not know).
+    func differs(from mine: Self) -> Bool
 }
 
 extension SWIMPayload {
     public func bounded() -> Self { self }
+    public func differs(from mine: Self) -> Bool { self != mine }
 }
 
 public enum MemberStatus: UInt8, Sendable, Hashable, Codable, CustomStringConvertible {

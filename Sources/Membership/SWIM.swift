@@ -340,7 +340,7 @@ public struct SWIM<App: SWIMPayload>: Sendable {
             // Someone holds a state of ours at least as new as ours that is not "alive" (a suspicion, or a
             // death from before a restart), or a newer incarnation from a previous life: refute.
             // Or it holds our current incarnation with another app state (a restart that reused the number).
-            let stale = update.incarnation == me.incarnation && update.status == .alive && update.app != me.app
+            let stale = update.incarnation == me.incarnation && update.status == .alive && update.app.differs(from: me.app)
             if update.incarnation > me.incarnation || (update.status != .alive && update.incarnation >= me.incarnation) || stale {
                 let previous = me
                 me.incarnation = update.incarnation + 1

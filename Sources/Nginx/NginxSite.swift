@@ -87,7 +87,7 @@ public struct NginxSite: Sendable, Hashable {
 
     /// The variable holding `CF-Connecting-IP` when the request came from Cloudflare (its client certificate
     /// verified), empty otherwise: anyone can send the header, so it is passed on only when it is Cloudflare's.
-    var cloudflareClientIP: String { "$" + upstreamName + "_cf_connecting_ip" }
+    var cloudflareClientIP: String { tls == nil ? "\"\"" : "$" + upstreamName + "_cf_connecting_ip" }
 
     public func render(routingTo instance: AppInstance?) -> String {
         var lines: [String] = [
@@ -107,17 +107,21 @@ public struct NginxSite: Sendable, Hashable {
         } else {
             lines.append("\(Self.routeMarker) none")
         }
-        lines += [
-            "map $ssl_client_verify \(cloudflareClientIP) {",
-            "    SUCCESS $http_cf_connecting_ip;",
-            "    default \"\";",
-            "}",
-        ]
+        if tls != nil {
+            lines += [
+                "map $ssl_client_verify \(cloudflareClientIP) {",
+                "    SUCCESS $http_cf_connecting_ip;",
+                "    default \"\";",
+                "}",
+            ]
+        }
         if onlyCloudflare {
             // The plain listener: peer's checks, and a redirect for everyone else.
             lines += ["server {", "    listen \(listen);", "    server_name \(serverName);"]
             lines += verifyLocation(instance)
-            lines += ["    location / {", "        return 308 https://$host$request_uri;", "    }", "}"]
+            let port = tls.map { Self.split($0.listen, defaultPort: 443).port } ?? 443
+            let authority = port == 443 ? "$host" : "$host:\(port)"
+            lines += ["    location / {", "        return 308 https://\(authority)$request_uri;", "    }", "}"]
             lines += ["server {", "    server_name \(serverName);"]
             lines += tlsDirectives
             lines += customDirectives

@@ -336,7 +336,9 @@ extension PeerConfig {
 
     /// An address a secret may be sent to: https, or plain http to this machine (a local stand-in).
     static func isPrivateURL(_ url: String) -> Bool {
-        url.hasPrefix("https://") || url.hasPrefix("http://127.") || url.hasPrefix("http://localhost") || url.hasPrefix("http://[::1]")
+        if url.hasPrefix("https://") { return true }
+        guard url.hasPrefix("http://"), let host = URLComponents(string: url)?.host?.lowercased() else { return false }
+        return host == "localhost" || host == "::1" || host == "[::1]" || (host.hasPrefix("127.") && isIPAddress(host))
     }
 
     static func isEnvName(_ s: String) -> Bool {

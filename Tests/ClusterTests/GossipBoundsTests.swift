@@ -106,6 +106,31 @@ import Testing
         #expect(seen.app.rollout == nil && seen.app.address == nil && seen.app.origin == nil && seen.app.image == nil)
     }
 
+    /// A rolling upgrade: an older peerd relays this node's state without the fields it does not know (the
+    /// configuration digest). That copy, under this node's current incarnation, is not a previous life's state:
+    /// refuting it would raise the incarnation every gossip round for as long as the older node runs.
+    @Test func itsOwnStateRelayedWithoutTheConfigurationIsNotRefuted() throws {
+        let members = Self.ids.map { MeshNode.Member(id: $0, address: "\($0.name):7946", appNode: true) }
+        var n1 = MeshNode(
+            me: Self.ids[0], members: members, swim: .lan, lease: .profile("lan"), promised: 0, seed: 5, now: .zero, configuration: "abc")
+        _ = n1.announce(AppStatus(healthy: true, image: "app:1", address: "203.0.113.1"), now: .zero)
+        let mine = try #require(n1.state.member(Self.ids[0]))
+        var relayed = mine
+        relayed.app.configuration = nil
+        let envelope = MeshNode.Swim.Envelope(
+            sender: MemberState(id: Self.ids[1], address: "n2:7946", incarnation: 1, status: .alive), message: .ping(seq: 1), gossip: [relayed])
+        _ = n1.receive(.swim(envelope), from: Self.ids[1], now: .zero + .milliseconds(10))
+        #expect(n1.state.member(Self.ids[0])?.incarnation == mine.incarnation, "a stripped copy of its own state was refuted")
+        // A copy that really differs (another image under the same incarnation: a previous life) still is.
+        var previousLife = mine
+        previousLife.app.image = "app:0"
+        let second = MeshNode.Swim.Envelope(
+            sender: MemberState(id: Self.ids[1], address: "n2:7946", incarnation: 1, status: .alive), message: .ping(seq: 2),
+            gossip: [previousLife])
+        _ = n1.receive(.swim(second), from: Self.ids[1], now: .zero + .milliseconds(20))
+        #expect((n1.state.member(Self.ids[0])?.incarnation ?? 0) > mine.incarnation)
+    }
+
     @Test func textIsCutBetweenCharactersFromTheStartOrTheEnd() {
         #expect("short".cut(toBytes: 10) == "short")
         let cut = "ééééé".cut(toBytes: 8)  // 2 bytes each: 2 fit before the 3-byte "…"

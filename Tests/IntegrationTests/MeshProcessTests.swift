@@ -45,6 +45,9 @@ import Testing
             return try ControlAPI.decoder.decode(ControlAPI.Members.self, from: Data(result.output.utf8))
         }
 
+        /// Every node sees every node alive.
+        func everyoneAlive() -> Bool { names.allSatisfy { n in names.allSatisfy { status(of: $0, by: n) == "alive" } } }
+
         /// What `observer` says about `member`.
         func status(of member: String, by observer: String) -> String? {
             (try? members(observer))?.members.first { $0.name == member }?.status
@@ -101,7 +104,7 @@ import Testing
         let mesh = try Mesh(size: 4)
         defer { mesh.down() }
         #expect(
-            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+            await eventually(within: .seconds(10)) { mesh.everyoneAlive() })
 
         // (Members that start a little later than the others may be declared dead and come back during the
         // start; only what happens from the kill on counts.)
@@ -138,7 +141,7 @@ import Testing
         let mesh = try Mesh(size: 3)
         defer { mesh.down() }
         #expect(
-            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+            await eventually(within: .seconds(10)) { mesh.everyoneAlive() })
         let before = mesh.deathCounts()
         let oldCertificate = try String(contentsOfFile: "\(mesh.dir)/pki/m2.pem", encoding: .utf8)
         let issued = try Shell.run(
@@ -226,7 +229,7 @@ import Testing
         let mesh = try Mesh(size: 3)
         defer { mesh.down() }
         #expect(
-            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+            await eventually(within: .seconds(10)) { mesh.everyoneAlive() })
         let pid = try String(contentsOfFile: "\(mesh.dir)/m1/pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try Shell.run("prlimit", ["--pid", pid, "--nofile=1024:1024"]).status == 0)
         let idle = try await Self.usage(pid: pid, over: 3)
@@ -248,7 +251,7 @@ import Testing
         }
         while !settled(), ContinuousClock.now < deadline { after = try await Self.usage(pid: pid, over: 3) }
         #expect(settled(), "after the flood: \(after) (idle: \(idle))")
-        #expect(mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } })
+        #expect(mesh.everyoneAlive())
     }
 
     @Test func oneCutLinkIsBridgedByIndirectProbes() async throws {
@@ -258,7 +261,7 @@ import Testing
             mesh.down()
         }
         #expect(
-            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+            await eventually(within: .seconds(10)) { mesh.everyoneAlive() })
         // m1 and m2 cannot reach each other at all; both still reach m3.
         let before = mesh.deathCounts()
         try Firewall.add(["-s", Self.prefix + "1", "-d", Self.prefix + "2", "-j", "DROP"])
@@ -279,7 +282,7 @@ import Testing
             mesh.down()
         }
         #expect(
-            await eventually(within: .seconds(10)) { mesh.names.allSatisfy { n in mesh.names.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } })
+            await eventually(within: .seconds(10)) { mesh.everyoneAlive() })
         let before = mesh.deathCounts()
         try Firewall.add([
             "-s", Self.prefix + "0/24", "-d", Self.prefix + "0/24", "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP",

@@ -167,6 +167,7 @@ import Testing
         let cases: [(String, [String: String], String, String)] = [
             ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_file: \(readable)\n", [:], "dns.token_file", "others can read"),
             ("notify:\n  ntfy:\n    topic: t1\n    server: http://ntfy.example.com\n", [:], "notify.ntfy.server", "must be https"),
+            ("notify:\n  ntfy:\n    topic: t1\n    server: http://localhost.evil.example\n", [:], "notify.ntfy.server", "must be https"),
             (
                 "notify:\n  pushover:\n    endpoint: http://api.example.com/1\n    token_env: T\n    user_env: T\n", ["T": "x"],
                 "notify.pushover.endpoint", "must be https"

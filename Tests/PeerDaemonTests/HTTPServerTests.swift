@@ -146,6 +146,13 @@ extension HTTPServerTests {
                 return try await Self.readUntilClosed(NIOAsyncChannelWrapper(inbound: inbound), within: .seconds(5))
             }
             #expect(trickled == "", "a trickling client got an answer or was not closed")
+            // A whole head announcing a body that never comes.
+            let stalledBody = try await Self.connect(port)
+            let stalledRead = try await stalledBody.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab"))
+                return try await Self.readUntilClosed(NIOAsyncChannelWrapper(inbound: inbound), within: .seconds(5))
+            }
+            #expect(stalledRead == "", "a client stalling in its body was not closed")
             // A whole request answered by a 1 s stream: complete, though longer than the deadline.
             let streamed = try await Self.connect(port)
             let answer = try await streamed.executeThenClose { inbound, outbound in

@@ -14,7 +14,7 @@ import ServiceLifecycle
 /// second in an idle daemon) and loaded ICU's calendar and time-zone data for it, about 5 MiB resident
 /// (docs/benchmarks.md, "peerd memory").
 ///
-/// A client that connects and does not send a complete request head within ``requestDeadline`` (of connecting,
+/// A client that connects and does not send a complete request (head and body) within ``requestDeadline`` (of connecting,
 /// or of the previous response's end) is closed — one that stalls or trickles a byte at a time holds nothing for
 /// long; a response being streamed (a deploy's progress) is never cut. More than ``maxConnections`` at once are
 /// closed as they arrive.
@@ -189,8 +189,8 @@ struct HTTPServer: Service {
     }
 }
 
-/// Closes a connection that has not sent a complete request head within `limit` of opening or of the previous
-/// response's end. Between a request's head and its response's end there is no limit (a streamed deploy).
+/// Closes a connection that has not sent a complete request (head and body) within `limit` of opening or of the
+/// previous response's end. Between a request's end and its response's end there is no limit (a streamed deploy).
 final class RequestDeadline: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -212,7 +212,8 @@ final class RequestDeadline: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) {
+        // The whole request, body included: a head followed by a stalled body holds nothing for long either.
+        if case .end = unwrapInboundIn(data) {
             timer?.cancel()
             timer = nil
         }

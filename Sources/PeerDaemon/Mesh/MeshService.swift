@@ -131,6 +131,11 @@ actor MeshService: Service {
     // MARK: - Running
 
     func run() async throws {
+        if !node.mismatched.isEmpty {
+            logger.warning(
+                "members ran another cluster configuration when last heard (mesh.members differs): no leader until every member lists the same members",
+                metadata: ["mesh.members_differing": "\(node.mismatched.map(\.name).joined(separator: ","))"])
+        }
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             // NIO reads datagrams into 2 KiB buffers by default: a full-sync message is bigger, and a truncated
