@@ -62,6 +62,8 @@ public struct MeshNode: Sendable {
     public private(set) var knownConfigurations: [MemberID: String]
     /// Members whose last known configuration is not this node's.
     public private(set) var mismatched: [MemberID] = []
+    /// A member announced another configuration than the one known of it: compare (and persist) again.
+    private var configurationsChanged = false
     /// App nodes that membership sees alive: the lease's candidates.
     private var aliveCandidates: [MemberID]
     private var published: ClusterState?
@@ -191,17 +193,13 @@ public struct MeshNode: Sendable {
     /// agree, rather than two (an old trio's 2 of 3 and a new trio's 3 of 5). A member never heard from is not
     /// compared (a new cluster); one that stays down with an old list holds elections up until it is back or
     /// removed from the lists (the status names it).
+    /// `knownConfigurations` follows the members' state changes (``absorb(_:into:)``): only then is there
+    /// anything to compare.
     private mutating func compareConfigurations(now: Instant, into directives: inout [Directive]) {
-        guard let configuration else { return }
-        var known = knownConfigurations
-        for state in swim.view.map(\.state) where state.id != me {
-            if let theirs = state.app.configuration { known[state.id] = theirs }
-        }
-        if known != knownConfigurations {
-            knownConfigurations = known
-            directives.append(.persistConfigurations(known))
-        }
-        let others = known.filter { $0.value != configuration }.keys.sorted()
+        guard let configuration, configurationsChanged else { return }
+        configurationsChanged = false
+        directives.append(.persistConfigurations(knownConfigurations))
+        let others = knownConfigurations.filter { $0.value != configuration }.keys.sorted()
         guard others != mismatched else { return }
         mismatched = others
         membersChanged = true
@@ -219,6 +217,11 @@ public struct MeshNode: Sendable {
             case .changed(let state, let previous):
                 membersChanged = true
                 directives.append(.memberChanged(state, previous: previous))
+                // A member's app (its configuration with it) changes only in a state change.
+                if configuration != nil, state.id != me, let theirs = state.app.configuration, knownConfigurations[state.id] != theirs {
+                    knownConfigurations[state.id] = theirs
+                    configurationsChanged = true
+                }
                 if state.status != previous.status {
                     aliveCandidates = swim.view.filter { $0.state.status == .alive && appNodes.contains($0.state.id) }.map(\.state.id)
                 }

@@ -97,18 +97,15 @@ public enum OriginCertificate {
                 if case .dnsName(let dns) = name { names.append(dns.lowercased()) }
             }
         }
-        var serializer = DER.Serializer()
-        let der = (try? serializer.serialize(certificate)).map { serializer.serializedBytes } ?? []
         return OriginCertificateInfo(
-            fingerprint: fingerprint(der: der), names: names, issuer: "\(certificate.issuer)", notValidBefore: certificate.notValidBefore,
+            fingerprint: (try? certificate.fingerprint()) ?? fingerprint(der: []), names: names, issuer: "\(certificate.issuer)",
+            notValidBefore: certificate.notValidBefore,
             notValidAfter: certificate.notValidAfter)
     }
 
     /// How peer names a certificate: the SHA-256 of its DER encoding, lowercase hex (what `openssl x509
     /// -fingerprint -sha256` prints, without the colons).
-    public static func fingerprint(der: some Sequence<UInt8>) -> String {
-        SHA256.hash(data: Array(der)).map { String(format: "%02x", $0) }.joined()
-    }
+    public static func fingerprint(der: some Sequence<UInt8>) -> String { sha256Hex(der) }
 
     /// Whether `names` cover `hostname`: exactly, or by a single-level wildcard (`*.example.com` covers
     /// `app.example.com`, not `example.com` nor `a.b.example.com`).
@@ -128,5 +125,20 @@ public enum OriginCertificate {
     /// `2026-11-27` (UTC).
     static func format(_ date: Date) -> String {
         String(ISO8601.format(seconds: Int64(date.timeIntervalSince1970.rounded(.down))).prefix(10))
+    }
+}
+
+/// The SHA-256 of `bytes`, lowercase hex.
+public func sha256Hex(_ bytes: some Sequence<UInt8>) -> String {
+    SHA256.hash(data: Array(bytes)).map { String(format: "%02x", $0) }.joined()
+}
+
+extension Certificate {
+    /// How peer names a certificate (``OriginCertificate/fingerprint(der:)``): an origin certificate nginx serves,
+    /// or which certificate a member presented (a rotated one has another).
+    public func fingerprint() throws -> String {
+        var serializer = DER.Serializer()
+        try serializer.serialize(self)
+        return sha256Hex(serializer.serializedBytes)
     }
 }

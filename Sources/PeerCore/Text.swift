@@ -3,31 +3,28 @@ extension String {
     /// that travels (gossip, notifications) and must have a size.
     public func cut(toBytes limit: Int) -> String {
         guard utf8.count > limit else { return self }
-        var kept = ""
-        var bytes = 0
-        let budget = Swift.max(0, limit - 3)  // "…" is 3 bytes
-        for character in self {
-            let size = character.utf8.count
-            if bytes + size > budget { break }
-            kept.append(character)
-            bytes += size
-        }
-        return kept + "…"
+        return String(Self.fitting(self, bytes: limit - Self.ellipsisBytes)) + "…"
     }
 
     /// At most `limit` bytes of UTF-8 from its end (the last lines of a log matter most), starting with "…" when
     /// cut.
     public func tail(bytes limit: Int) -> String {
         guard utf8.count > limit else { return self }
+        return "…" + String(Self.fitting(reversed(), bytes: limit - Self.ellipsisBytes).reversed())
+    }
+
+    private static let ellipsisBytes = "…".utf8.count
+
+    /// The leading characters of `characters` whose UTF-8 fits in `budget` bytes.
+    private static func fitting(_ characters: some Sequence<Character>, bytes budget: Int) -> [Character] {
         var kept: [Character] = []
         var bytes = 0
-        let budget = Swift.max(0, limit - 3)
-        for character in reversed() {
+        for character in characters {
             let size = character.utf8.count
             if bytes + size > budget { break }
             kept.append(character)
             bytes += size
         }
-        return "…" + String(kept.reversed())
+        return kept
     }
 }

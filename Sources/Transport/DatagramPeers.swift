@@ -81,7 +81,7 @@ public struct DatagramPeers: Sendable {
 
     struct Peer: Sendable {
         var key: SymmetricKey
-        var fingerprint: [UInt8]
+        var fingerprint: String
         var previous: (key: SymmetricKey, until: Instant)?
         /// Its session and what was taken from it.
         var theirs: (session: UInt64, window: ReplayWindow)?
@@ -109,7 +109,7 @@ public struct DatagramPeers: Sendable {
     /// A verified TLS handshake with `member`, which presented the certificate whose DER has the SHA-256
     /// `fingerprint`; `derive` computes the pair key for it. True when the key changed: a first handshake, or a
     /// rotated certificate (the previous key is kept for ``previousKeyLifetime``).
-    public mutating func verified(_ member: String, fingerprint: [UInt8], now: Instant, derive: () throws -> SymmetricKey) rethrows -> Bool {
+    public mutating func verified(_ member: String, fingerprint: String, now: Instant, derive: () throws -> SymmetricKey) rethrows -> Bool {
         if let known = peers[member], known.fingerprint == fingerprint { return false }
         let key = try derive()
         guard var peer = peers[member] else {

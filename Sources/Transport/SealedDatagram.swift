@@ -79,13 +79,6 @@ public struct SealedDatagram: Sendable {
             using: SHA256.self, salt: salt, sharedInfo: Data("peer-membership-v1|\(names)".utf8), outputByteCount: 32)
     }
 
-    /// The SHA-256 of a certificate's DER: which certificate a member presented (a rotated one has another).
-    public static func fingerprint(_ certificate: Certificate) throws -> [UInt8] {
-        var serializer = DER.Serializer()
-        try serializer.serialize(certificate)
-        return Array(SHA256.hash(data: serializer.serializedBytes))
-    }
-
     /// Seals `payload`; with a `sequence` as version 2, without as version 1 (for a member that does not read 2).
     public static func seal(_ payload: some DataProtocol, from sender: String, key: SymmetricKey, sequence: Sequence? = nil) throws -> ByteBuffer {
         let header = Self.header(sender, sequence: sequence)

@@ -30,7 +30,7 @@ import X509
         /// The TLS handshake with `other` as this member sees it (its certificate verified).
         mutating func verify(_ other: Member, now: Instant = .zero) throws {
             let (tls, me, other) = (tls, name, other)
-            _ = try peers.verified(other.name, fingerprint: try SealedDatagram.fingerprint(other.certificate), now: now) {
+            _ = try peers.verified(other.name, fingerprint: try other.certificate.fingerprint(), now: now) {
                 try SealedDatagram.pairKey(tls: tls, myName: me, peerName: other.name, peer: other.certificate)
             }
         }

@@ -66,10 +66,10 @@ struct HTTPServer: Service {
     /// A larger request body is answered with 413 and never handed to the handler.
     let maxBodyBytes: Int
     /// Runs once the listener is bound (the control socket's mode is set here).
-    var onBound: @Sendable () -> Void = {}
+    let onBound: @Sendable () -> Void
     let logger: Logger
-    var requestDeadline: TimeAmount = .seconds(10)
-    var maxConnections = 64
+    let requestDeadline: TimeAmount
+    let maxConnections: Int
     let handler: Handler
 
     init(

@@ -242,15 +242,9 @@ actor MeshService: Service {
             let member = MemberID(connection.peer.name)
             await self.verified(member, certificate: connection.certificate)
             try? await connection.channel.executeThenClose { inbound, outbound in
-                if let hello = await self.datagrams.hello(to: member.name) {
-                    try await outbound.write(DatagramPeers.HelloFrame(hello).encoded)
-                }
-                for try await message in inbound {
-                    if let hello = DatagramPeers.HelloFrame.decode(message) {
-                        await self.received(hello, from: member)
-                    } else {
-                        self.links.received(message, from: member)
-                    }
+                try await self.sayHello(to: member, on: outbound)
+                for try await message in inbound where await !self.tookHello(message, from: member) {
+                    self.links.received(message, from: member)
                 }
             }
             if !Task.isCancelled { await self.lost(member, why: "its connection to us closed") }
@@ -275,14 +269,10 @@ actor MeshService: Service {
                 verified(id, certificate: connection.certificate)
                 backoff = .milliseconds(100)
                 try? await connection.channel.executeThenClose { inbound, outbound in
-                    if let hello = self.datagrams.hello(to: id.name) {
-                        try await outbound.write(DatagramPeers.HelloFrame(hello).encoded)
-                    }
+                    try await self.sayHello(to: id, on: outbound)
                     self.links.opened(outbound, to: id)
                     defer { self.links.closed(id) }
-                    for try await message in inbound {
-                        if let hello = DatagramPeers.HelloFrame.decode(message) { await self.received(hello, from: id) }
-                    }
+                    for try await message in inbound { _ = self.tookHello(message, from: id) }
                 }
                 if Task.isCancelled { return }
                 await lost(id, why: "our connection to it closed")
@@ -303,7 +293,7 @@ actor MeshService: Service {
     private func verified(_ member: MemberID, certificate: Certificate) {
         do {
             let rotated = datagrams.knows(member.name)
-            let changed = try datagrams.verified(member.name, fingerprint: try SealedDatagram.fingerprint(certificate), now: clock.now()) {
+            let changed = try datagrams.verified(member.name, fingerprint: try certificate.fingerprint(), now: clock.now()) {
                 try SealedDatagram.pairKey(tls: tls, myName: me.name, peerName: member.name, peer: certificate)
             }
             if changed && rotated {
@@ -316,11 +306,18 @@ actor MeshService: Service {
         }
     }
 
-    /// A member's hello: its datagrams are taken from that session on. The first ever is persisted: from then on
-    /// this node refuses that member's unnumbered datagrams, after restarts too.
-    private func received(_ hello: DatagramPeers.Hello, from member: MemberID) {
-        guard datagrams.received(hello, from: member.name) else { return }
-        remember { $0.numbering = datagrams.numbering.sorted() }
+    /// The first frame on every connection with a member, either way: this node's session and next counter.
+    private func sayHello(to member: MemberID, on outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
+        guard let hello = datagrams.hello(to: member.name) else { return }
+        try await outbound.write(DatagramPeers.HelloFrame(hello).encoded)
+    }
+
+    /// Whether `frame` is a member's hello, taken: its datagrams are taken from that session on. The first ever is
+    /// persisted: from then on this node refuses that member's unnumbered datagrams, after restarts too.
+    private func tookHello(_ frame: ByteBuffer, from member: MemberID) -> Bool {
+        guard let hello = DatagramPeers.HelloFrame.decode(frame) else { return false }
+        if datagrams.received(hello, from: member.name) { remember { $0.numbering = datagrams.numbering.sorted() } }
+        return true
     }
 
     private func remember(_ change: (inout MeshPeers) -> Void) {
@@ -342,7 +339,7 @@ actor MeshService: Service {
     /// SHA-256 (in any order of the list).
     static func configurationDigest(_ members: [PeerConfig.Mesh.Member]) -> String {
         let lines = members.map { "\($0.name) \($0.address) \($0.role)" }.sorted().joined(separator: "\n")
-        return SHA256.hash(data: Data(lines.utf8)).map { String(format: "%02x", $0) }.joined().prefix(16).description
+        return String(sha256Hex(lines.utf8).prefix(16))
     }
 
     static func isRefusal(_ error: any Error) -> Bool {
