@@ -5,7 +5,7 @@ import PeerTestKit
 import Testing
 
 /// Real `peerd` processes on 127.0.4.x with real certificates (`peerctl ca init`, `peerctl cert issue`) and mutual
-/// TLS, started by `cluster/mesh`; killed with SIGKILL, cut off and made lossy with iptables.
+/// TLS, started by `cluster/testbed-mesh`; killed with SIGKILL, cut off and made lossy with iptables.
 @Suite(.serialized) struct MeshProcessTests {
     static let prefix = "127.0.4."
 
@@ -19,14 +19,14 @@ import Testing
             self.certDays = certDays
             dir = NSTemporaryDirectory() + "peer-mesh-test-\(getpid())"
             let up = try run(["up", "\(size)", dir])
-            guard up.status == 0 else { throw TestBed.NotReady(description: "cluster/mesh up failed: \(up.output)") }
+            guard up.status == 0 else { throw TestBed.NotReady(description: "cluster/testbed-mesh up failed: \(up.output)") }
         }
 
         var names: [String] { (1...size).map { "m\($0)" } }
 
         func run(_ arguments: [String]) throws -> Shell.Result {
             try Shell.run(
-                TestBed.root + "/cluster/mesh", arguments,
+                TestBed.root + "/cluster/testbed-mesh", arguments,
                 environment: ProcessInfo.processInfo.environment.merging(
                     ["MESH_PREFIX": MeshProcessTests.prefix, "PEER_BIN": PeerdProcess.binDirectory, "MESH_CERT_DAYS": "\(certDays)"],
                     uniquingKeysWith: { $1 }))
@@ -235,7 +235,7 @@ import Testing
         let idle = try await Self.usage(pid: pid, over: 3)
         let before = mesh.deathCounts()
         let flood = try Shell.run(
-            TestBed.root + "/cluster/flood", [Self.prefix + "1", "7946", "--idle", "5000", "--half-open", "500", "--hold", "8"])
+            TestBed.root + "/cluster/fault-flood", [Self.prefix + "1", "7946", "--idle", "5000", "--half-open", "500", "--hold", "8"])
         #expect(flood.output.contains("opened 5500 refused 0"), "\(flood.output)")
         for node in mesh.names {
             let after = mesh.deaths(in: node, after: before)

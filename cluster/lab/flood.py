@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """A stranger on the mesh port, for the hostile-client tests: opens idle TCP connections and half-open TLS
 handshakes (a ClientHello's first bytes, then nothing) to one node, from many loopback source addresses, holds
 them, then closes them all. Bounded: at most 20,000 connections, at most 120 s, loopback targets only.
 
-  cluster/flood HOST PORT --idle N --half-open M [--hold SECONDS] [--sources 127.0.9.]
+  cluster/fault-flood HOST PORT --idle N --half-open M [--hold SECONDS] [--sources 127.0.9.]
 Prints one line: opened, refused (the node closed them at once or the kernel refused), and closed by the node
 before the hold ended."""
 import argparse, ipaddress, resource, selectors, socket, sys, time

@@ -1,10 +1,11 @@
-"""Shared by the cluster/ Python scripts: a cluster of real peerd (3 nodes by default, PEER_CLUSTER_NODES up to
-50), each with its own nginx and the test app, one mesh with real certificates, DNS at the Cloudflare stand-in
+"""A cluster of real peerd (3 nodes by default, PEER_CLUSTER_NODES up to 50), each with its own nginx and the test app, one mesh with real certificates, DNS at the Cloudflare stand-in
 (peer-stub). Every process it starts leaves a pid file in the cluster folder, so that cluster/fault and
-cluster/down can act on a cluster that cluster/up started."""
+cluster/down can act on a cluster that cluster/up started. The environment chooses the cluster before this module
+is imported: PEER_CLUSTER_NODES, PEER_CLUSTER_DIR, PEER_CLUSTER_PREFIX and _OFFSET, PEER_BIN."""
 import datetime, json, os, shutil, subprocess, sys, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .base import ROOT, cpu_seconds, sh, wait  # noqa: F401 (cpu_seconds, sh, wait: for the programs)
+
 BIN = os.environ.get("PEER_BIN", os.path.join(ROOT, ".build/release"))
 BUILD = "debug" if BIN.endswith("debug") else "release"
 STUB_BIN = os.path.join(ROOT, ".build/debug/peer-stub")
@@ -14,6 +15,8 @@ OFFSET = int(os.environ.get("PEER_CLUSTER_OFFSET", "0"))
 STUB = "http://127.0.0.1:8787"
 ZONE, NAME, TOKEN = "example.test", "shop.example.test", "bench-token-0123456789"
 IMAGE = os.environ.get("PEER_REGISTRY", "127.0.0.1:5000") + "/peer-testapp:v1"
+
+
 def _node_count():
     if "PEER_CLUSTER_NODES" in os.environ:
         return int(os.environ["PEER_CLUSTER_NODES"])
@@ -28,10 +31,6 @@ def _node_count():
 NODES = [f"f{i}" for i in range(1, _node_count() + 1)]
 SETTLE = os.environ.get("PEER_ROLLOUT_SETTLE", "1s")
 procs = {}
-
-
-def sh(*args, check=True, **kw):
-    return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
 
 
 def node_dir(n):
@@ -128,12 +127,6 @@ def pid_of(n):
         return None
 
 
-def cpu_seconds(pid):
-    """CPU time (user + system) a process has used so far, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def start(n):
     log = open(f"{node_dir(n)}/peerd.log", "a")
@@ -168,17 +161,17 @@ def state():
         return json.load(r)
 
 
+def stub_answers():
+    try:
+        state()
+        return True
+    except OSError:
+        return False
+
+
 def contents():
     return {r["content"] for r in state()["records"] if r["name"] == NAME}
 
-
-def wait(cond, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def events(n, msg):
@@ -238,7 +231,8 @@ def up():
                                      stderr=subprocess.DEVNULL, start_new_session=True)
     with open(pid_file("stub"), "w") as f:
         f.write(str(procs["stub"].pid))
-    time.sleep(1)
+    if not wait(stub_answers, 10):
+        sys.exit(f"the Cloudflare stand-in did not answer on {STUB}")
     for n in NODES:
         write_node(n)
         sh("nginx", "-p", f"{node_dir(n)}/nginx", "-c", f"{node_dir(n)}/nginx/nginx.conf", "-e", f"{node_dir(n)}/nginx/logs/error.log")

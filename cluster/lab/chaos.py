@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""cluster/chaos [--seed S] [--minutes M] [--rounds R] [--nodes N]: faults during repeated rolling deploys under load.
+"""cluster/fault-chaos [--seed S] [--minutes M] [--rounds R] [--nodes N]: faults during repeated rolling deploys under load.
 
 Bounded: no round starts after M minutes (default 5) or R rounds (default: no limit), and every round is bounded
 (the deploy 180 s, settling 90 s).
@@ -24,6 +23,9 @@ The same seed gives the same faults, nodes and images; timings vary with the mac
 """
 import argparse, collections, json, os, random, subprocess, sys, threading, time, urllib.request
 
+from . import testbed
+from .base import DEBUG_BIN, RUN_DIR, build_missing
+
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--seed", type=int, default=None)
 parser.add_argument("--rounds", type=int, default=1000)
@@ -33,9 +35,11 @@ options = parser.parse_args()
 seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 100000)
 os.environ["PEER_CLUSTER_NODES"] = str(options.nodes)
 os.environ.setdefault("PEER_ROLLOUT_NODE_TIMEOUT", "60s")
-os.environ.setdefault("PEER_CLUSTER_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cluster/.run/chaos"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peercluster import *  # noqa: E402,F403
+os.environ.setdefault("PEER_CLUSTER_DIR", os.path.join(RUN_DIR, "chaos"))
+os.environ.setdefault("PEER_BIN", DEBUG_BIN)
+testbed.services_up()
+build_missing(os.environ["PEER_BIN"], stub=True)
+from .cluster import *  # noqa: E402,F403
 
 rng = random.Random(seed)
 REGISTRY = os.environ.get("PEER_REGISTRY", "127.0.0.1:5000")

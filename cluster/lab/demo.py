@@ -1,14 +1,17 @@
-#!/usr/bin/env python3
-"""The body of cluster/demo (which installs and starts what it needs first): three peers on 127.0.0.2–4, each
+"""The demo (the README's first command, cluster/demo): three peers on 127.0.0.2–4, each
 with its own nginx and the test app, one mesh, the Cloudflare stand-in as DNS provider and notification sink on
 127.0.0.1:8787. Narrates: a rolling deploy under light load, who leads, a node killed and taken out of DNS, back
 in, the leader killed and replaced. Ends with a summary and stops everything it started."""
-import json, os, subprocess, sys, threading, time, urllib.request
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import os, threading, time, urllib.request
+
+from . import testbed
+from .base import DEBUG_BIN, RUN_DIR, build, log
+
 os.environ.setdefault("PEER_CLUSTER_PREFIX", "127.0.0.")
 os.environ.setdefault("PEER_CLUSTER_OFFSET", "1")
-os.environ.setdefault("PEER_CLUSTER_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), ".run/demo"))
-from peercluster import *  # noqa: E402,F403
+os.environ.setdefault("PEER_CLUSTER_DIR", os.path.join(RUN_DIR, "demo"))
+os.environ["PEER_BIN"] = DEBUG_BIN
+from .cluster import *  # noqa: E402,F403
 
 REPO = os.environ.get("PEER_REGISTRY", "127.0.0.1:5000") + "/peer-testapp"
 
@@ -55,6 +58,9 @@ class Load(threading.Thread):
 
 
 def main():
+    testbed.services_up()
+    log("building peerd, peerctl and the Cloudflare stand-in (the first build takes a few minutes)")
+    build("peerd", "peerctl", "peer-stub")
     load = Load()
     try:
         say("Three peers on 127.0.0.2–4: certificates from peerctl, nginx and peerd on each, DNS at the stand-in")
@@ -125,5 +131,4 @@ def main():
         down()
 
 
-if __name__ == "__main__":
-    main()
+
