@@ -132,6 +132,14 @@ public struct DNSPlanner: Sendable {
 
     /// Plans from `records` — which, for a plan that deletes, must be a listing made just now.
     public mutating func plan(members: [DNSMember], records: [DNSRecord], name: String, now: Instant) -> Plan {
+        // One form for every address: a config's `2001:DB8:0::1` and the provider's `2001:db8::1` are one record,
+        // not a record to delete and another to create on every pass.
+        let members = members.map { m in DNSMember(name: m.name, address: m.address.map(canonicalIPAddress), serving: m.serving) }
+        let records = records.map { r in
+            var r = r
+            r.content = canonicalIPAddress(r.content)
+            return r
+        }
         for member in members {
             if member.serving {
                 if servingSince[member.name] == nil { servingSince[member.name] = now }

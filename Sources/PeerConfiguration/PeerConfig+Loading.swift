@@ -40,7 +40,8 @@ extension PeerConfig {
         try nodeSection.check(
             "name", nodeName, isValidPeerName(nodeName), "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit",
             fix: "e.g. web-1")
-        let address = try nodeSection.string("address", required: true)!
+        // In the one form DNS providers list it: the content of this node's record (DNSPlanner compares them).
+        let address = canonicalIPAddress(try nodeSection.string("address", required: true)!)
         try nodeSection.check(
             "address", address, Self.isIPAddress(address), "is not an IPv4 or IPv6 address", fix: "the public address of this VPS, e.g. 203.0.113.10")
 

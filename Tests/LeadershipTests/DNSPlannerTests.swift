@@ -31,6 +31,22 @@ import Testing
         #expect(late.heldDownUntil == nil)
     }
 
+    @Test func anAddressWrittenDifferentlyIsTheSameRecord() {
+        // A config may write an IPv6 address in any valid form; the provider lists it in RFC 5952's. Compared as
+        // text, the record would be deleted and created again on every pass.
+        var planner = DNSPlanner(holdDown: .zero)
+        let records = [record("6", "2001:db8::1", type: "AAAA"), record("4", "192.0.2.1")]
+        let members = [
+            DNSMember(name: "a", address: "2001:DB8:0:0::0001", serving: true), DNSMember(name: "b", address: "192.0.2.1", serving: true),
+        ]
+        #expect(planner.plan(members: members, records: records, name: name, now: .zero).batch == nil)
+        let leaving = planner.plan(
+            members: [members[0], DNSMember(name: "b", address: "192.0.2.1", serving: false)], records: records, name: name, now: .zero)
+        #expect(leaving.batch?.deletes.map(\.id) == ["4"])
+        #expect(leaving.batch?.guarded?.record.id == "6")
+        #expect(leaving.batch?.creates.isEmpty == true)
+    }
+
     @Test func nobodyServingKeepsEveryRecordAndSaysSo() {
         var planner = DNSPlanner(holdDown: .seconds(10))
         let records = [record("1", "192.0.2.1"), record("2", "192.0.2.2")]

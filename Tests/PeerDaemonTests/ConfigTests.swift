@@ -46,6 +46,15 @@ import Testing
         #expect(config.controlSocket == "/run/peer/peerd.sock")
     }
 
+    @Test func anIPv6AddressIsKeptInTheFormDNSProvidersListIt() throws {
+        let config = try parse(Self.minimal.replacingOccurrences(of: "203.0.113.10", with: "\"2001:DB8:0:0:0:0:0:0A\""))
+        #expect(config.node.address == "2001:db8::a")
+        #expect(try parse(Self.minimal).node.address == "203.0.113.10")
+        #expect(
+            error(Self.minimal.replacingOccurrences(of: "203.0.113.10", with: "shop.example.com"))?.description.contains(
+                "not an IPv4 or IPv6 address") == true)
+    }
+
     @Test func theShippedExampleIsValid() throws {
         var root = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { root.deleteLastPathComponent() }
