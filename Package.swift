@@ -221,7 +221,7 @@ let package = Package(
         .testTarget(
             name: "TransportTests",
             dependencies: [
-                "Transport", "PKI", "PeerCore",
+                "Transport", "PKI", "PeerCore", "PeerTestKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -231,7 +231,7 @@ let package = Package(
         .testTarget(name: "PKITests", dependencies: ["PKI", "PeerTestKit", .product(name: "X509", package: "swift-certificates")], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PeerDaemon", "PeerConfiguration", "Control", "Deployment", "Docker", "Nginx", "PeerTestKit", "CloudflareDNS", "DNSPlanning", "Notify"],
+            dependencies: ["PeerDaemon", "PeerConfiguration", "Control", "Deployment", "Docker", "Nginx", "PeerTestKit", "CloudflareDNS", "DNSPlanning", "Notify", "PKI"],
             swiftSettings: strict
         ),
     ]

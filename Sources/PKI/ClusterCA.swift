@@ -26,6 +26,16 @@ public enum PeerIdentity: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Why `leaf`, which names this identity, may not be used as such; nil when it may. What it may be used for,
+    /// as issued: a node's both ways (it dials and is dialed), an operator's as a client. A certificate of the
+    /// cluster's CA made for something else does not speak for anyone.
+    public func usageProblem(of leaf: Certificate) -> String? {
+        let needed: [ExtendedKeyUsage.Usage] = if case .node = self { [.serverAuth, .clientAuth] } else { [.clientAuth] }
+        if let usages = (try? leaf.extensions.extendedKeyUsage).flatMap({ $0 }), needed.allSatisfy({ usages.contains($0) }) { return nil }
+        let purpose = needed.count == 2 ? "server and client" : "client"
+        return "the certificate of \(self) is not issued for \(purpose) authentication (extended key usage): issue it again with peerctl"
+    }
+
     /// The identity a certificate of ours names, or nil for one that names none.
     public init?(certificate: Certificate) {
         var unit: String?
@@ -49,6 +59,11 @@ public enum PeerIdentity: Sendable, Hashable, CustomStringConvertible {
 public struct IssuedCertificate: Sendable {
     public let certificate: Certificate
     public let privateKey: Certificate.PrivateKey
+
+    public init(certificate: Certificate, privateKey: Certificate.PrivateKey) {
+        self.certificate = certificate
+        self.privateKey = privateKey
+    }
 
     public var certificatePEM: String { get throws { try certificate.serializeAsPEM().pemString } }
     public var privateKeyPEM: String { get throws { try privateKey.serializeAsPEM().pemString } }
@@ -159,6 +174,7 @@ public struct ClusterCA: Sendable {
             guard let identity = PeerIdentity(certificate: leaf) else {
                 throw Failure(description: "the certificate names no peer node or operator")
             }
+            if let problem = identity.usageProblem(of: leaf) { throw Failure(description: problem) }
             return identity
         case .couldNotValidate(let failures):
             let reasons = failures.map { "\($0.policyFailureReason)" }.joined(separator: "; ")

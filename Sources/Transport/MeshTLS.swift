@@ -78,6 +78,10 @@ public struct MeshTLS: Sendable {
                     refusal.withLockedValue { $0 = "certificate \(leaf.subject) names no one this node accepts" }
                     return .failed
                 }
+                if let problem = who.usageProblem(of: leaf) {
+                    refusal.withLockedValue { $0 = problem }
+                    return .failed
+                }
                 identity.withLockedValue { $0 = Verified(identity: who, certificate: leaf) }
                 return .certificateVerified
             }

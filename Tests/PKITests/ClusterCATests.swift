@@ -1,5 +1,6 @@
 import Foundation
 import PKI
+import PeerTestKit
 import Testing
 import X509
 
@@ -22,6 +23,25 @@ import X509
         let usages = try leaf.certificate.extensions.extendedKeyUsage
         #expect(usages?.contains(.clientAuth) == true)
         #expect(usages?.contains(.serverAuth) == false)
+    }
+
+    @Test func aCertificateOfTheCAMadeForAnotherUseIsRejected() async throws {
+        // Signed by the cluster's CA and naming a node, but issued for client authentication only (or with no
+        // extended key usage): it does not speak for a member.
+        let ca = try ClusterCA.create(cluster: "prod")
+        for usages in [[ExtendedKeyUsage.Usage.clientAuth], [.serverAuth], nil] {
+            let leaf = try ca.issueNode(name: "web-9", usages: usages).certificate
+            do {
+                _ = try await ca.verify(leaf)
+                Issue.record("a node certificate with extended key usage \(String(describing: usages)) was accepted")
+            } catch {
+                #expect("\(error)".contains("extended key usage"), "\(error)")
+            }
+        }
+        let node = try ca.issueNode(name: "web-1", address: "10.0.0.1")
+        #expect(try await ca.verify(node.certificate) == .node("web-1"))
+        let person = try ca.issueOperator(name: "ci")
+        #expect(try await ca.verify(person.certificate) == .operator("ci"))
     }
 
     @Test func anotherClustersCertificateIsRejected() async throws {

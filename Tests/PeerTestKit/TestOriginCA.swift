@@ -75,3 +75,25 @@ public struct TestOriginCA: Sendable {
             fingerprint: fingerprint)
     }
 }
+
+extension ClusterCA {
+    /// A certificate this CA signs for node `name`, but with other extended key usages than peer issues a node's
+    /// (nil: none at all): what a CA key used for something else could have signed.
+    public func issueNode(name: String, usages: [ExtendedKeyUsage.Usage]?) throws -> IssuedCertificate {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let leaf = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
+            notValidBefore: Date().addingTimeInterval(-60), notValidAfter: Date().addingTimeInterval(86_400), issuer: certificate.subject,
+            subject: try DistinguishedName {
+                OrganizationName("peer")
+                OrganizationalUnitName("peer-node")
+                CommonName(name)
+            }, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                if let usages { try ExtendedKeyUsage(usages) }
+            }, issuerPrivateKey: privateKey)
+        return IssuedCertificate(certificate: leaf, privateKey: key)
+    }
+}

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PKI
+import PeerTestKit
 import Testing
 import Transport
 
@@ -159,8 +160,10 @@ struct Ping: Codable, Sendable, Equatable {
         let notAMember = try f.tls(try f.ca.issueNode(name: "n9", address: "127.0.0.9"))
         let expired = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3", now: Date().addingTimeInterval(-10 * 86_400), validityDays: 1))
         let anOperator = try f.tls(try f.ca.issueOperator(name: "ci"))
+        let clientOnly = try f.tls(try f.ca.issueNode(name: "n2", usages: [.clientAuth]))
         let seen = try await withServer(f) { port in
-            for (name, tls) in [("wrong CA", wrongCA), ("not a member", notAMember), ("expired", expired), ("operator", anOperator)] {
+            let strangers = [("wrong CA", wrongCA), ("not a member", notAMember), ("expired", expired), ("operator", anOperator)]
+            for (name, tls) in strangers + [("a member's name on a certificate not issued for a member", clientOnly)] {
                 do {
                     let connection = try await Mesh.dial(host: Self.host, port: port, tls: tls)
                     // TLS 1.3: the client may finish before the server refuses its certificate; the refusal then
