@@ -73,6 +73,8 @@ struct MeshSimulation {
     var memberLists: [MemberID: [MemberID]] = [:]
     /// The configurations each node persisted as the members' last known ones.
     var knownConfigurations: [MemberID: [MemberID: String]] = [:]
+    /// When set, the datagrams the nodes send are kept here (the first 5,000): samples for the fuzzer.
+    var sent: [MeshNode.Datagram]?
 
     init(
         size: Int, witness: Bool, seed: UInt64, swim: SWIMSettings = .lan, lease: LeaseSettings = .standard, dns: DNSWorld? = nil,
@@ -257,6 +259,7 @@ struct MeshSimulation {
                 if term < (persisted[id] ?? 0) { violations.append("\(id) persisted a lower term \(term)") }
                 persisted[id] = term
             case .send(let datagram, let to):
+                if sent != nil, sent!.count < 5_000 { sent!.append(datagram) }
                 if refusing.contains(to) {
                     // A dial to a killed process is refused: the sender's transport reports it.
                     network.notify(.connectionLost, from: to, to: id, at: now + .milliseconds(1))

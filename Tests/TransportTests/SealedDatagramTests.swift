@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import NIOCore
 import PKI
+import PeerCore
 import Testing
 import Transport
 import X509
@@ -70,5 +71,40 @@ import X509
         let other = try ClusterCA.create(cluster: "other")
         let o1 = try Self.node("n1", ca: other), o2 = try Self.node("n2", ca: other)
         #expect(try key(o1, "n1", o2, "n2") != k)
+    }
+
+    /// Fuzzed datagrams, from anyone: random bytes of any length, and real datagrams with bytes flipped, cut short,
+    /// lengthened, or with a forged name length. None opens, none traps, each is refused with a reason.
+    @Test func fuzzedDatagramsNeverOpenAndNeverTrap() throws {
+        let ca = try ClusterCA.create(cluster: "test")
+        let n1 = try Self.node("n1", ca: ca), n2 = try Self.node("n2", ca: ca)
+        let k = try key(n1, "n1", n2, "n2")
+        let payload = Data(#"{"swim":{"ping":{"seq":1}}}"#.utf8)
+        let valid = Array(buffer: try SealedDatagram.seal(payload, from: "n1", key: k, sequence: .init(session: 7, counter: 1)))
+        #expect(try SealedDatagram.open(ByteBuffer(bytes: valid), key: k) == payload)
+        var rng = SplitMix64(seed: 19)
+        var reasons: [String: Int] = [:]
+        for round in 0..<6_000 {
+            var bytes = valid
+            switch round % 5 {
+            case 0: bytes = (0..<Int.random(in: 0...400, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            case 1:
+                for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
+                }
+            case 2: bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &rng)))
+            case 3: bytes += (0..<Int.random(in: 1...64, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            default: bytes[1] &+= UInt8.random(in: 1...255, using: &rng)  // the sender name's length
+            }
+            if bytes == valid { continue }
+            do {
+                let opened = try SealedDatagram.open(ByteBuffer(bytes: bytes), key: k)
+                Issue.record("round \(round): a fuzzed datagram opened: \(opened.count) bytes")
+            } catch {
+                reasons[String("\(error)".prefix(while: { $0 != ":" })), default: 0] += 1
+            }
+        }
+        #expect(reasons.values.reduce(0, +) > 5_000)
+        #expect(reasons.keys.contains("malformed datagram") && reasons.keys.contains { $0.contains("does not authenticate") })
     }
 }
