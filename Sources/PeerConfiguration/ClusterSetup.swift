@@ -72,6 +72,35 @@ public enum ClusterSetup {
             self.files = files
             self.member = member
         }
+
+        /// Where each file goes (under `root`), checked before anything is written: one config (`…/peer.yml`),
+        /// and besides it only the files that config names for the mesh (`ca`, `cert`, `key`) and its secrets
+        /// (`*_file`); every path absolute, without `.` or `..`, so that `root` confines them all.
+        public func placements(under root: String) throws(Failure) -> [(path: String, content: String)] {
+            let configs = files.keys.filter { $0 == "/peer.yml" || $0.hasSuffix("/peer.yml") }
+            guard configs.count == 1, let config = configs.first, let text = files[config] else {
+                throw Failure(description: "the join file holds \(configs.count) configs (peer.yml), not one: make it again with peerctl node add")
+            }
+            let named = Set(ClusterSetup.paths(in: text) { ["ca", "cert", "key"].contains($0) || ($0.hasSuffix("_file") && $0 != "env_file") })
+            for path in files.keys.sorted() {
+                let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+                guard path.hasPrefix("/"), !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
+                    throw Failure(description: "the join file names \(path): only absolute paths without . or .. are written; nothing was written")
+                }
+                guard path == config || named.contains(path) else {
+                    throw Failure(
+                        description:
+                            "the join file holds \(path), which its config names neither as a mesh certificate or key nor as a secret file: refused, nothing was written (was the file made by peerctl node add, and not changed since?)"
+                    )
+                }
+            }
+            let base = root.hasSuffix("/") ? String(root.dropLast()) : root
+            return files.map { (path: base + $0.key, content: $0.value) }.sorted { $0.path < $1.path }
+        }
+
+        /// What `peerctl node add` prints and `peerctl join --sha256` checks: the first 20 hex digits of the
+        /// file's SHA-256 (`sha256sum FILE` shows all of them).
+        public static let checkLength = 20
     }
 
     /// The new node's config, from this node's: its own name, address, mesh listener and certificate, with
@@ -119,12 +148,17 @@ public enum ClusterSetup {
 
     /// Files a config names by `*_file` keys (tokens, webhook URLs, registry passwords): the new node needs them too.
     public static func secretFiles(in text: String) -> [String] {
+        paths(in: text) { $0.hasSuffix("_file") && $0 != "env_file" }
+    }
+
+    /// The absolute paths a config's keys name, for the keys `keep` accepts.
+    static func paths(in text: String, keep: (String) -> Bool) -> [String] {
         var found: [String] = []
         for line in text.split(separator: "\n") {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             guard !trimmed.hasPrefix("#"), let colon = trimmed.firstIndex(of: ":") else { continue }
             let key = trimmed[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "- "))
-            guard key.hasSuffix("_file"), key != "env_file" else { continue }
+            guard keep(key) else { continue }
             var value = trimmed[trimmed.index(after: colon)...].trimmingCharacters(in: .whitespaces)
             if let hash = value.range(of: " #") { value = String(value[..<hash.lowerBound]).trimmingCharacters(in: .whitespaces) }
             value = value.trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))

@@ -144,13 +144,16 @@ struct NodeCommand: AsyncParsableCommand {
             let path = out ?? "./\(name).peer-join"
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            try AtomicFile.write(Array(try encoder.encode(bundle)), to: path, mode: 0o600)
+            let bytes = Array(try encoder.encode(bundle))
+            try AtomicFile.write(bytes, to: path, mode: 0o600)
+            let check = String(sha256Hex(bytes).prefix(ClusterSetup.Bundle.checkLength))
             print(
                 """
                 wrote \(path) (0600: it holds \(name)'s private key\(files.count > 4 ? " and the secrets your config names" : ""))
 
                 next:
-                  1. scp \(path) root@\(address):  then on \(name): peerctl join \((path as NSString).lastPathComponent)  and delete the file
+                  1. scp \(path) root@\(address):  then on \(name): peerctl join \((path as NSString).lastPathComponent) --sha256 \(check)
+                     and delete the file (--sha256 proves it is the file written here: one changed on the way is refused)
                   2. on every existing node, add to mesh.members in its peer.yml:
                 \(derived.member)
                      and restart peerd there, one node at a time (systemctl restart peerd: the app keeps serving)
@@ -168,6 +171,9 @@ struct Join: AsyncParsableCommand {
     @Argument(help: "The join file.")
     var file: String
 
+    @Option(help: "The check `peerctl node add` printed for this file (the start of its SHA-256, as sha256sum shows it there).")
+    var sha256: String?
+
     @Flag(help: "Replace files that exist (a peer.yml of an earlier attempt).")
     var force = false
 
@@ -176,12 +182,31 @@ struct Join: AsyncParsableCommand {
 
     func run() async throws {
         guard let data = FileManager.default.contents(atPath: file) else { throw fail("\(file) cannot be read") }
+        // The file carries a private key, the CA this node will trust and paths it writes as root: it is taken
+        // only as it was written, checked against what node add printed on the other node.
+        let digest = sha256Hex(Array(data))
+        guard let sha256 else {
+            throw fail(
+                "\(file) is not checked: run peerctl join \(file) --sha256 CHECK with the check peerctl node add printed (sha256sum \((file as NSString).lastPathComponent) on the node that wrote it shows it)"
+            )
+        }
+        let given = sha256.lowercased()
+        guard given.count >= 16, digest.hasPrefix(given) else {
+            throw fail(
+                "\(file) is not the file peerctl node add wrote (its SHA-256 starts \(digest.prefix(given.count)), not \(given)\(given.count < 16 ? "; give at least 16 digits" : "")): nothing was written; copy it again"
+            )
+        }
         guard let bundle = try? JSONDecoder().decode(ClusterSetup.Bundle.self, from: data), bundle.format == 1 else {
             throw fail("\(file) is not a peer join file (made by peerctl node add)")
         }
-        let files = bundle.files.map { (root + $0.key, $0.value) }.sorted { $0.0 < $1.0 }
-        if !force, let existing = files.first(where: { $0.0.hasSuffix("/peer.yml") && FileManager.default.fileExists(atPath: $0.0) }) {
-            throw fail("\(existing.0) already exists: this node is set up. --force replaces it.")
+        let files: [(path: String, content: String)]
+        do {
+            files = try bundle.placements(under: root)
+        } catch {
+            throw fail("\(error)")
+        }
+        if !force, let existing = files.first(where: { $0.path.hasSuffix("/peer.yml") && FileManager.default.fileExists(atPath: $0.path) }) {
+            throw fail("\(existing.path) already exists: this node is set up. --force replaces it.")
         }
         for (path, content) in files {
             try AtomicFile.makeDirectory((path as NSString).deletingLastPathComponent, mode: 0o700)

@@ -1,4 +1,6 @@
 import Foundation
+import PKI
+import PeerConfiguration
 import PeerTestKit
 import Testing
 
@@ -99,9 +101,14 @@ import Testing
             try peerctl(["node", "add", "web-1", "--address", "203.0.113.12", "--config", first + "/peer.yml", "--out", base + "/x"]).output.contains(
                 "already in mesh.members"))
 
-        // On the second VPS (here: under its own root folder).
+        // On the second VPS (here: under its own root folder), with the check node add printed.
+        let check = try #require(add.output.split(separator: " ").drop { $0 != "--sha256" }.dropFirst().first.map { String($0.prefix(20)) })
         let second = base + "/second"
-        let join = try peerctl(["join", bundle, "--root", second])
+        #expect(try peerctl(["join", bundle, "--root", second]).output.contains("is not checked"))
+        let wrong = try peerctl(["join", bundle, "--root", second, "--sha256", String(check.reversed())])
+        #expect(wrong.status != 0 && wrong.output.contains("is not the file peerctl node add wrote"), "\(wrong.output)")
+        #expect(!FileManager.default.fileExists(atPath: second), "nothing written before the check")
+        let join = try peerctl(["join", bundle, "--root", second, "--sha256", check])
         #expect(join.status == 0, "\(join.output)")
         let joined = second + first  // the same paths as on the first node, under the second's root
         #expect(try mode(joined + "/pki/web-2-key.pem") == 0o600)
@@ -118,6 +125,21 @@ import Testing
         #expect(text.contains("name: shop.example.com"), "the cluster's sections stay: \(text)")
         let verify = try Shell.run("openssl", ["verify", "-CAfile", first + "/pki/ca.pem", joined + "/pki/web-2.pem"])
         #expect(verify.status == 0, "\(verify.output)")
-        #expect(try peerctl(["join", bundle, "--root", second]).output.contains("already exists"))
+        #expect(try peerctl(["join", bundle, "--root", second, "--sha256", check]).output.contains("already exists"))
+
+        // A join file that would write elsewhere than its config names, or climb out of --root, is refused whole,
+        // even with a check that matches it (someone who made it could print one too).
+        var original = try JSONDecoder().decode(ClusterSetup.Bundle.self, from: Data(contentsOf: URL(fileURLWithPath: bundle)))
+        for (path, why) in [("/root/.ssh/authorized_keys", "its config names neither"), (first + "/../../../../tmp/x", "without . or ..")] {
+            original.files[path] = "ssh-ed25519 AAAA attacker"
+            let forged = base + "/forged.peer-join"
+            let bytes = Array(try JSONEncoder().encode(original))
+            try Data(bytes).write(to: URL(fileURLWithPath: forged))
+            let third = base + "/third"
+            let refused = try peerctl(["join", forged, "--root", third, "--sha256", String(sha256Hex(bytes).prefix(20))])
+            #expect(refused.status != 0 && refused.output.contains(why), "\(refused.output)")
+            #expect(!FileManager.default.fileExists(atPath: third), "nothing written: \(path)")
+            original.files[path] = nil
+        }
     }
 }
