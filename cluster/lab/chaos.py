@@ -1,12 +1,14 @@
-"""cluster/fault-chaos [--seed S] [--minutes M] [--rounds R] [--nodes N]: faults during repeated rolling deploys under load.
+"""cluster/fault-chaos [--seed S] [--minutes M] [--rounds R] [--nodes N] [--faults F,F,…]: faults during repeated
+rolling deploys under load.
 
 Bounded: no round starts after M minutes (default 5) or R rounds (default: no limit), and every round is bounded
-(the deploy 180 s, settling 90 s).
+(the deploy 180 s, settling 90 s). `--faults` fixes the rounds: one per fault named (CI runs four, the fourth with
+the broken image, so what it covers does not depend on the machine's speed).
 
 Each round (chosen by the seed): a fault — kill -9 a follower or the leader, SIGSTOP a peerd or the leader, cut a
 node off from the others, 30 % mesh packet loss on a node, a slow provider (batches commit 0.3–2.5 s after they
-arrive: the slowest after the leader's client gave up on them — late commits), a record deleted by hand in the "dashboard", or none — then a rolling deploy submitted to a node the fault
-does not touch (v2/v3 alternately; every fourth round a broken image, which must be stopped and undone), the fault
+arrive: the slowest after the leader's client gave up on them — late commits), a record deleted by hand in the
+"dashboard", or none — then a rolling deploy submitted to a node the fault does not touch (v2/v3 alternately; every fourth round a broken image, which must be stopped and undone), the fault
 healed after 2–6 s, the deploy awaited and the cluster settled. All along: HTTP load on every node's nginx (a fresh
 connection per request) and the DNS records at the Cloudflare stand-in read every 50 ms.
 
@@ -31,7 +33,17 @@ parser.add_argument("--seed", type=int, default=None)
 parser.add_argument("--rounds", type=int, default=1000)
 parser.add_argument("--minutes", type=float, default=5)
 parser.add_argument("--nodes", type=int, default=3)
+parser.add_argument("--faults", default=None,
+                    help="a fixed list of faults, one per round (e.g. pause-leader,kill-follower,slow-provider,loss): as many "
+                         "rounds as faults, the fourth with the broken image; the rest still comes from the seed")
 options = parser.parse_args()
+FAULTS = ["kill-follower", "kill-leader", "pause", "pause-leader", "isolate", "loss", "slow-provider", "hand-delete", "none"]
+fixed = options.faults.split(",") if options.faults else None
+if fixed:
+    unknown = [f for f in fixed if f not in FAULTS]
+    if unknown:
+        parser.error(f"unknown faults {unknown}: choose from {', '.join(FAULTS)}")
+    options.rounds = len(fixed)
 seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 100000)
 os.environ["PEER_CLUSTER_NODES"] = str(options.nodes)
 os.environ.setdefault("PEER_ROLLOUT_NODE_TIMEOUT", "60s")
@@ -143,7 +155,9 @@ try:
     for round_ in range(1, options.rounds + 1):
         if time.time() - started > options.minutes * 60:
             break
-        fault = rng.choice(["kill-follower", "kill-leader", "pause", "pause-leader", "isolate", "loss", "slow-provider", "hand-delete", "none"])
+        fault = rng.choice(FAULTS)
+        if fixed:
+            fault = fixed[round_ - 1]
         lead = leader()
         if fault in ("kill-leader", "pause-leader"):
             target = lead or rng.choice(NODES)
