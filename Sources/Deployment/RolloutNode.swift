@@ -43,12 +43,16 @@ public struct RolloutNode: Sendable {
         /// The membership has had its start-up grace: the others' reports are in.
         public var settled: Bool
         public var now: Instant
+        /// The term of this node's lease while it leads (it may rise while the leadership goes on: a leader renews
+        /// above a term a voter promised to a rival whose campaign lost).
+        public var leading: UInt64?
 
-        public init(members: [Member], term: UInt64, settled: Bool, now: Instant) {
+        public init(members: [Member], term: UInt64, settled: Bool, now: Instant, leading: UInt64? = nil) {
             self.members = members
             self.term = term
             self.settled = settled
             self.now = now
+            self.leading = leading
         }
     }
 
@@ -138,6 +142,9 @@ public struct RolloutNode: Sendable {
     /// part. Such a node serves an older version than the cluster and stays out of DNS until it has caught up.
     public private(set) var missed = false
     private var fresh: Bool
+    /// The intent this node proposed as leader (not kept over a restart, which drops an intent not yet held
+    /// by a majority anyway).
+    private var proposed: String?
     private var doneSince: [String: Instant] = [:]
     private var downSince: [String: Instant] = [:]
 
@@ -202,9 +209,20 @@ public struct RolloutNode: Sendable {
                 directives += persistAndAnnounce()
             }
         }
-        // An intent no majority held, from a leadership that has ended, will never run: drop it.
+        // The leader renewed under a higher term: the same leadership goes on, and so does the intent it proposed
+        // and a majority does not hold yet. It moves to the new term (same id and number), or every node — this
+        // one too — would drop it below as an intent of a leadership that ended.
+        if let term = view.leading, var own = intent, own.id == proposed, own.term ?? 0 < term, swap == nil,
+            !Self.isReplicated(own, reports(view.members))
+        {
+            own.term = term
+            intent = own
+            directives += persistAndAnnounce()
+        }
+        // An intent no majority held, from a leadership that has ended, will never run: drop it (not the one this
+        // node proposed while it still leads: its own replication deadline cancels that one).
         if let stale = intent, !committed, stale.term ?? 0 < view.term, swap == nil, report?.phase ?? .waiting == .waiting,
-            !Self.isReplicated(stale, reports(view.members))
+            !Self.isReplicated(stale, reports(view.members)), !(view.leading != nil && stale.id == proposed)
         {
             intent = nil
             report = nil
@@ -330,6 +348,7 @@ public struct RolloutNode: Sendable {
         if request.parallel > 1 { new.parallel = request.parallel }
         if request.skipDown { new.skipDown = true }
         intent = new
+        proposed = new.id
         report = RolloutReport(intent: new.id, phase: .waiting)
         committed = false
         doneSince = [:]

@@ -16,6 +16,11 @@ public enum ClusterSetup {
         name: String, address: String, meshHost: String, meshPort: Int, app: String, serverName: String, directory: String
     ) -> String {
         let meshListen = PeerConfig.hostPortString(meshHost, meshPort)
+        let hostname = serverName.split(separator: " ").first.map(String.init) ?? serverName
+        // Without a server name ("_", nginx's catch-all) there is no host name for the origin certificate yet:
+        // the section is written as a comment to fill in, so that what init wrote passes config check.
+        let tls = hostname == "_" ? "  # tls:\n  #   hostname: shop.example.com" : "  tls:\n    hostname: \(hostname)"
+        let dnsName = hostname == "_" ? "shop.example.com" : hostname
         return """
             # peer node config, written by `peerctl init`. Every key: docs/configuration.md.
             node:
@@ -33,8 +38,7 @@ public enum ClusterSetup {
             nginx:
               listen: "80"
               server_name: \(serverName)
-              tls:
-                hostname: \(serverName.split(separator: " ").first.map(String.init) ?? serverName)
+            \(tls)
 
             mesh:
               listen: \(meshListen)
@@ -47,7 +51,7 @@ public enum ClusterSetup {
 
             # dns:
             #   zone: example.com
-            #   name: \(serverName.split(separator: " ").first.map(String.init) ?? serverName)
+            #   name: \(dnsName)
             #   token_file: \(directory)/cloudflare-token   # API token: Zone › DNS › Edit, for this zone only (0600)
 
             # notify:
@@ -81,7 +85,7 @@ public enum ClusterSetup {
             guard configs.count == 1, let config = configs.first, let text = files[config] else {
                 throw Failure(description: "the join file holds \(configs.count) configs (peer.yml), not one: make it again with peerctl node add")
             }
-            let named = Set(ClusterSetup.paths(in: text) { ["ca", "cert", "key"].contains($0) || ($0.hasSuffix("_file") && $0 != "env_file") })
+            let named = Set(ClusterSetup.paths(in: text) { ["ca", "cert", "key"].contains($0) || $0.hasSuffix("_file") })
             for path in files.keys.sorted() {
                 let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
                 guard path.hasPrefix("/"), !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
@@ -146,9 +150,10 @@ public enum ClusterSetup {
         return (header + (try Yams.serialize(node: root)), member)
     }
 
-    /// Files a config names by `*_file` keys (tokens, webhook URLs, registry passwords): the new node needs them too.
+    /// Files a config names by `*_file` keys (tokens, webhook URLs, registry passwords, the app's `env_file`): the
+    /// new node needs them too (without the app's environment file it would not start).
     public static func secretFiles(in text: String) -> [String] {
-        paths(in: text) { $0.hasSuffix("_file") && $0 != "env_file" }
+        paths(in: text) { $0.hasSuffix("_file") }
     }
 
     /// The absolute paths a config's keys name, for the keys `keep` accepts.

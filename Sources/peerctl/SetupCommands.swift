@@ -70,7 +70,7 @@ struct InitCommand: AsyncParsableCommand {
               1. edit \(config): the app (image, port, health path), nginx.server_name, dns and notify
               2. peerctl config check && systemctl enable --now peerd
               3. for each further node: peerctl node add NAME --address PUBLIC-IP [--mesh-address PRIVATE-IP]
-                 copy the file it writes to that node (scp), there: peerctl join FILE
+                 copy the file it writes to that node (scp), there: peerctl join FILE --sha256 CHECK (node add prints both)
             """)
     }
 }

@@ -45,6 +45,43 @@ import Testing
         #expect(node.committed && started == [RolloutNode.Swap(intent: "r1", image: "app:2", phase: .swapping)])
     }
 
+    static func dropped(_ directives: [RolloutNode.Directive]) -> Bool {
+        directives.contains { if case .dropped = $0 { true } else { false } }
+    }
+
+    /// At start several nodes campaign; the winner renews above the term a voter promised a rival whose campaign
+    /// lost (1 → 3). Its intent, not yet held by a majority, goes on under the new term — on the leader and on
+    /// the others — instead of being dropped as one of a leadership that ended (a new cluster's first deploy
+    /// failed "not replicated" this way). Mutation checked: no move to the new term → the leader drops it.
+    @Test func aLeaderRenewedUnderAHigherTermKeepsItsIntent() throws {
+        var (leader, intent) = try Self.leader()
+        let deposed = leader
+        var renewedView = Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", nil, nil)], term: 3)
+        renewedView.leading = 3
+        let directives = leader.step(renewedView)
+        #expect(!Self.dropped(directives), "\(directives)")
+        let renewed = try #require(leader.intent)
+        #expect(renewed.id == "r1" && renewed.term == 3 && renewed.seq == intent.seq)
+        // A follower that holds it under term 1 takes the renewed copy; one that knew term 3 first and so did not
+        // take the old copy takes the renewed one.
+        var follower = RolloutNode(me: "n2")
+        _ = follower.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", nil, nil)]))
+        #expect(follower.intent == intent)
+        let took = follower.step(
+            Self.view([Self.member("n1", renewed, .waiting), Self.member("n2", intent, .waiting), Self.member("n3", nil, nil)], term: 3))
+        #expect(follower.intent == renewed && !Self.dropped(took))
+        var late = RolloutNode(me: "n3")
+        _ = late.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", nil, nil)], term: 3))
+        #expect(late.intent == nil, "an intent of an older term that no majority holds is not taken up")
+        _ = late.step(Self.view([Self.member("n1", renewed, .waiting), Self.member("n2", renewed, .waiting), Self.member("n3", nil, nil)], term: 3))
+        #expect(late.intent == renewed)
+        // A node that no longer leads, under the same view, drops its intent as before.
+        var former = deposed
+        #expect(
+            Self.dropped(
+                former.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", nil, nil)], term: 3))))
+    }
+
     @Test func theLeaderRefusesASecondRequestWhileOneRuns() throws {
         var (node, intent) = try Self.leader()
         let members = [Self.member("n1", intent, .waiting), Self.member("n2", intent, .waiting), Self.member("n3", intent, .waiting)]

@@ -61,6 +61,16 @@ import Testing
         #expect(badAddress.output.contains("is not an IPv4 or IPv6 address"))
     }
 
+    /// `peerctl init` with only the required options writes a config that passes `config check`.
+    @Test func initWithItsDefaultsPassesConfigCheck() throws {
+        let dir = NSTemporaryDirectory() + "peer-init-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let made = try peerctl(["init", "--name", "web-1", "--address", "203.0.113.10", "--dir", dir])
+        #expect(made.status == 0, "\(made.output)")
+        let check = try peerctl(["config", "check", "--config", dir + "/peer.yml"])
+        #expect(check.status == 0, "\(check.output)")
+    }
+
     /// `peerctl init` on the first VPS, `peerctl node add` there, `peerctl join` on the second: both configs pass
     /// `config check`, list both members, and the second node's certificate chains to the first node's CA.
     @Test func initNodeAddAndJoinSetUpASecondNode() throws {
@@ -79,10 +89,13 @@ import Testing
         #expect(check1.status == 0, "\(check1.output)")
         #expect(try peerctl(["init", "--name", "web-1", "--address", "203.0.113.10", "--dir", first]).output.contains("already exists"))
 
-        // A secret file the config names travels with the join file.
+        // A secret file the config names travels with the join file, and so does the app's environment file.
         try "cf-token-abc".write(toFile: first + "/cloudflare-token", atomically: true, encoding: .utf8)
         chmod(first + "/cloudflare-token", 0o600)
+        try "DATABASE_URL=postgres://shop\n".write(toFile: first + "/app.env", atomically: true, encoding: .utf8)
+        chmod(first + "/app.env", 0o600)
         var config = try String(contentsOfFile: first + "/peer.yml", encoding: .utf8)
+        config = config.replacingOccurrences(of: "app:\n  name: shop\n", with: "app:\n  name: shop\n  env_file: \(first)/app.env\n")
         config = config.replacingOccurrences(
             of: "# dns:\n#   zone: example.com\n#   name: shop.example.com\n#   token_file:",
             with: "dns:\n  zone: example.com\n  name: shop.example.com\n  token_file:")
@@ -113,6 +126,8 @@ import Testing
         let joined = second + first  // the same paths as on the first node, under the second's root
         #expect(try mode(joined + "/pki/web-2-key.pem") == 0o600)
         #expect(try mode(joined + "/cloudflare-token") == 0o600)
+        #expect(try mode(joined + "/app.env") == 0o600)
+        #expect(try String(contentsOfFile: joined + "/app.env", encoding: .utf8) == "DATABASE_URL=postgres://shop\n")
         #expect(try mode(joined + "/peer.yml") == 0o600)
         let text = try String(contentsOfFile: joined + "/peer.yml", encoding: .utf8)
         // Its config names files at their real paths (/etc/peer/… on a VPS); check it where they are.
