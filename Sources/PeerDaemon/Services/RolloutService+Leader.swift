@@ -35,7 +35,10 @@ extension RolloutService {
             if leader.id.name == me {
                 switch await lead(request) {
                 case .success(let accepted): return accepted
-                case .failure(.unavailable) where clock.now() < giveUp: silent = leader  // lost the lease just now
+                case .failure(.unavailable) where clock.now() < giveUp:
+                    // Its lease is just starting or just ending here: ask again once the lease moves (a second
+                    // at most), this node if it leads by then, the next leader otherwise.
+                    await changes.wait(atMost: min(.seconds(1), giveUp - clock.now()), clock: clock)
                 case .failure(let failure): throw failure
                 }
                 continue
@@ -55,7 +58,10 @@ extension RolloutService {
             }
             let why = answer.error ?? "refused"
             if answer.code == "unavailable", clock.now() < giveUp {
-                silent = leader
+                // It answered but took nothing: its lease is just starting (the request came before it knew it
+                // leads) or just ending. Ask again once the lease moves (a second at most): the same leader if it
+                // leads by then, the next one otherwise. (A leader that does not answer at all is given up on.)
+                await changes.wait(atMost: min(.seconds(1), giveUp - clock.now()), clock: clock)
                 continue
             }
             throw answer.code == "unavailable" ? .unavailable(why) : answer.code == "not-found" ? .notFound(why) : .refused(why)
