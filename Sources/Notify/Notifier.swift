@@ -194,6 +194,8 @@ public actor NoticeDispatcher {
     private var seenSet: Set<String> = []
     public private(set) var sent: [Sent] = []
     public private(set) var failures = 0
+    /// Notices taken from the queue so far: sent on to the backends, or dropped because this node does not lead.
+    public private(set) var handled = 0
 
     public init(backends: [any Notifier], http: HTTPClient, logger: Logger, fence: @escaping @Sendable () async -> Bool) {
         self.backends = backends
@@ -220,11 +222,13 @@ public actor NoticeDispatcher {
             for await notice in stream {
                 guard await fence() else {
                     logger.debug("notice dropped: this node does not lead", metadata: ["notice.key": "\(notice.key)"])
+                    handled += 1
                     continue
                 }
                 for backend in backends {
                     group.addTask { await self.deliver(notice, to: backend) }
                 }
+                handled += 1
             }
         }
     }

@@ -115,10 +115,17 @@ import Testing
             let calls = stub.calls
             _ = try? await client.records(name: "shop.example.test")
             #expect(stub.calls == calls)
-            try await Task.sleep(for: .milliseconds(1100))
+            // Once the Retry-After has passed (and not before), calls reach the API again.
+            let blockedAt = ContinuousClock.now
             stub.fail(0, status: 0)
-            _ = try? await client.records(name: "shop.example.test")
-            #expect(stub.calls > calls)
+            var reached = false
+            while !reached, ContinuousClock.now - blockedAt < .seconds(5) {
+                _ = try? await client.records(name: "shop.example.test")
+                reached = stub.calls > calls
+                if !reached { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(reached)
+            #expect(ContinuousClock.now - blockedAt >= .milliseconds(900), "calls were blocked for the Retry-After")
         }
     }
 
@@ -146,6 +153,16 @@ import Testing
         }
     }
 
+    /// Waits until the dispatcher has taken `count` notices from its queue (sent on or dropped).
+    static func handled(_ dispatcher: NoticeDispatcher, _ count: Int) async -> Bool {
+        let end = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < end {
+            if await dispatcher.handled >= count { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
     @Test func theDispatcherSendsEachKeyOnceAndNothingWithoutTheLease() async throws {
         try await withStub { stub, _, port in
             let leads = LeadFlag()
@@ -162,11 +179,12 @@ import Testing
                 defer { group.cancelAll() }
                 await leads.set(true)
                 for _ in 0..<3 { await dispatcher.post(Notice(kind: .leaderChanged, title: "n1 leads", body: "", key: "leader/1")) }
-                try await Task.sleep(for: .milliseconds(500))
-                #expect(stub.notifications.count == 1)
+                #expect(await Self.handled(dispatcher, 1), "the three posts of one key are one notice")
+                #expect(await TestBed.eventually(within: .seconds(5)) { stub.notifications.count == 1 })
                 await leads.set(false)
                 await dispatcher.post(Notice(kind: .leaderChanged, title: "n1 leads", body: "", key: "leader/2"))
-                try await Task.sleep(for: .milliseconds(500))
+                #expect(await Self.handled(dispatcher, 2))
+                #expect(await dispatcher.handled == 2, "one notice per key")
                 #expect(stub.notifications.count == 1, "a node without the lease sends nothing")
                 await dispatcher.finish()
             }
