@@ -85,7 +85,7 @@ def main(args):
         subprocess.run(["tar", "-C", clean, "-xzf", tarball], check=True)
         pkg = glob.glob(f"{clean}/peer-*")[0]
         for f in ("bin/peerd", "bin/peerctl", "install.sh", "systemd/peerd.service", "peer.example.yml",
-                  "nginx/peer-site.conf.example", "docs/getting-started.md"):
+                  "nginx/peer-site.conf.example", "docs/getting-started.md", "completions/peerctl.bash"):
             c.check(f"tarball has {f}", os.path.exists(f"{pkg}/{f}"))
         for binary in ("peerd", "peerctl"):
             linked = subprocess.run(["ldd", f"{pkg}/bin/{binary}"], capture_output=True, text=True).stdout
@@ -144,10 +144,20 @@ def main(args):
         contents = subprocess.run(["dpkg-deb", "--contents", deb], capture_output=True, text=True, check=True).stdout
         c.check("package name and version", re.search(r"^ Package: peer$", info, re.M) is not None
                 and re.search(rf"^ Version: {re.escape(version)}$", info, re.M) is not None, info)
-        c.check("depends on glibc, libstdc++ and zlib only", "Depends: libc6 (>= 2.35), libstdc++6, zlib1g" in info, info)
+        symbols = subprocess.run(["objdump", "-T", f"{pkg}/bin/peerd", f"{pkg}/bin/peerctl"], capture_output=True, text=True).stdout
+        floor = max((tuple(int(p) for p in v.split(".")) for v in re.findall(r"GLIBC_([0-9][0-9.]*[0-9])", symbols)), default=None)
+        wanted = "Depends: libc6 (>= " + ".".join(map(str, floor or ())) + "), libstdc++6, zlib1g"
+        c.check(f"depends on glibc (the binaries' floor, {'.'.join(map(str, floor or ()))}), libstdc++ and zlib only", wanted in info, info)
         for f in ("./usr/bin/peerd", "./usr/bin/peerctl", "./lib/systemd/system/peerd.service",
-                  "./usr/share/peer/peer.example.yml", "./usr/share/doc/peer/getting-started.md"):
+                  "./usr/share/peer/peer.example.yml", "./usr/share/doc/peer/getting-started.md",
+                  "./usr/share/bash-completion/completions/peerctl", "./usr/share/zsh/vendor-completions/_peerctl",
+                  "./usr/share/fish/vendor_completions.d/peerctl.fish"):
             c.check(f"deb has {f}", re.search(rf" {re.escape(f)}$", contents, re.M) is not None)
+        if shutil.which("bash"):
+            c.command("the bash completion loads and completes peerctl's subcommands", "bash", "-c",
+                      f"source {pkg}/completions/peerctl.bash && COMP_WORDS=(peerctl de) COMP_CWORD=1 "
+                      "COMP_LINE='peerctl de' COMP_POINT=10 && _peerctl peerctl de peerctl && "
+                      "printf '%s\\n' \"${COMPREPLY[@]}\"", contains="deploys")
         c.check("files in the deb are root's", all(" root/root " in line for line in contents.splitlines()), contents)
         installed = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "peer"], capture_output=True, text=True).stdout
         if os.geteuid() != 0:
