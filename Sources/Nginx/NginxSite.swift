@@ -13,6 +13,8 @@ public struct NginxSite: Sendable, Hashable {
     public var customInclude: String?
     /// The HTTPS listener with the origin certificate, once one is installed (`peerctl tls set`).
     public var tls: TLS?
+    /// A listener given as a bare port listens on IPv6 too (`listen [::]:PORT`): an AAAA record must reach the app.
+    public var ipv6: Bool
 
     /// nginx's side of Cloudflare → origin TLS.
     public struct TLS: Sendable, Hashable {
@@ -41,9 +43,10 @@ public struct NginxSite: Sendable, Hashable {
 
     public init(
         appName: String, listen: String, serverName: String, healthPath: String, verifyAllow: [String] = [],
-        customInclude: String? = nil, tls: TLS? = nil
+        customInclude: String? = nil, tls: TLS? = nil, ipv6: Bool = false
     ) {
         self.tls = tls
+        self.ipv6 = ipv6
         self.appName = appName
         self.listen = listen
         self.serverName = serverName
@@ -117,7 +120,7 @@ public struct NginxSite: Sendable, Hashable {
         }
         if onlyCloudflare {
             // The plain listener: peer's checks, and a redirect for everyone else.
-            lines += ["server {", "    listen \(listen);", "    server_name \(serverName);"]
+            lines += ["server {"] + listens(listen) + ["    server_name \(serverName);"]
             lines += verifyLocation(instance)
             let port = tls.map { Self.split($0.listen, defaultPort: 443).port } ?? 443
             let authority = port == 443 ? "$host" : "$host:\(port)"
@@ -128,7 +131,7 @@ public struct NginxSite: Sendable, Hashable {
             lines += appLocations(instance)
             lines.append("}")
         } else {
-            lines += ["server {", "    listen \(listen);", "    server_name \(serverName);"]
+            lines += ["server {"] + listens(listen) + ["    server_name \(serverName);"]
             lines += tlsDirectives
             lines += customDirectives
             lines += verifyLocation(instance)
@@ -140,8 +143,8 @@ public struct NginxSite: Sendable, Hashable {
 
     private var tlsDirectives: [String] {
         guard let tls else { return [] }
-        var lines = [
-            "    listen \(tls.listen) ssl;",
+        var lines = listens(tls.listen, " ssl")
+        lines += [
             "    ssl_certificate \(tls.certificatePath);",
             "    ssl_certificate_key \(tls.keyPath);",
             "    ssl_protocols TLSv1.2 TLSv1.3;",
@@ -155,6 +158,12 @@ public struct NginxSite: Sendable, Hashable {
             ]
         }
         return lines
+    }
+
+    /// `listen` lines for one listener: and its IPv6 twin when it is a bare port and ``ipv6`` is on.
+    private func listens(_ listen: String, _ parameters: String = "") -> [String] {
+        let both = ipv6 && Self.split(listen).host == nil
+        return ["    listen \(listen)\(parameters);"] + (both ? ["    listen [::]:\(listen)\(parameters);"] : [])
     }
 
     private var customDirectives: [String] { customInclude.map { ["    include \($0);"] } ?? [] }

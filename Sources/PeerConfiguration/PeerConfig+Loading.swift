@@ -118,7 +118,7 @@ extension PeerConfig {
 
         var nginxSection = try Self.placeholder(path, "nginx", "server_name: witness.invalid")
         if let given = try top.section("nginx", required: !isWitness) { nginxSection = given }
-        try nginxSection.allowOnly(["site", "listen", "server_name", "binary", "prefix", "config", "pid_file", "custom_include", "tls"])
+        try nginxSection.allowOnly(["site", "listen", "server_name", "binary", "prefix", "config", "pid_file", "custom_include", "tls", "ipv6"])
         let listen = try nginxSection.string("listen") ?? "80"
         try nginxSection.check("listen", listen, Self.isListen(listen), "must be PORT, ADDRESS:PORT or [IPv6]:PORT", fix: "e.g. 80 or 127.0.0.2:8080")
         let serverName = try nginxSection.string("server_name", required: true)!
@@ -132,6 +132,8 @@ extension PeerConfig {
             prefix: try nginxSection.string("prefix"), config: try nginxSection.string("config"),
             pidFile: try nginxSection.string("pid_file") ?? "/run/nginx.pid",
             customInclude: try nginxSection.string("custom_include"))
+        // AAAA records reach the app only if nginx listens on IPv6 too; a machine without IPv6 cannot bind it.
+        nginx.ipv6 = try nginxSection.bool("ipv6") ?? FileManager.default.fileExists(atPath: "/proc/net/if_inet6")
         if let section = try nginxSection.section("tls") {
             try section.allowOnly(["listen", "hostname", "origin_pulls", "origin_pull_ca"])
             var tls = Nginx.TLS()

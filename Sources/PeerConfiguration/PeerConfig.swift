@@ -59,6 +59,8 @@ public struct PeerConfig: Sendable, Hashable {
         public var pidFile: String
         public var customInclude: String?
         public var tls = TLS()
+        /// Bare-port listeners also on IPv6 (`nginx.ipv6`; by default when this machine has IPv6).
+        public var ipv6 = false
 
         /// The HTTPS listener, served once an origin certificate is installed (`peerctl tls set`).
         public struct TLS: Sendable, Hashable {
@@ -202,7 +204,7 @@ public struct PeerConfig: Sendable, Hashable {
         NginxProxy.Settings(
             site: NginxSite(
                 appName: app.name, listen: nginx.listen, serverName: nginx.serverName, healthPath: app.health.path,
-                verifyAllow: [node.address], customInclude: nginx.customInclude),
+                verifyAllow: [node.address], customInclude: nginx.customInclude, ipv6: nginx.ipv6),
             sitePath: nginx.site, binary: nginx.binary, arguments: nginxArguments, pidFile: nginx.pidFile)
     }
 

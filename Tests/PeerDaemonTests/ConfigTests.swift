@@ -98,12 +98,31 @@ import Testing
             environment: ["GHCR_TOKEN": "x", "CF_TOKEN": "y"])
         var site = config.nginxSettings.site
         site.tls = config.nginxTLS(fingerprint: "3f1c9a0e5b7d2c48aa00")
+        site.ipv6 = true  // the default on a machine with IPv6
         let rendered = site.render(
             routingTo: AppInstance(
                 generation: 7, image: "ghcr.io/acme/shop:1.4.2", containerID: "0123456789ab", containerName: "peer-shop-web-1-g7", hostPort: 49153))
         let documented = try String(contentsOf: root.appendingPathComponent("deploy/nginx/peer-site.conf.example"), encoding: .utf8)
         let body = documented.split(separator: "\n", omittingEmptySubsequences: false).drop { $0.hasPrefix("##") }.joined(separator: "\n")
         #expect(body == rendered, "regenerate deploy/nginx/peer-site.conf.example:\n\(rendered)")
+    }
+
+    @Test func bareListenersAlsoListenOnIPv6UnlessTurnedOff() throws {
+        let tls = "  tls:\n    hostname: shop.example.com\n"
+        var site = try parse(Self.minimal + "\n  ipv6: true\n" + tls).nginxSettings.site
+        site.tls = NginxSite.TLS(listen: "443", certificatePath: "/c.pem", keyPath: "/k.pem")
+        let both = site.render(routingTo: nil)
+        #expect(both.contains("    listen 80;\n    listen [::]:80;\n") && both.contains("    listen 443 ssl;\n    listen [::]:443 ssl;\n"), "\(both)")
+        site.ipv6 = false
+        #expect(!site.render(routingTo: nil).contains("[::]"))
+        // An address given: that address only.
+        var one = try parse(
+            Self.minimal.replacingOccurrences(of: "  server_name:", with: "  listen: 203.0.113.10:80\n  server_name:") + "\n  ipv6: true\n"
+        )
+        .nginxSettings.site
+        one.tls = nil
+        #expect(!one.render(routingTo: nil).contains("[::]"))
+        #expect(try !parse(Self.minimal + "\n  ipv6: false\n").nginx.ipv6)
     }
 
     @Test func metricsListenOnLoopbackUnlessToldOtherwise() throws {
