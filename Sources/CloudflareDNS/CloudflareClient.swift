@@ -25,11 +25,16 @@ public actor CloudflareClient {
         public var budget: Int
         /// A fenced write is not sent with less time than this left before its deadline.
         public var minimumWrite: Duration
+        /// The zone's id when the config gives it (`dns.zone_id`): no lookup by name, so a token with DNS Edit
+        /// alone (without Zone Read) does.
+        public var zoneID: String?
 
         public init(
             baseURL: String = "https://api.cloudflare.com/client/v4", zone: String, proxied: Bool = true, ttl: Int = 1,
-            attempts: Int = 4, requestTimeout: Duration = .seconds(5), budget: Int = 1000, minimumWrite: Duration = .milliseconds(300)
+            attempts: Int = 4, requestTimeout: Duration = .seconds(5), budget: Int = 1000, minimumWrite: Duration = .milliseconds(300),
+            zoneID: String? = nil
         ) {
+            self.zoneID = zoneID
             self.minimumWrite = minimumWrite
             self.baseURL = baseURL
             self.zone = zone
@@ -70,6 +75,7 @@ public actor CloudflareClient {
         self.token = token
         self.http = http
         self.logger = logger
+        self.zoneID = settings.zoneID
     }
 
     // MARK: - Calls
@@ -82,14 +88,16 @@ public actor CloudflareClient {
         }
     }
 
-    /// The zone's id, looked up once by name (`GET /zones?name=`).
+    /// The zone's id: from the config, or looked up once by name (`GET /zones?name=`, which needs Zone Read).
     public func zone() async throws -> String {
         if let zoneID { return zoneID }
         let zones: [Zone] = try await call(.GET, "/zones?name=\(escape(settings.zone))&per_page=50")
         guard let zone = zones.first(where: { $0.name.lowercased() == settings.zone.lowercased() }) else {
             throw Failure(
                 status: nil,
-                errors: ["zone \(settings.zone) does not exist or the token cannot see it (needs Zone Read and DNS Write on it)"])
+                errors: [
+                    "zone \(settings.zone) does not exist or the token cannot see it: looking a zone up by name needs Zone Read besides DNS Edit on it; or give its id as dns.zone_id (Cloudflare's zone overview shows it) and DNS Edit alone does"
+                ])
         }
         zoneID = zone.id
         return zone.id

@@ -51,8 +51,9 @@ public enum ClusterSetup {
 
             # dns:
             #   zone: example.com
+            #   zone_id: 0123456789abcdef0123456789abcdef   # the zone's Overview page, API › Zone ID
             #   name: \(dnsName)
-            #   token_file: \(directory)/cloudflare-token   # API token: Zone › DNS › Edit, for this zone only (0600)
+            #   token_file: \(directory)/cloudflare-token   # API token: Zone › DNS › Edit, this zone only (0600)
 
             # notify:
             #   ntfy:

@@ -180,7 +180,7 @@ extension PeerConfig {
                     "", problem: "needs a mesh: section", fix: "DNS failover is done by the cluster's leader; configure the mesh first")
             }
             try section.allowOnly([
-                "provider", "api_base", "zone", "name", "token", "token_env", "token_file", "proxied", "ttl", "hold_down", "refresh",
+                "provider", "api_base", "zone", "zone_id", "name", "token", "token_env", "token_file", "proxied", "ttl", "hold_down", "refresh",
             ])
             let provider = try section.string("provider") ?? "cloudflare"
             try section.check("provider", provider, provider == "cloudflare", "must be cloudflare", fix: "cloudflare is the only provider so far")
@@ -201,6 +201,12 @@ extension PeerConfig {
                 proxied: try section.bool("proxied") ?? true, ttl: ttl,
                 holdDown: try section.duration("hold_down") ?? .seconds(10),
                 refresh: try section.duration("refresh", min: .seconds(5)) ?? .seconds(60))
+            if let zoneID = try section.string("zone_id") {
+                try section.check(
+                    "zone_id", zoneID, zoneID.count == 32 && zoneID.allSatisfy(\.isHexDigit), "is not a zone id (32 hex digits)",
+                    fix: "copy it from the zone's overview page in the Cloudflare dashboard (API › Zone ID), or leave it out")
+                dns?.zoneID = zoneID.lowercased()
+            }
         }
         var notify: Notify?
         if let section = try top.section("notify") {

@@ -115,6 +115,8 @@ public struct PeerConfig: Sendable, Hashable {
     public struct DNS: Sendable, Hashable {
         public var apiBase: String
         public var zone: String
+        /// The zone's id (32 hex digits), when given: the token then needs DNS Edit only.
+        public var zoneID: String? = nil
         /// The app's name, e.g. shop.example.com: one A/AAAA record per serving node.
         public var name: String
         public var token: Secret

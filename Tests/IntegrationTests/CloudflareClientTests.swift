@@ -28,6 +28,26 @@ import Testing
         }
     }
 
+    /// A token made from the "Edit zone DNS" template (DNS Edit, no Zone Read) cannot look the zone up by name;
+    /// with `dns.zone_id` it needs not.
+    @Test func aTokenWithDNSEditAloneWorksWithTheZoneID() async throws {
+        try await withStub { stub, client, port in
+            stub.withoutZoneRead()
+            stub.seed(name: "shop.example.test", content: "203.0.113.1")
+            let error = await #expect(throws: CloudflareClient.Failure.self) { _ = try await client.records(name: "shop.example.test") }
+            #expect(error?.description.contains("dns.zone_id") == true, "\(String(describing: error))")
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let direct = CloudflareClient(
+                settings: .init(baseURL: "http://127.0.0.1:\(port)/client/v4", zone: "example.test", zoneID: stub.zoneID), token: Self.token,
+                http: TestBed.http, logger: logger)
+            let calls = stub.calls
+            let listed = try await direct.records(name: "shop.example.test")
+            #expect(listed.map(\.content) == ["203.0.113.1"])
+            #expect(stub.calls == calls + 1, "no zone lookup, only the listing")
+        }
+    }
+
     @Test func listsPagesAndAppliesOneBatch() async throws {
         try await withStub { stub, client, _ in
             try await client.verifyToken()
@@ -174,7 +194,7 @@ import Testing
                     Ntfy(server: "http://127.0.0.1:1", topic: "down", token: nil),
                 ],
                 http: TestBed.http, logger: logger, fence: { await leads.value })
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            await withTaskGroup(of: Void.self) { group in
                 group.addTask { await dispatcher.run() }
                 defer { group.cancelAll() }
                 await leads.set(true)

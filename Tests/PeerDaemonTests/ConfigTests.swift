@@ -206,6 +206,10 @@ import Testing
             ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_env: NOPE\n", [:], "dns.token_env", "not set"),
             ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_env: T\n  token_file: /x\n", ["T": "x"], "dns.token", "more than once"),
             ("dns:\n  zone: example.com\n  name: shop.example.com\n  token_env: T\n  ttl: 30\n", ["T": "x"], "dns.ttl", "1 (automatic) or 60"),
+            (
+                "dns:\n  zone: example.com\n  zone_id: example.com\n  name: shop.example.com\n  token_env: T\n", ["T": "x"], "dns.zone_id",
+                "32 hex digits"
+            ),
             ("notify:\n  ntfy:\n    topic: has spaces\n", [:], "notify.ntfy.topic", "letters, digits"),
         ]
         for (extra, env, key, problem) in cases {

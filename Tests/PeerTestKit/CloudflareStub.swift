@@ -55,6 +55,8 @@ public final class CloudflareStub: Sendable {
         var nextID = 1
         /// How long a batch takes to commit after it arrives (the answer comes after the commit).
         var commitLatency: Duration = .zero
+        /// Whether the token may list zones (Zone Read): without it, `GET /zones` finds none.
+        var zoneRead = true
     }
 
     public let token: String
@@ -72,6 +74,8 @@ public final class CloudflareStub: Sendable {
     public var records: [Record] { state.withLockedValue { $0.records } }
     public var mutations: [Mutation] { state.withLockedValue { $0.mutations } }
     public var calls: Int { state.withLockedValue { $0.calls } }
+    /// A token with DNS Edit but not Zone Read: it sees no zone when it lists them.
+    public func withoutZoneRead() { state.withLockedValue { $0.zoneRead = false } }
     public var notifications: [Notification] { state.withLockedValue { $0.notifications } }
 
     public func seed(type: String = "A", name: String, content: String, comment: String? = nil) {
@@ -126,10 +130,11 @@ public final class CloudflareStub: Sendable {
             }
         }
         router.get("/client/v4/zones") { request, _ in
-            try self.api(request) { _ in
+            try self.api(request) { s in
                 let name = request.uri.queryParameters["name"].map(String.init)
                 let zones: [[String: String]] =
-                    (name == nil || name == self.zoneName) ? [["id": self.zoneID, "name": self.zoneName, "status": "active"]] : []
+                    s.zoneRead && (name == nil || name == self.zoneName)
+                    ? [["id": self.zoneID, "name": self.zoneName, "status": "active"]] : []
                 return .list(zones, page: 1, perPage: 20, total: zones.count)
             }
         }

@@ -35,7 +35,7 @@ actor DNSService: Service {
     ) {
         self.settings = settings
         self.client = CloudflareClient(
-            settings: .init(baseURL: settings.apiBase, zone: settings.zone, proxied: settings.proxied, ttl: settings.ttl),
+            settings: .init(baseURL: settings.apiBase, zone: settings.zone, proxied: settings.proxied, ttl: settings.ttl, zoneID: settings.zoneID),
             token: token, http: http, logger: logger)
         self.cluster = cluster
         self.lease = lease
