@@ -228,6 +228,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The command lines in README and docs/ against the real argument parsers.
+        .testTarget(
+            name: "CommandLineTests",
+            dependencies: ["peerctl", "peerd", "Control", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "PKITests", dependencies: ["PKI", "PeerTestKit", .product(name: "X509", package: "swift-certificates")], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
