@@ -43,16 +43,16 @@ actor MeshService: Service {
     nonisolated let stats: MeshStats
     nonisolated let operatorHandler: (@Sendable (MeshConnection, String) async -> Void)?
 
-    private var node: MeshNode
-    private var datagrams: DatagramPeers
+    var node: MeshNode
+    var datagrams: DatagramPeers
     /// What mesh-peers.json holds.
-    private var remembered: MeshPeers
-    private var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
+    var remembered: MeshPeers
+    var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
     /// Wakes the tick loop when an event brings a deadline closer than the one it sleeps until.
-    private let tickWakeup = Wakeup()
-    private var tickSleepsUntil: Instant?
-    private let encoder = JSONEncoder()
-    private let decoder = JSONDecoder()
+    let tickWakeup = Wakeup()
+    var tickSleepsUntil: Instant?
+    let encoder = JSONEncoder()
+    let decoder = JSONDecoder()
 
     init(
         config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock, cluster: Published<ClusterState>,
@@ -185,7 +185,7 @@ actor MeshService: Service {
 
     /// After an event (a datagram, a lost connection): wakes the tick loop if the node now has something to do
     /// before it planned to look.
-    private func deadlinesMayHaveMoved() {
+    func deadlinesMayHaveMoved() {
         guard let until = tickSleepsUntil, node.nextDeadline(now: clock.now()) < until else { return }
         tickSleepsUntil = nil
         tickWakeup.wake()
@@ -320,7 +320,7 @@ actor MeshService: Service {
         return true
     }
 
-    private func remember(_ change: (inout MeshPeers) -> Void) {
+    func remember(_ change: (inout MeshPeers) -> Void) {
         change(&remembered)
         do {
             try state.write(remembered, to: .meshPeers)
@@ -348,117 +348,5 @@ actor MeshService: Service {
             return connection.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
         }
         return "\(error)".contains("refused")
-    }
-
-    // MARK: - Datagrams
-
-    private func received(_ datagram: AddressedEnvelope<ByteBuffer>) async {
-        stats.count {
-            $0.datagramsReceived += 1
-            $0.bytesReceived += datagram.data.readableBytes
-        }
-        let message: MeshNode.Datagram
-        let from: MemberID
-        do {
-            let opened = try datagrams.open(datagram.data, now: clock.now())
-            from = MemberID(opened.sender)
-            message = try decoder.decode(MeshNode.Datagram.self, from: opened.payload)
-        } catch {
-            stats.count {
-                $0.datagramsDropped += 1
-                if case .replayed = error as? SealedDatagram.Failure { $0.datagramsReplayed += 1 }
-            }
-            logger.trace("datagram dropped", metadata: ["mesh.remote": "\(datagram.remoteAddress)", "reason": "\(error)"])
-            return
-        }
-        await carryOut(node.receive(message, from: from, now: clock.now()))
-        let measured = node.swim.measurements
-        stats.measured(lastSeen: measured.lastSeen, rtt: measured.rtt)
-        deadlinesMayHaveMoved()
-    }
-
-    private func carryOut(_ directives: [MeshNode.Directive]) async {
-        var persistFailed = false
-        for directive in directives {
-            switch directive {
-            case .persistTerm(let term):
-                do {
-                    try state.writePromisedTerm(term)
-                } catch {
-                    // Not persisted, not promised: no lease message of this batch leaves.
-                    logger.error("cannot persist the lease term; not answering", metadata: ["error": "\(error)"])
-                    persistFailed = true
-                }
-            case .send(let datagram, let to):
-                if case .lease = datagram, persistFailed { continue }
-                await send(datagram, to: to)
-            case .memberChanged(let state, let previous):
-                log(state, previous: previous)
-            case .leadership(let term):
-                if let term {
-                    logger.info("this node leads", metadata: ["lease.term": "\(term)"])
-                } else {
-                    logger.info("this node no longer leads")
-                }
-            case .publish(let state):
-                cluster.publish(state)
-            case .persistConfigurations(let known):
-                remember { $0.configurations = Dictionary(uniqueKeysWithValues: known.map { ($0.key.name, $0.value) }) }
-            case .configurationMismatch(let others):
-                if others.isEmpty {
-                    logger.info("every member runs this node's configuration again: leader elections resume")
-                } else {
-                    logger.warning(
-                        "members run another cluster configuration (mesh.members differs): no leader until every member lists the same members",
-                        metadata: [
-                            "mesh.members_differing": "\(others.map(\.name).joined(separator: ","))",
-                            "mesh.configuration": "\(node.configuration ?? "")",
-                        ])
-                }
-            }
-        }
-    }
-
-    private func send(_ message: MeshNode.Datagram, to: MemberID) async {
-        guard let address = addresses[to], let outbound else { return }
-        do {
-            guard let sealed = try datagrams.seal(try encoder.encode(message), to: to.name) else { return }
-            guard sealed.readableBytes <= SealedDatagram.maximumSize else {
-                // Gossip is cut to size (AppStatus.bounded): this is a bug, and it must show, not vanish.
-                logger.error("datagram too big to send", metadata: ["mesh.member": "\(to)", "bytes": "\(sealed.readableBytes)"])
-                return
-            }
-            stats.count {
-                $0.datagramsSent += 1
-                $0.bytesSent += sealed.readableBytes
-            }
-            try await outbound.write(AddressedEnvelope(remoteAddress: address, data: sealed))
-        } catch {
-            logger.debug("datagram not sent", metadata: ["mesh.member": "\(to)", "error": "\(error)"])
-        }
-    }
-
-    private func log(_ state: ClusterState.Member, previous: ClusterState.Member) {
-        var metadata: Logger.Metadata = [
-            "member.name": "\(state.id)", "member.status": "\(state.status)", "member.previous": "\(previous.status)",
-            "member.incarnation": "\(state.incarnation)",
-        ]
-        if let healthy = state.app.healthy { metadata["member.app_healthy"] = "\(healthy)" }
-        if let image = state.app.image { metadata["member.image"] = "\(image)" }
-        if state.id == me {
-            logger.debug("this node's state changed", metadata: metadata)
-        } else if state.status != previous.status {
-            logger.info("member \(state.status)", metadata: metadata)
-        } else {
-            logger.info("member app changed", metadata: metadata)
-        }
-    }
-
-    private func warnIfCertificateExpiresSoon() {
-        let days = ClusterCA.daysLeft(certificate)
-        guard days <= 30 else { return }
-        logger.warning(
-            "this node's mesh certificate expires soon: renew it with peerctl cert issue",
-            metadata: ["cert.days_left": "\(days)", "cert.file": "\(mesh.certificate)"])
     }
 }
