@@ -44,15 +44,28 @@ public struct RolloutNode: Sendable {
         public var settled: Bool
         public var now: Instant
         /// The term of this node's lease while it leads (it may rise while the leadership goes on: a leader renews
-        /// above a term a voter promised to a rival whose campaign lost).
-        public var leading: UInt64?
+        /// above a term a voter promised to a rival whose campaign lost), and the term that unbroken leadership
+        /// began under.
+        public var leading: (term: UInt64, since: UInt64)?
 
-        public init(members: [Member], term: UInt64, settled: Bool, now: Instant, leading: UInt64? = nil) {
+        public init(members: [Member], term: UInt64, settled: Bool, now: Instant, leading: (term: UInt64, since: UInt64)? = nil) {
             self.members = members
             self.term = term
             self.settled = settled
             self.now = now
             self.leading = leading
+        }
+
+        public static func == (a: View, b: View) -> Bool {
+            a.members == b.members && a.term == b.term && a.settled == b.settled && a.now == b.now && a.leading?.term == b.leading?.term
+                && a.leading?.since == b.leading?.since
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(members)
+            hasher.combine(term)
+            hasher.combine(leading?.term)
+            hasher.combine(leading?.since)
         }
     }
 
@@ -212,7 +225,13 @@ public struct RolloutNode: Sendable {
         // The leader renewed under a higher term: the same leadership goes on, and so does the intent it proposed
         // and a majority does not hold yet. It moves to the new term (same id and number), or every node — this
         // one too — would drop it below as an intent of a leadership that ended.
-        if let term = view.leading, var own = intent, own.id == proposed, own.term ?? 0 < term, swap == nil,
+        // Only while the leadership it was proposed in goes on: a node that lost its lease and won it again later
+        // does not bring back an intent of its earlier leadership.
+        if view.leading == nil { proposed = nil }
+        let proposedHere = proposed
+        let since = view.leading?.since ?? .max
+        func ownLeadership(_ intent: RolloutIntent) -> Bool { intent.id == proposedHere && (intent.term ?? 0) >= since }
+        if let term = view.leading?.term, var own = intent, ownLeadership(own), own.term ?? 0 < term, swap == nil,
             !Self.isReplicated(own, reports(view.members))
         {
             own.term = term
@@ -222,7 +241,7 @@ public struct RolloutNode: Sendable {
         // An intent no majority held, from a leadership that has ended, will never run: drop it (not the one this
         // node proposed while it still leads: its own replication deadline cancels that one).
         if let stale = intent, !committed, stale.term ?? 0 < view.term, swap == nil, report?.phase ?? .waiting == .waiting,
-            !Self.isReplicated(stale, reports(view.members)), !(view.leading != nil && stale.id == proposed)
+            !Self.isReplicated(stale, reports(view.members)), !ownLeadership(stale)
         {
             intent = nil
             report = nil

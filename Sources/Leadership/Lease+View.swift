@@ -14,11 +14,14 @@ extension Lease {
             /// succeeds, this node takes no fenced action (a node resumed from a pause learns of the new leader
             /// this way before it acts).
             public var contested: Bool
-            public init(term: UInt64, validUntil: Instant, confirmedAt: Instant, contested: Bool = false) {
+            /// The term this leadership began under: it goes on unbroken through renewals under higher terms.
+            public var since: UInt64
+            public init(term: UInt64, validUntil: Instant, confirmedAt: Instant, contested: Bool = false, since: UInt64? = nil) {
                 self.term = term
                 self.validUntil = validUntil
                 self.confirmedAt = confirmedAt
                 self.contested = contested
+                self.since = since ?? term
             }
         }
 

@@ -73,7 +73,17 @@ public struct Lease: Sendable {
         case leader(
             term: UInt64, validUntil: Instant, renewing: (attempt: UInt64, term: UInt64, sent: Instant, grants: Set<MemberID>)?, nextRenew: Instant)
     }
-    private var role: Role = .follower(nextCampaign: nil)
+    private var role: Role = .follower(nextCampaign: nil) {
+        didSet {
+            switch (oldValue, role) {
+            case (.leader, .leader): break  // a renewal, under the same term or a higher one: the same leadership
+            case (_, .leader(let term, _, _, _)): leadingSince = term
+            default: leadingSince = nil
+            }
+        }
+    }
+    /// The term this node's unbroken leadership began under (renewals may raise the term; a lapse ends it).
+    private var leadingSince: UInt64?
     /// While leading: when the round that gave the current lease was sent (its grants came from a majority).
     private var confirmedAt: Instant?
     /// This node gave up leading (it cannot do the leader's work): it neither campaigns nor renews before then.
@@ -116,7 +126,8 @@ public struct Lease: Sendable {
     public var view: View {
         var view = View(me: me, voters: voters, promised: promised)
         if case .leader(let term, let validUntil, _, _) = role {
-            view.holding = .init(term: term, validUntil: validUntil, confirmedAt: confirmedAt ?? .zero, contested: highestSeen > term)
+            view.holding = .init(
+                term: term, validUntil: validUntil, confirmedAt: confirmedAt ?? .zero, contested: highestSeen > term, since: leadingSince ?? term)
         }
         view.standingDownUntil = standingDownUntil
         view.grant = grant.map { .init(to: $0.to, term: $0.term, until: $0.until) }

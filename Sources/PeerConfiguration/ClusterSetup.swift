@@ -78,24 +78,41 @@ public enum ClusterSetup {
             self.member = member
         }
 
-        /// Where each file goes (under `root`), checked before anything is written: one config (`…/peer.yml`),
-        /// and besides it only the files that config names for the mesh (`ca`, `cert`, `key`) and its secrets
-        /// (`*_file`); every path absolute, without `.` or `..`, so that `root` confines them all.
-        public func placements(under root: String) throws(Failure) -> [(path: String, content: String)] {
-            let configs = files.keys.filter { $0 == "/peer.yml" || $0.hasSuffix("/peer.yml") }
+        /// Where each file goes (under `root`), checked before anything is written: one config (`…/peer.yml`, not
+        /// at the file system's root), and besides it only the files that config names for the mesh (`ca`, `cert`,
+        /// `key`) and its secrets (`*_file`); every one inside the config's folder unless `allowed` names it (the
+        /// file's own config cannot widen that); every path absolute, without `.`, `..` or control characters, so
+        /// that `root` confines them all.
+        public func placements(under root: String, allowed: Set<String> = []) throws(Failure) -> [(path: String, content: String)] {
+            let configs = files.keys.filter { $0.hasSuffix("/peer.yml") }
             guard configs.count == 1, let config = configs.first, let text = files[config] else {
                 throw Failure(description: "the join file holds \(configs.count) configs (peer.yml), not one: make it again with peerctl node add")
+            }
+            let folder = String(config.dropLast("/peer.yml".count))
+            guard !folder.isEmpty else {
+                throw Failure(
+                    description: "the join file puts its config at /peer.yml: make it again with peerctl node add --config /etc/peer/peer.yml")
             }
             let named = Set(ClusterSetup.paths(in: text) { ["ca", "cert", "key"].contains($0) || $0.hasSuffix("_file") })
             for path in files.keys.sorted() {
                 let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-                guard path.hasPrefix("/"), !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
-                    throw Failure(description: "the join file names \(path): only absolute paths without . or .. are written; nothing was written")
+                guard path.hasPrefix("/"), !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }),
+                    !path.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f })
+                else {
+                    throw Failure(
+                        description:
+                            "the join file names \(path.debugDescription): only absolute paths without . or .. are written; nothing was written")
                 }
                 guard path == config || named.contains(path) else {
                     throw Failure(
                         description:
                             "the join file holds \(path), which its config names neither as a mesh certificate or key nor as a secret file: refused, nothing was written (was the file made by peerctl node add, and not changed since?)"
+                    )
+                }
+                guard path.hasPrefix(folder + "/") || allowed.contains(path) else {
+                    throw Failure(
+                        description:
+                            "the join file would write \(path), outside the config's folder \(folder): nothing was written; if that is where it belongs, say so with --allow \(path)"
                     )
                 }
             }

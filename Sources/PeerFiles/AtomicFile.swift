@@ -47,13 +47,20 @@ public enum AtomicFile {
         }
     }
 
-    /// Creates a folder (and its parents) if missing and sets its mode.
-    public static func makeDirectory(_ path: String, mode: mode_t) throws(WriteError) {
+    /// Creates a folder (and its parents) if missing and sets its mode — also when it exists already, unless
+    /// `onlyIfCreated` (a folder that is not ours, such as `/etc`, keeps its mode).
+    public static func makeDirectory(_ path: String, mode: mode_t, onlyIfCreated: Bool = false) throws(WriteError) {
         var current = path.hasPrefix("/") ? "" : "."
+        var created = false
         for part in path.split(separator: "/") {
             current += "/\(part)"
-            if mkdir(current, 0o755) != 0 && errno != EEXIST { throw WriteError(path: current, reason: lastError()) }
+            if mkdir(current, 0o755) == 0 {
+                created = true
+            } else if errno != EEXIST {
+                throw WriteError(path: current, reason: lastError())
+            }
         }
+        if onlyIfCreated && !created { return }
         if chmod(path, mode) != 0 { throw WriteError(path: path, reason: lastError()) }
     }
 

@@ -105,6 +105,8 @@ struct NodeCommand: AsyncParsableCommand {
         var out: String?
 
         func run() async throws {
+            // The paths in the join file are where the files go on the new node: absolute, whatever was typed here.
+            let config = URL(fileURLWithPath: config).standardizedFileURL.path
             guard let text = try? String(contentsOfFile: config, encoding: .utf8) else { throw fail("\(config) cannot be read (as root?)") }
             let loaded: PeerConfig
             do {
@@ -174,6 +176,11 @@ struct Join: AsyncParsableCommand {
     @Option(help: "The check `peerctl node add` printed for this file (the start of its SHA-256, as sha256sum shows it there).")
     var sha256: String?
 
+    @Option(
+        name: .customLong("allow"),
+        help: "A file outside the config's folder that the join file may write (a secret file kept elsewhere); repeatable.")
+    var allowed: [String] = []
+
     @Flag(help: "Replace files that exist (a peer.yml of an earlier attempt).")
     var force = false
 
@@ -191,9 +198,11 @@ struct Join: AsyncParsableCommand {
             )
         }
         let given = sha256.lowercased()
-        guard given.count >= 16, digest.hasPrefix(given) else {
+        guard given.count >= ClusterSetup.Bundle.checkLength, digest.hasPrefix(given) else {
             throw fail(
-                "\(file) is not the file peerctl node add wrote (its SHA-256 starts \(digest.prefix(given.count)), not \(given)\(given.count < 16 ? "; give at least 16 digits" : "")): nothing was written; copy it again"
+                given.count < ClusterSetup.Bundle.checkLength
+                    ? "--sha256 needs the \(ClusterSetup.Bundle.checkLength) digits peerctl node add printed; nothing was written"
+                    : "\(file) is not the file peerctl node add wrote (its SHA-256 does not start with \(given)): nothing was written; copy it again"
             )
         }
         guard let bundle = try? JSONDecoder().decode(ClusterSetup.Bundle.self, from: data), bundle.format == 1 else {
@@ -201,7 +210,7 @@ struct Join: AsyncParsableCommand {
         }
         let files: [(path: String, content: String)]
         do {
-            files = try bundle.placements(under: root)
+            files = try bundle.placements(under: root, allowed: Set(allowed))
         } catch {
             throw fail("\(error)")
         }
@@ -209,7 +218,8 @@ struct Join: AsyncParsableCommand {
             throw fail("\(existing.path) already exists: this node is set up. --force replaces it.")
         }
         for (path, content) in files {
-            try AtomicFile.makeDirectory((path as NSString).deletingLastPathComponent, mode: 0o700)
+            // Folders it creates are 0700; one that exists (/etc, /srv/shop) keeps its mode.
+            try AtomicFile.makeDirectory((path as NSString).deletingLastPathComponent, mode: 0o700, onlyIfCreated: true)
             // Only the CA and node certificates are public; the config, keys and secret files are not.
             let mode: mode_t = path.hasSuffix(".pem") && !path.hasSuffix("-key.pem") ? 0o644 : 0o600
             try AtomicFile.write(Array(content.utf8), to: path, mode: mode)

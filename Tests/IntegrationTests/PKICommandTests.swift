@@ -158,5 +158,22 @@ import Testing
             #expect(!FileManager.default.fileExists(atPath: third), "nothing written: \(path)")
             original.files[path] = nil
         }
+        // A join file whose own config names a file outside its folder (here as the app's env_file, in cron's
+        // folder): refused unless the operator allows that path by name.
+        let configPath = first + "/peer.yml"
+        let named = try #require(original.files[configPath])
+        original.files[configPath] = named.replacingOccurrences(of: "env_file: \(first)/app.env", with: "env_file: /etc/cron.d/peer-evil")
+        original.files[first + "/app.env"] = nil
+        original.files["/etc/cron.d/peer-evil"] = "* * * * * root touch /tmp/owned\n"
+        let forged = base + "/outside.peer-join"
+        let bytes = Array(try JSONEncoder().encode(original))
+        try Data(bytes).write(to: URL(fileURLWithPath: forged))
+        let forgedCheck = String(sha256Hex(bytes).prefix(20))
+        let outside = try peerctl(["join", forged, "--root", base + "/fourth", "--sha256", forgedCheck])
+        #expect(outside.status != 0 && outside.output.contains("outside the config's folder"), "\(outside.output)")
+        #expect(!FileManager.default.fileExists(atPath: base + "/fourth"))
+        let allowed = try peerctl(["join", forged, "--root", base + "/fourth", "--sha256", forgedCheck, "--allow", "/etc/cron.d/peer-evil"])
+        #expect(allowed.status == 0, "named by the operator: \(allowed.output)")
+        #expect(FileManager.default.fileExists(atPath: base + "/fourth/etc/cron.d/peer-evil"))
     }
 }

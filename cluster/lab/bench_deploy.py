@@ -61,6 +61,7 @@ def main(args):
     results = os.path.join(RUN_DIR, "bench-deploy")
     os.makedirs(results, exist_ok=True)
     peerd = None
+    loads = []
 
     def peerctl(*a, out=None):
         r = subprocess.run([f"{bin_dir}/peerctl", *a, "--config", config], capture_output=True, text=True)
@@ -69,6 +70,9 @@ def main(args):
         return r
 
     def cleanup():
+        for p in (p for load in loads for p in load.procs):
+            if p.poll() is None:
+                p.kill()
         if peerd and peerd.poll() is None:
             peerd.terminate()
             peerd.wait()
@@ -91,6 +95,7 @@ def main(args):
             die(f"first deploy failed: {r.stdout}{r.stderr}")
         log(f"peer: {deploys} deploys under load")
         load = Load(f"{results}/peer")
+        loads.append(load)
         for i in range(1, deploys + 1):
             r = peerctl("deploy", f"{TESTAPP_REPO}:{'v2' if i % 2 else 'v1'}", out=f"{results}/peer-deploy-{i}.log")
             if r.returncode != 0:
@@ -126,6 +131,7 @@ def main(args):
         time.sleep(1)
         log(f"naive: {deploys} deploys under load (sleep {naive_sleep:g} s instead of a health check)")
         load = Load(f"{results}/naive")
+        loads.append(load)
         naive_times = []
         for i in range(1, deploys + 1):
             tag = "v2" if i % 2 else "v1"

@@ -138,7 +138,7 @@ def undo(fault, target):
         heal()
 
 
-print(f"chaos: seed {seed}, up to {options.minutes:g} minutes, {len(NODES)} nodes (cluster/chaos --seed {seed} repeats the choices)")
+print(f"chaos: seed {seed}, up to {options.minutes:g} minutes, {len(NODES)} nodes (cluster/fault-chaos --seed {seed} repeats the choices)")
 up()
 expected = IMAGE
 if not wait(lambda: len(contents()) == len(NODES) and settled(expected), 60):
@@ -206,6 +206,8 @@ finally:
 
 # The checks.
 problems = []
+if fixed and len(results) < len(fixed):
+    problems.append(f"only {len(results)} of the {len(fixed)} rounds named by --faults ran within {options.minutes:g} minutes")
 non2xx = sum(v for k, v in answers.items() if k != 200)
 total = sum(answers.values())
 if non2xx:

@@ -4,12 +4,12 @@ cluster/down can act on a cluster that cluster/up started. The environment choos
 is imported: PEER_CLUSTER_NODES, PEER_CLUSTER_DIR, PEER_CLUSTER_PREFIX and _OFFSET, PEER_BIN."""
 import datetime, json, os, shutil, subprocess, sys, time, urllib.request
 
-from .base import ROOT, cpu_seconds, sh, wait  # noqa: F401 (cpu_seconds, sh, wait: for the programs)
+from .base import ROOT, RUN_DIR, cpu_seconds, sh, wait  # noqa: F401 (cpu_seconds, sh, wait: for the programs)
 
 BIN = os.environ.get("PEER_BIN", os.path.join(ROOT, ".build/release"))
 BUILD = "debug" if BIN.endswith("debug") else "release"
 STUB_BIN = os.path.join(ROOT, ".build/debug/peer-stub")
-DIR = os.environ.get("PEER_CLUSTER_DIR", os.path.join(ROOT, "cluster/.run/cluster3"))
+DIR = os.environ.get("PEER_CLUSTER_DIR", os.path.join(RUN_DIR, "cluster3"))
 PREFIX = os.environ.get("PEER_CLUSTER_PREFIX", "127.0.7.")
 OFFSET = int(os.environ.get("PEER_CLUSTER_OFFSET", "0"))
 STUB = "http://127.0.0.1:8787"
@@ -267,7 +267,7 @@ def down():
         os.kill(stub, 15)
 
 
-# Faults (cluster/fault, cluster/chaos). iptables rules carry this comment, so heal() and down() find them all.
+# Faults (cluster/fault, cluster/fault-chaos). iptables rules carry this comment, so heal() and down() find them all.
 RULE_TAG = "peer-cluster-fault"
 
 

@@ -80,7 +80,8 @@ def main():
         show("cat", config)
 
         say("Deploy v1 (nothing runs yet)")
-        peerctl("deploy", f"{TESTAPP_REPO}:v1")
+        if peerctl("deploy", f"{TESTAPP_REPO}:v1") != 0:
+            die(f"the first deploy failed (log: {d}/peerd.log)")
         print(get()[1])
 
         say(f"Light load from now on: a client requests {ADDRESS}/ every 20 ms and records every status")
@@ -89,7 +90,8 @@ def main():
         wait(lambda: len(load.statuses) >= 10, 5)
 
         say("Deploy v2: health-gated blue/green swap, old container drained, then stopped")
-        peerctl("deploy", f"{TESTAPP_REPO}:v2")
+        if peerctl("deploy", f"{TESTAPP_REPO}:v2") != 0:
+            die(f"the deploy of v2 failed (log: {d}/peerd.log)")
         print(get()[1])
 
         say("Deploy a broken image (its /health never answers 200): refused, v2 keeps serving")
@@ -97,7 +99,8 @@ def main():
         print(get()[1])
 
         say("Roll back to the previous image")
-        peerctl("rollback")
+        if peerctl("rollback") != 0:
+            die(f"the rollback failed (log: {d}/peerd.log)")
         print(get()[1])
 
         say("Status and history")

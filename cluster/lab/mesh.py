@@ -23,6 +23,9 @@ def pid_of(directory, name):
     try:
         pid = int(open(f"{directory}/{name}/pid").read().strip())
         os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(") ", 1)[1].startswith("Z"):
+                return None  # exited, not yet reaped
         return pid
     except (OSError, ValueError):
         return None

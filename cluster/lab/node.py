@@ -9,7 +9,7 @@ def node_dir(name):
     return os.path.join(RUN_DIR, "nodes", name)
 
 
-def write_files(name, address, port=80, health_timeout="15s"):
+def write_files(name, address, port=80, health_timeout=os.environ.get("PEER_HEALTH_TIMEOUT", "15s")):
     """Writes RUN_DIR/nodes/NAME/{peer.yml,nginx/}."""
     d = node_dir(name)
     for sub in ("nginx/sites", "nginx/logs", "nginx/temp", "state", "run"):
