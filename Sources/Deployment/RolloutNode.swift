@@ -34,6 +34,17 @@ public struct RolloutNode: Sendable {
         }
     }
 
+    /// This node's leadership while it leads: its lease's term now (it may rise while the leadership goes on: a
+    /// leader renews above a term a voter promised to a rival whose campaign lost), and the term it began under.
+    public struct Leadership: Sendable, Hashable {
+        public var term: UInt64
+        public var since: UInt64
+        public init(term: UInt64, since: UInt64) {
+            self.term = term
+            self.since = since
+        }
+    }
+
     /// What the node knows when it steps.
     public struct View: Sendable, Hashable {
         public var members: [Member]
@@ -43,29 +54,15 @@ public struct RolloutNode: Sendable {
         /// The membership has had its start-up grace: the others' reports are in.
         public var settled: Bool
         public var now: Instant
-        /// The term of this node's lease while it leads (it may rise while the leadership goes on: a leader renews
-        /// above a term a voter promised to a rival whose campaign lost), and the term that unbroken leadership
-        /// began under.
-        public var leading: (term: UInt64, since: UInt64)?
+        /// This node's leadership, while it leads.
+        public var leading: Leadership?
 
-        public init(members: [Member], term: UInt64, settled: Bool, now: Instant, leading: (term: UInt64, since: UInt64)? = nil) {
+        public init(members: [Member], term: UInt64, settled: Bool, now: Instant, leading: Leadership? = nil) {
             self.members = members
             self.term = term
             self.settled = settled
             self.now = now
             self.leading = leading
-        }
-
-        public static func == (a: View, b: View) -> Bool {
-            a.members == b.members && a.term == b.term && a.settled == b.settled && a.now == b.now && a.leading?.term == b.leading?.term
-                && a.leading?.since == b.leading?.since
-        }
-
-        public func hash(into hasher: inout Hasher) {
-            hasher.combine(members)
-            hasher.combine(term)
-            hasher.combine(leading?.term)
-            hasher.combine(leading?.since)
         }
     }
 

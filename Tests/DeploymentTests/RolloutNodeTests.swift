@@ -57,7 +57,7 @@ import Testing
         var (leader, intent) = try Self.leader()
         let deposed = leader
         var renewedView = Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", nil, nil)], term: 3)
-        renewedView.leading = (term: 3, since: 1)
+        renewedView.leading = RolloutNode.Leadership(term: 3, since: 1)
         let directives = leader.step(renewedView)
         #expect(!Self.dropped(directives), "\(directives)")
         let renewed = try #require(leader.intent)
@@ -82,7 +82,7 @@ import Testing
         #expect(Self.dropped(former.step(Self.view(onlyMine, term: 3))))
         var again = deposed
         var newLeadership = Self.view(onlyMine, term: 3)
-        newLeadership.leading = (term: 3, since: 3)
+        newLeadership.leading = RolloutNode.Leadership(term: 3, since: 3)
         #expect(Self.dropped(again.step(newLeadership)) && again.intent == nil)
     }
 

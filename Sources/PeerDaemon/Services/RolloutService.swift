@@ -268,7 +268,9 @@ public actor RolloutService: Service {
                 RolloutNode.Member(name: $0.id.name, alive: $0.status != .dead, intent: $0.app.rollout, report: $0.app.rolloutReport)
             },
             term: max(lease.promised, lease.holding?.term ?? 0, lease.grant?.term ?? 0), settled: current.settled(now: now), now: now,
-            leading: current.fence(now: now).map { fence in (fence.term, lease.holding.map { min($0.since, fence.term) } ?? fence.term) })
+            leading: current.fence(now: now).map { fence in
+                RolloutNode.Leadership(term: fence.term, since: lease.holding.map { min($0.since, fence.term) } ?? fence.term)
+            })
     }
 
     public func current() -> (intent: RolloutIntent?, report: RolloutReport?) { (node.intent, node.report) }
