@@ -24,19 +24,9 @@ public func ipAddressBytes(_ text: String) -> [UInt8]? {
 /// dropped, the longest run of zero groups as `::`), so that `2001:DB8:0:0::1` in a config and `2001:db8::1` at
 /// Cloudflare are one address. Anything that is not an address literal comes back unchanged.
 public func canonicalIPAddress(_ text: String) -> String {
-    var v4 = in_addr()
-    var v6 = in6_addr()
-    let family: Int32
-    if inet_pton(AF_INET, text, &v4) == 1 {
-        family = AF_INET
-    } else if inet_pton(AF_INET6, text, &v6) == 1 {
-        family = AF_INET6
-    } else {
-        return text
-    }
+    guard let bytes = ipAddressBytes(text) else { return text }
     var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-    let written =
-        family == AF_INET ? inet_ntop(AF_INET, &v4, &buffer, socklen_t(buffer.count)) : inet_ntop(AF_INET6, &v6, &buffer, socklen_t(buffer.count))
+    let written = inet_ntop(bytes.count == 4 ? AF_INET : AF_INET6, bytes, &buffer, socklen_t(buffer.count))
     guard written != nil else { return text }
     return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

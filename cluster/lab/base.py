@@ -40,6 +40,19 @@ def wait(cond, timeout, step=0.02):
     return cond()
 
 
+def pid_from_file(path):
+    """The pid in a pid file if that process runs (not exited and unreaped); None otherwise."""
+    try:
+        pid = int(open(path).read().strip())
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(") ", 1)[1].startswith("Z"):
+                return None
+        return pid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cpu_seconds(pid):
     """CPU time (user + system) a process has used so far, in seconds."""
     with open(f"/proc/{pid}/stat") as f:

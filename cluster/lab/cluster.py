@@ -4,7 +4,7 @@ cluster/down can act on a cluster that cluster/up started. The environment choos
 is imported: PEER_CLUSTER_NODES, PEER_CLUSTER_DIR, PEER_CLUSTER_PREFIX and _OFFSET, PEER_BIN."""
 import datetime, json, os, shutil, subprocess, sys, time, urllib.request
 
-from .base import ROOT, RUN_DIR, cpu_seconds, sh, wait  # noqa: F401 (cpu_seconds, sh, wait: for the programs)
+from .base import ROOT, RUN_DIR, build_missing, cpu_seconds, pid_from_file, sh, wait  # noqa: F401 (cpu_seconds, sh, wait: for the programs)
 
 BIN = os.environ.get("PEER_BIN", os.path.join(ROOT, ".build/release"))
 BUILD = "debug" if BIN.endswith("debug") else "release"
@@ -116,16 +116,7 @@ def pid_file(n):
 
 def pid_of(n):
     """The pid of a running peerd (or the stub) of this cluster, from its pid file; None when it does not run."""
-    try:
-        pid = int(open(pid_file(n)).read().strip())
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().split(") ")[1].startswith("Z"):
-                return None
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError, IndexError):
-        return None
-
+    return pid_from_file(pid_file(n))
 
 
 def start(n):
@@ -212,11 +203,7 @@ def leader():
 
 def up():
     """Builds what is missing, writes certificates and configs, starts the stub, nginx and peerd, deploys v1."""
-    if not os.access(f"{BIN}/peerd", os.X_OK):
-        subprocess.run(["swift", "build", "-c", BUILD, "--product", "peerd"], cwd=ROOT, check=True)
-        subprocess.run(["swift", "build", "-c", BUILD, "--product", "peerctl"], cwd=ROOT, check=True)
-    if not os.access(STUB_BIN, os.X_OK):
-        subprocess.run(["swift", "build", "--product", "peer-stub"], cwd=ROOT, check=True)
+    build_missing(BIN, config=BUILD, stub=True)
     if os.path.isdir(DIR):
         down()
     shutil.rmtree(DIR, ignore_errors=True)

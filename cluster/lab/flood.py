@@ -21,6 +21,21 @@ if soft < want: resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 # A TLS record header announcing a 512-byte handshake message, and its first bytes: the rest never comes.
 partial_hello = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03])
 selector = selectors.DefaultSelector()
+
+
+def closed(s):
+    """Reads what the node sent; 1 (and the socket unregistered and closed) if the node closed the connection."""
+    try:
+        data = s.recv(4096)
+    except OSError:
+        data = b""
+    if data:
+        return 0
+    selector.unregister(s)
+    s.close()
+    return 1
+
+
 connecting = 0
 for i in range(total):
     s = socket.socket()
@@ -45,23 +60,13 @@ while connecting and time.time() < settle:
                 pass
             selector.modify(s, selectors.EVENT_READ)
             continue
-        try:
-            data = s.recv(4096)
-        except OSError:
-            data = b""
-        if not data:
-            closed_by_node += 1; selector.unregister(s); s.close()
+        closed_by_node += closed(s)
 deadline = time.time() + a.hold
 while time.time() < deadline and selector.get_map():
     for key, _ in selector.select(timeout=0.2):
         s = key.fileobj
         if key.events & selectors.EVENT_WRITE:
             continue
-        try:
-            data = s.recv(4096)
-        except OSError:
-            data = b""
-        if not data:
-            closed_by_node += 1; selector.unregister(s); s.close()
+        closed_by_node += closed(s)
 for key in list(selector.get_map().values()): key.fileobj.close()
 print(f"opened {opened} refused {refused} closed_by_node {closed_by_node}", flush=True)

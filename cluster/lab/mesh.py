@@ -12,7 +12,7 @@ Environment: PEER_BIN (folder with peerd and peerctl; default .build/debug, buil
 (127.0.3.), MESH_PROFILE (lan), MESH_CERT_DAYS (397), PEER_LOG_LEVEL (info)."""
 import os, shutil, subprocess, sys
 
-from .base import DEBUG_BIN, RUN_DIR, build_missing, die, log, sh, wait
+from .base import DEBUG_BIN, RUN_DIR, build_missing, die, log, pid_from_file, sh, wait
 
 BIN = os.environ.get("PEER_BIN", DEBUG_BIN)
 PREFIX = os.environ.get("MESH_PREFIX", "127.0.3.")
@@ -20,15 +20,7 @@ PROFILE = os.environ.get("MESH_PROFILE", "lan")
 
 
 def pid_of(directory, name):
-    try:
-        pid = int(open(f"{directory}/{name}/pid").read().strip())
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(") ", 1)[1].startswith("Z"):
-                return None  # exited, not yet reaped
-        return pid
-    except (OSError, ValueError):
-        return None
+    return pid_from_file(f"{directory}/{name}/pid")
 
 
 def start(directory, name):
