@@ -25,6 +25,9 @@ public struct AppStatus: SWIMPayload {
     /// The digest of the node's cluster configuration (``MeshNode/configuration``): members that announce another
     /// one count their majorities differently, and nobody leads until they agree. nil from a peerd before it.
     public var configuration: String?
+    /// The digest of the certificate revocations the node holds (``PKI/RevocationList/digest``), so the others can
+    /// hand it the ones it lacks. nil when it holds none, or from a peerd before revocations.
+    public var revocations: String?
 
     public init(
         healthy: Bool?, image: String?, address: String? = nil, runningDeploy: DeployMark? = nil, lastDeploy: DeployMark? = nil,
@@ -45,10 +48,12 @@ public struct AppStatus: SWIMPayload {
     /// a reference is refused over 255 + 128 characters where it enters (``ImageReference``).
     public static let maximumText = 300
 
-    /// A copy relayed by a peerd that predates ``configuration`` lacks it: that is not another status.
+    /// A copy relayed by a peerd that predates ``configuration`` or ``revocations`` lacks them: that is not another
+    /// status.
     public func differs(from mine: AppStatus) -> Bool {
         var copy = self
         if copy.configuration == nil { copy.configuration = mine.configuration }
+        if copy.revocations == nil { copy.revocations = mine.revocations }
         return copy.bounded() != mine.bounded()
     }
 
@@ -56,6 +61,7 @@ public struct AppStatus: SWIMPayload {
         var status = self
         status.address = address?.cut(toBytes: 64)
         status.configuration = configuration?.cut(toBytes: 64)
+        status.revocations = revocations?.cut(toBytes: 64)
         status.runningDeploy?.reason = runningDeploy?.reason?.cut(toBytes: Self.maximumText)
         status.lastDeploy?.reason = lastDeploy?.reason?.cut(toBytes: Self.maximumText)
         status.rollout?.requestedBy = rollout?.requestedBy.cut(toBytes: 128) ?? ""
@@ -110,12 +116,18 @@ public struct Announcement: Sendable, Hashable {
     public var rollout: RolloutIntent?
     public var rolloutReport: RolloutReport?
     public var origin: OriginMark?
+    /// The digest of the certificate revocations this node holds (the revocation service's).
+    public var revocations: String?
 
-    public init(app: AppReport = .none, rollout: RolloutIntent? = nil, rolloutReport: RolloutReport? = nil, origin: OriginMark? = nil) {
+    public init(
+        app: AppReport = .none, rollout: RolloutIntent? = nil, rolloutReport: RolloutReport? = nil, origin: OriginMark? = nil,
+        revocations: String? = nil
+    ) {
         self.app = app
         self.rollout = rollout
         self.rolloutReport = rolloutReport
         self.origin = origin
+        self.revocations = revocations
     }
 
     /// This node's gossiped status: the announcements with its public address (nil for a witness) and the days
@@ -127,6 +139,7 @@ public struct Announcement: Sendable, Hashable {
         status.rollout = rollout
         status.rolloutReport = rolloutReport
         status.origin = origin
+        status.revocations = revocations
         return status
     }
 }

@@ -117,6 +117,8 @@ public struct MeshNode: Sendable {
         var app = AppStatus.none
         app.certificateDaysLeft = member.app.certificateDaysLeft
         app.configuration = member.app.configuration
+        // Revocations are the CA's word, not the witness's: it holds and hands them on like any member.
+        app.revocations = member.app.revocations
         member.app = app
         return member
     }

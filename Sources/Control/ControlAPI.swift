@@ -1,5 +1,6 @@
 import Deployment
 import Foundation
+import PKI
 
 /// The JSON that peerd and peerctl exchange over the control socket.
 public enum ControlAPI {
@@ -63,6 +64,8 @@ public enum ControlAPI {
             public var originFingerprint: String?
             /// The digest of its cluster configuration (`mesh.members`), as it last announced it.
             public var configuration: String?
+            /// The digest of the certificate revocations it holds, as it last announced it (nil: none).
+            public var revocations: String?
 
             public init(
                 name: String, address: String, status: String, incarnation: UInt64, appHealthy: Bool? = nil, image: String? = nil, isSelf: Bool,
@@ -209,6 +212,34 @@ public enum ControlAPI {
     public struct Cancelled: Codable, Sendable {
         public var id: String
         public init(id: String) { self.id = id }
+    }
+
+    /// `POST /v1/revocations`: revocations signed by the cluster CA (`peerctl cert revoke`), for every node.
+    public struct RevocationRequest: Codable, Sendable {
+        public var revocations: [Revocation]
+        public var requestedBy: String?
+        public init(revocations: [Revocation], requestedBy: String? = nil) {
+            self.revocations = revocations
+            self.requestedBy = requestedBy
+        }
+    }
+
+    /// `GET` and `POST /v1/revocations`: what the node holds (each already checked against the cluster CA).
+    public struct Revocations: Codable, Sendable {
+        public var revocations: [Revocation]
+        /// Names the set; every node that announces it holds the same revocations. nil: none.
+        public var digest: String?
+        /// For a `POST`: how many of the request's were new here, and how many were refused (not signed by this
+        /// cluster's CA).
+        public var added: Int?
+        public var refused: Int?
+
+        public init(revocations: [Revocation], digest: String?, added: Int? = nil, refused: Int? = nil) {
+            self.revocations = revocations
+            self.digest = digest
+            self.added = added
+            self.refused = refused
+        }
     }
 
     /// `POST /v1/tls`: the origin certificate (leaf first, then intermediates) and its key, PEM.

@@ -130,6 +130,14 @@ public struct ControlClient: Sendable {
         return try await decoded(try await execute(request, timeout: .seconds(60)), upTo: 1 << 20)
     }
 
+    public func revocations() async throws -> ControlAPI.Revocations { try await get("/v1/revocations") }
+
+    /// Hands revocations the cluster CA signed to this node, which sends them to the others.
+    public func revoke(_ revocations: [Revocation]) async throws -> ControlAPI.Revocations {
+        let request = try post("/v1/revocations", json: ControlAPI.RevocationRequest(revocations: revocations))
+        return try await decoded(try await execute(request, timeout: .seconds(30)), upTo: 16 << 20)
+    }
+
     private func get<T: Decodable>(_ path: String) async throws -> T {
         try await decoded(try await execute(try request(path), timeout: .seconds(30)), upTo: 16 << 20)
     }

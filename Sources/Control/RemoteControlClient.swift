@@ -21,6 +21,10 @@ public protocol ControlChannel: Sendable {
     /// Stops the cluster's current rollout (`id`, if given, must be it).
     func cancel(id: String?) async throws -> ControlAPI.Cancelled
     func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS
+    /// The certificate revocations the node holds.
+    func revocations() async throws -> ControlAPI.Revocations
+    /// Hands revocations the cluster CA signed to the node, which sends them to every other.
+    func revoke(_ revocations: [Revocation]) async throws -> ControlAPI.Revocations
 }
 
 extension ControlClient: ControlChannel {}
@@ -28,13 +32,17 @@ extension ControlClient: ControlChannel {}
 /// One request of an operator over the mesh: the first frame of its connection. The answer is one frame
 /// (the JSON of the result, or `{"error": …}`) — for a deploy, one frame per event — then the node closes.
 public struct OperatorRequest: Codable, Sendable {
-    public enum Operation: String, Codable, Sendable { case status, members, who, deploys, deploy, rollback, follow, cancel, tlsSet = "tls-set" }
+    public enum Operation: String, Codable, Sendable {
+        case status, members, who, deploys, deploy, rollback, follow, cancel, tlsSet = "tls-set", revocations, revoke
+    }
     public var op: Operation
     public var image: String?
     /// For `follow` and `cancel`: the rollout (nil: the current one).
     public var id: String?
     /// For `tls-set`: the origin certificate and its key.
     public var origin: OriginPair?
+    /// For `revoke`: revocations signed by the cluster CA.
+    public var revocations: [Revocation]?
 }
 
 /// `peerctl --peer HOST:PORT --cert operator.pem --key operator-key.pem --ca ca.pem …`: the control API over the
@@ -103,9 +111,9 @@ public struct RemoteControlClient: ControlChannel {
             "the node at \(host):\(port) presents \(presented)'s certificate, which does not name \(host): say which node you mean with --node \(presented) (or PEER_NODE) if that is the one; nothing was sent"
     }
 
-    func one<T: Decodable>(_ op: OperatorRequest.Operation, origin: OriginPair? = nil) async throws -> T {
+    func one<T: Decodable>(_ op: OperatorRequest.Operation, origin: OriginPair? = nil, revocations: [Revocation]? = nil) async throws -> T {
         var result: T?
-        try await exchange(OperatorRequest(op: op, origin: origin)) { result = try ControlAPI.decoder.decode(T.self, from: $0) }
+        try await exchange(OperatorRequest(op: op, origin: origin, revocations: revocations)) { result = try ControlAPI.decoder.decode(T.self, from: $0) }
         guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering", kind: .unreachable) }
         return result
     }
@@ -115,6 +123,8 @@ public struct RemoteControlClient: ControlChannel {
     public func who() async throws -> ControlAPI.Who { try await one(.who) }
     public func history() async throws -> [DeployRecord] { try await one(.deploys) }
     public func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS { try await one(.tlsSet, origin: pair) }
+    public func revocations() async throws -> ControlAPI.Revocations { try await one(.revocations) }
+    public func revoke(_ revocations: [Revocation]) async throws -> ControlAPI.Revocations { try await one(.revoke, revocations: revocations) }
 
     public func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
         try await exchange(OperatorRequest(op: image == nil ? .rollback : .deploy, image: image)) {

@@ -9,6 +9,7 @@ import Logging
 import Membership
 import Notify
 import Nginx
+import PKI
 import PeerCore
 import Prometheus
 import ServiceLifecycle
@@ -67,18 +68,25 @@ public enum Daemon {
                 config: config, nginx: nginx,
                 mesh: config.mesh.map { _ in .init(cluster: cluster, announcements: announcements, links: links) }, notices: notices,
                 clock: clock, logger: logger)
+        // Certificate revocations, on every node of a mesh: read before the mesh listens.
+        let revocations = try config.mesh.map {
+            try RevocationService(
+                config: config, mesh: $0, cluster: cluster, announcements: announcements, links: links, clock: clock, logger: logger)
+        }
         let meshView = config.mesh.map {
             NodeControl.MeshView(cluster: cluster, leaseRequests: leaseRequests, stats: stats, profile: $0.profile, clock: clock)
         }
-        let control = NodeControl(config: config, engine: engine, mesh: meshView, rollouts: rollouts, origin: origin)
+        let control = NodeControl(config: config, engine: engine, mesh: meshView, rollouts: rollouts, origin: origin, revoking: revocations)
 
         if let mesh = config.mesh {
             let gateway = OperatorGateway(control: control, logger: logger)
             services.append(
                 try MeshService(
-                    config: config, mesh: mesh, clock: clock, cluster: cluster, announcements: announcements, leaseRequests: leaseRequests,
+                    config: config, mesh: mesh, clock: clock, cluster: cluster, revocations: revocations?.list ?? Published(RevocationList()),
+                    announcements: announcements, leaseRequests: leaseRequests,
                     links: links, stats: stats,
                     logger: logger, operatorHandler: { connection, name in await gateway.serve(connection, operator: name) }))
+            if let revocations { services.append(revocations) }
             services.append(AppAnnouncer(engine: engine, rollouts: rollouts, announcements: announcements, clock: clock, logger: logger))
             if let notices {
                 services.append(NoticeService(dispatcher: notices))

@@ -123,6 +123,10 @@ public struct DatagramPeers: Sendable {
         return true
     }
 
+    /// Forgets `member`'s keys (its certificate was revoked): nothing is sealed for it or opened from it until a
+    /// handshake verifies a certificate of it again.
+    public mutating func forget(_ member: String) { peers[member] = nil }
+
     /// The hello to send `member` on a connection with it; nil before its certificate was verified.
     public func hello(to member: String) -> Hello? {
         guard let peer = peers[member] else { return nil }

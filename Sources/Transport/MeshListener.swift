@@ -106,6 +106,7 @@ public enum Mesh {
                                 guard let peer = accepted.identity.withLockedValue({ $0 }) else {
                                     throw MeshTLS.Failure(description: "no identity")
                                 }
+                                try tls.track(accepted.channel.channel, peer)
                                 try await handle(
                                     MeshConnection(
                                         peer: peer.identity, certificate: peer.certificate, remote: accepted.remote, channel: accepted.channel)
@@ -157,7 +158,24 @@ public enum Mesh {
             await close(channel)
             throw MeshTLS.Failure(description: "the server's certificate was not accepted")
         }
+        do {
+            try tls.track(channel.channel, peer)
+        } catch {
+            await close(channel)
+            throw error
+        }
         return MeshConnection(peer: peer.identity, certificate: peer.certificate, remote: host, channel: channel)
+    }
+}
+
+extension MeshTLS {
+    /// Hands a verified connection to the revocations, which cut it if its certificate is revoked later (or was
+    /// since its handshake: then this throws).
+    func track(_ channel: any Channel, _ peer: Verified) throws {
+        guard let revocations else { return }
+        guard revocations.register(channel, certificate: peer.certificate, identity: peer.identity) else {
+            throw Failure(description: revocations.refusal(of: peer.certificate) ?? "the certificate of \(peer.identity) is revoked")
+        }
     }
 }
 

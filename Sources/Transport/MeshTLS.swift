@@ -17,12 +17,17 @@ public struct MeshTLS: Sendable {
     /// The same node key, for the datagram keys (static ECDH with each member's certificate key).
     let agreementKey: P256.KeyAgreement.PrivateKey
     let accept: @Sendable (PeerIdentity) -> Bool
+    /// The revocations this side enforces (nil: none, as for `peerctl`, which trusts the node it names).
+    public let revocations: RevocationGuard?
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
     }
 
-    public init(caPEM: String, certificatePEM: String, keyPEM: String, accept: @escaping @Sendable (PeerIdentity) -> Bool) throws {
+    public init(
+        caPEM: String, certificatePEM: String, keyPEM: String, revocations: RevocationGuard? = nil,
+        accept: @escaping @Sendable (PeerIdentity) -> Bool
+    ) throws {
         do {
             caCertificate = try Certificate(pemEncoded: caPEM)
             chain = try NIOSSLCertificate.fromPEMBytes(Array(certificatePEM.utf8))
@@ -32,6 +37,7 @@ public struct MeshTLS: Sendable {
             throw Failure(description: "cannot load the mesh certificate, key or CA: \(error)")
         }
         self.accept = accept
+        self.revocations = revocations
     }
 
     func serverContext() throws -> NIOSSLContext {
@@ -53,7 +59,7 @@ public struct MeshTLS: Sendable {
         return try NIOSSLContext(configuration: configuration)
     }
 
-    /// The whole check, replacing BoringSSL's: chain to our CA, valid now, names someone we accept.
+    /// The whole check, replacing BoringSSL's: chain to our CA, valid now, not revoked, names someone we accept.
     /// The identity it found is stored in `identity` for the connection.
     func verificationCallback(
         identity: NIOLockedValueBox<Verified?>, refusal: NIOLockedValueBox<String?>
@@ -62,6 +68,7 @@ public struct MeshTLS: Sendable {
     {
         let ca = caCertificate
         let accept = self.accept
+        let revocations = self.revocations
         return { presented, promise in
             promise.completeWithTask {
                 guard let first = presented.first, let leaf = try? Certificate(derEncoded: try first.toDERBytes()) else {
@@ -72,6 +79,10 @@ public struct MeshTLS: Sendable {
                 let intermediates = CertificateStore(presented.dropFirst().compactMap { try? Certificate(derEncoded: try $0.toDERBytes()) })
                 guard case .validCertificate = await verifier.validate(leaf: leaf, intermediates: intermediates) else {
                     refusal.withLockedValue { $0 = "certificate \(leaf.subject) does not chain to the cluster CA or is not valid now" }
+                    return .failed
+                }
+                if let revoked = revocations?.refusal(of: leaf) {
+                    refusal.withLockedValue { $0 = revoked }
                     return .failed
                 }
                 guard let who = PeerIdentity(certificate: leaf), accept(who) else {

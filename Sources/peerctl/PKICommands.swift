@@ -76,7 +76,8 @@ struct CA: AsyncParsableCommand {
 
 struct Cert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cert", abstract: "Issue certificates from the cluster CA.", subcommands: [Issue.self, IssueOperator.self])
+        commandName: "cert", abstract: "Issue and revoke certificates of the cluster CA.",
+        subcommands: [Issue.self, IssueOperator.self, Revoke.self, Revoked.self])
 
     struct Issue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -88,6 +88,7 @@ extension ControlAPI.Members {
                     rolloutPhase: intent.flatMap { i in member.app.rolloutReport.flatMap { $0.intent == i.id ? $0.phase.rawValue : nil } },
                     originFingerprint: member.app.origin?.fingerprint)
                 row.configuration = member.app.configuration
+                row.revocations = member.app.revocations
                 return row
             },
             datagramsSent: counters.datagramsSent, bytesSent: counters.bytesSent, datagramsReceived: counters.datagramsReceived,

@@ -20,6 +20,8 @@ import PKI
 ///     POST /v1/rollout/follow  {"id": "…"} (optional) → the stream of a running (or ended) rollout
 ///     POST /v1/rollout/cancel  {"id": "…"} (optional) → {"id": "…"}: stops the current rollout
 ///     POST /v1/tls        {"certificatePEM": "…", "keyPEM": "…"} → the installed origin certificate (JSON)
+///     GET  /v1/revocations → the certificate revocations this node holds (JSON)
+///     POST /v1/revocations {"revocations": […]} → takes those the cluster CA signed, hands them on (JSON)
 enum ControlServer {
     static func server(_ control: NodeControl, socketPath: String, logger: Logger) throws -> HTTPServer {
         try prepareSocket(socketPath)
@@ -60,6 +62,15 @@ enum ControlServer {
             }
             return try json(
                 try await control.setOriginTLS(OriginPair(certificatePEM: tls.certificatePEM, keyPEM: tls.keyPEM), requestedBy: tls.requestedBy))
+        case (.GET, "/v1/revocations"):
+            return try json(try control.revocations())
+        case (.POST, "/v1/revocations"):
+            guard request.body.readableBytes <= 1 << 20,
+                let body = try? ControlAPI.decoder.decode(ControlAPI.RevocationRequest.self, from: Data(buffer: request.body))
+            else {
+                throw NodeControl.Refusal.badRequest("expected a JSON body {\"revocations\": […]} (peerctl cert revoke makes them)")
+            }
+            return try json(try await control.revoke(body.revocations, requestedBy: body.requestedBy))
         case (.GET, "/v1/deploys"):
             return try json(await control.history())
         case (.GET, "/v1/members"):
@@ -80,7 +91,7 @@ enum ControlServer {
         case (.POST, "/v1/rollout/cancel"):
             let body = try rolloutRequest(request)
             return try json(try await control.cancel(body.id, requestedBy: body.requestedBy))
-        case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"), (_, "/v1/rollback"),
+        case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/revocations"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"), (_, "/v1/rollback"),
             (_, "/v1/rollout/follow"), (_, "/v1/rollout/cancel"):
             return try json(ControlAPI.ErrorBody(error: "\(request.method) is not allowed on \(request.path)"), status: .methodNotAllowed)
         default:

@@ -56,6 +56,7 @@ struct NodeControl: Sendable {
     let mesh: MeshView?
     let rollouts: RolloutService?
     let origin: OriginTLSService?
+    let revoking: RevocationService?
 
     func status() async -> ControlAPI.NodeStatus {
         let installed = await origin?.current()
@@ -129,6 +130,35 @@ struct NodeControl: Sendable {
         config.mesh == nil
             ? "this node has no mesh: section in its config, so there are no cluster rollouts; a deploy here is this node's own swap"
             : "this node is a witness: it takes no part in rollouts; ask an app node"
+    }
+
+    private var revocationService: RevocationService {
+        get throws {
+            guard let revoking else {
+                throw Refusal.notFound("this node has no mesh: section in its config: there are no mesh certificates to revoke")
+            }
+            return revoking
+        }
+    }
+
+    func revocations() throws -> ControlAPI.Revocations {
+        let list = try revocationService.list.current
+        return ControlAPI.Revocations(revocations: list.sorted, digest: list.digest)
+    }
+
+    /// Revocations from an operator: those the cluster CA signed are taken and handed on; if none of them is, the
+    /// request is refused.
+    func revoke(_ offered: [Revocation], requestedBy: String?) async throws -> ControlAPI.Revocations {
+        let service = try revocationService
+        guard !offered.isEmpty else { throw Refusal.badRequest("no revocations in the request") }
+        let (added, refused) = try await service.take(offered, from: requestedBy ?? "peerctl on \(config.node.name)")
+        if refused == offered.count {
+            throw Refusal.badRequest(
+                "none of the \(offered.count) revocation(s) is signed by this cluster's CA (\(config.mesh?.ca ?? "mesh.ca")): make them with peerctl cert revoke --dir and the folder of this cluster's ca-key.pem"
+            )
+        }
+        let list = service.list.current
+        return ControlAPI.Revocations(revocations: list.sorted, digest: list.digest, added: added.count, refused: refused)
     }
 
     func setOriginTLS(_ pair: OriginPair, requestedBy: String?) async throws -> ControlAPI.OriginTLS {

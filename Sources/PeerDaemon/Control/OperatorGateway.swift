@@ -32,6 +32,9 @@ struct OperatorGateway: Sendable {
                 case .tlsSet:
                     guard let pair = request.origin else { throw NodeControl.Refusal.badRequest("tls-set without a certificate") }
                     try await send(try await control.setOriginTLS(pair, requestedBy: by))
+                case .revocations: try await send(try control.revocations())
+                case .revoke:
+                    try await send(try await control.revoke(request.revocations ?? [], requestedBy: by))
                 case .deploy:
                     try await control.deploy(image: request.image ?? "", requestedBy: by).forEach { try await send($0) }
                 case .rollback:

@@ -7,9 +7,9 @@ import PeerCore
 /// mutual-TLS connections. The mesh registers each open connection and hands over what arrives; a service sends
 /// and receives here without knowing the mesh.
 final class MemberLinks: Sendable {
-    /// Which service a message is for: told by its JSON's top-level key (`origin`, `rollout…`).
+    /// Which service a message is for: told by its JSON's top-level key (`origin`, `rollout…`, `revocations`).
     enum Topic: Sendable, CaseIterable {
-        case origin, rollout
+        case origin, rollout, revocations
 
         init?(_ message: ByteBuffer) {
             guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: message)) as? [String: Any], object.count == 1,
@@ -19,6 +19,8 @@ final class MemberLinks: Sendable {
                 self = .origin
             } else if key.hasPrefix("rollout") {
                 self = .rollout
+            } else if key == "revocations" {
+                self = .revocations
             } else {
                 return nil
             }

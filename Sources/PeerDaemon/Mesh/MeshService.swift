@@ -25,6 +25,8 @@ import X509
 ///   process session (``DatagramPeers``): every connection starts, both ways, with a hello naming the session, so
 ///   a recorded datagram sent again is refused. A member that presents another certificate (rotated) gets a new
 ///   key at once.
+/// - Revocations (``RevocationService`` publishes them): a revoked certificate fails its handshake, connections
+///   already open with it are cut, and its datagram key is dropped.
 actor MeshService: Service {
     nonisolated let mesh: PeerConfig.Mesh
     nonisolated let me: MemberID
@@ -42,9 +44,12 @@ actor MeshService: Service {
     nonisolated let links: MemberLinks
     nonisolated let stats: MeshStats
     nonisolated let operatorHandler: (@Sendable (MeshConnection, String) async -> Void)?
+    nonisolated let revocations: Published<RevocationList>
 
     var node: MeshNode
     var datagrams: DatagramPeers
+    /// The certificate each member presented in its last verified handshake (its datagram key's).
+    var certificates: [MemberID: Certificate] = [:]
     /// What mesh-peers.json holds.
     var remembered: MeshPeers
     var outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>?
@@ -56,6 +61,7 @@ actor MeshService: Service {
 
     init(
         config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock, cluster: Published<ClusterState>,
+        revocations: Published<RevocationList> = Published(RevocationList()),
         announcements: Published<Announcement>, leaseRequests: Published<LeaseRequests>, links: MemberLinks, stats: MeshStats, logger: Logger,
         operatorHandler: (@Sendable (MeshConnection, String) async -> Void)? = nil
     ) throws {
@@ -69,6 +75,7 @@ actor MeshService: Service {
         self.links = links
         self.stats = stats
         self.operatorHandler = operatorHandler
+        self.revocations = revocations
         self.state = StateDirectory(config.stateDirectory)
         let read = { (path: String) throws -> String in
             guard let data = FileManager.default.contents(atPath: path) else {
@@ -80,7 +87,10 @@ actor MeshService: Service {
         let certificatePEM = try read(mesh.certificate)
         do {
             // Members, and operators (peerctl from a laptop or CI with an operator certificate).
-            tls = try MeshTLS(caPEM: try read(mesh.ca), certificatePEM: certificatePEM, keyPEM: try read(mesh.key)) { who in
+            tls = try MeshTLS(
+                caPEM: try read(mesh.ca), certificatePEM: certificatePEM, keyPEM: try read(mesh.key),
+                revocations: RevocationGuard(revocations.current)
+            ) { who in
                 switch who {
                 case .node(let name): names.contains(name)
                 case .operator: operatorHandler != nil
@@ -160,6 +170,7 @@ actor MeshService: Service {
                     group.addTask { try await self.tickLoop() }
                     group.addTask { try await self.announceLoop() }
                     group.addTask { await self.leaseRequestLoop() }
+                    group.addTask { await self.revocationLoop() }
                     for try await datagram in inbound {
                         await self.received(datagram)
                     }
@@ -291,6 +302,7 @@ actor MeshService: Service {
 
     /// A verified handshake: the member's datagram key, derived again when it presents another certificate.
     private func verified(_ member: MemberID, certificate: Certificate) {
+        certificates[member] = certificate
         do {
             let rotated = datagrams.knows(member.name)
             let changed = try datagrams.verified(member.name, fingerprint: try certificate.fingerprint(), now: clock.now()) {
@@ -329,7 +341,7 @@ actor MeshService: Service {
         }
     }
 
-    private func lost(_ member: MemberID, why: String) async {
+    func lost(_ member: MemberID, why: String) async {
         logger.debug("mesh connection lost", metadata: ["mesh.member": "\(member)", "reason": "\(why)"])
         await carryOut(node.connectionLost(to: member, now: clock.now()))
         deadlinesMayHaveMoved()
