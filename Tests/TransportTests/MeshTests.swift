@@ -24,8 +24,13 @@ struct Ping: Codable, Sendable, Equatable {
             caPEM = try ca.certificate.serializeAsPEM().pemString
         }
 
-        func tls(_ issued: IssuedCertificate, members: Set<String> = ["n1", "n2"], operators: Bool = false, caPEM: String? = nil) throws -> MeshTLS {
-            try MeshTLS(caPEM: caPEM ?? self.caPEM, certificatePEM: try issued.certificatePEM, keyPEM: try issued.privateKeyPEM) { who in
+        func tls(
+            _ issued: IssuedCertificate, members: Set<String> = ["n1", "n2"], operators: Bool = false, caPEM: String? = nil,
+            revocations: RevocationGuard? = nil
+        ) throws -> MeshTLS {
+            try MeshTLS(
+                caPEM: caPEM ?? self.caPEM, certificatePEM: try issued.certificatePEM, keyPEM: try issued.privateKeyPEM, revocations: revocations
+            ) { who in
                 switch who {
                 case .node(let name): members.contains(name)
                 case .operator: operators
@@ -201,6 +206,48 @@ struct Ping: Codable, Sendable, Equatable {
         let client = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
         _ = try await withServer(f, serverTLS: impostor) { port in
             await #expect(throws: MeshTLS.Failure.self) { try await Mesh.dial(host: Self.host, port: port, tls: client) }
+        }
+    }
+
+    /// A revocation that arrives while a member and an operator are connected cuts both connections at once; their
+    /// certificates are refused from then on, a certificate issued for the member afterwards is not, and the
+    /// connections of others stay open.
+    @Test(.timeLimit(.minutes(1))) func aRevocationCutsOpenConnectionsAndRefusesTheCertificateFromThenOn() async throws {
+        let f = try Fixture()
+        let revocations = RevocationGuard()
+        let server = try f.tls(try f.ca.issueNode(name: "n1", address: Self.host), members: ["n1", "n2", "n3"], operators: true, revocations: revocations)
+        let member = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
+        let bystander = try f.tls(try f.ca.issueNode(name: "n3", address: "127.0.0.4"))
+        let operatorCertificate = try f.ca.issueOperator(name: "ci")
+        let anOperator = try f.tls(operatorCertificate)
+        _ = try await withServer(f, serverTLS: server) { port in
+            let connections = [
+                try await Mesh.dial(host: Self.host, port: port, tls: member), try await Mesh.dial(host: Self.host, port: port, tls: anOperator),
+                try await Mesh.dial(host: Self.host, port: port, tls: bystander),
+            ]
+            // Open and registered on the server's side before the revocation.
+            #expect(await TestBed.eventually(within: .seconds(5)) { revocations.openConnections == 3 })
+            var list = RevocationList()
+            list.merge(
+                [try f.ca.revoke(.node("n2")), try f.ca.revoke(.operator("ci"), serial: Revocation.serial(of: operatorCertificate.certificate))],
+                ca: f.ca.certificate)
+            let cut = revocations.update(list)
+            #expect(Set(cut) == [.node("n2"), .operator("ci")])
+            #expect(await Self.closed(connections[0].channel.channel, within: .seconds(5)), "the member's connection stays open")
+            #expect(await Self.closed(connections[1].channel.channel, within: .seconds(5)), "the operator's connection stays open")
+            #expect(connections[2].channel.channel.isActive)
+            for (name, tls) in [("revoked member", member), ("revoked operator", anOperator)] {
+                do {
+                    let again = try await Mesh.dial(host: Self.host, port: port, tls: tls)
+                    let answer = try? await exchange(again, "let me in")
+                    #expect(answer == nil, "\(name): was answered")
+                } catch {
+                    // Refused during the handshake: expected.
+                }
+            }
+            let reissued = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3", now: Date().addingTimeInterval(2)))
+            #expect(try await exchange(try await Mesh.dial(host: Self.host, port: port, tls: reissued), "back") == Ping(text: "echo back"))
+            for connection in connections { await connection.close() }
         }
     }
 
