@@ -168,6 +168,53 @@ import Testing
         }
     }
 
+    /// docs/operations.md's removal: `peerctl cert revoke m3` on the machine with the CA key reaches every node
+    /// through one of them; m3 is cut off and dead everywhere at once (not when its certificate expires), stays out
+    /// when it restarts, and the others keep the revocation across their own restarts. An operator certificate
+    /// revoked by its file is refused at once, while another operator's still works.
+    @Test func aRevokedNodeIsCutOffEverywhereAndARevokedOperatorIsRefused() async throws {
+        let mesh = try Mesh(size: 3)
+        defer { mesh.down() }
+        #expect(await eventually(within: .seconds(10)) { mesh.everyoneAlive() })
+        let pki = "\(mesh.dir)/pki"
+        func peerctl(_ arguments: [String]) throws -> Shell.Result { try Shell.run(PeerdProcess.binDirectory + "/peerctl", arguments) }
+        for name in ["ci", "alice"] {
+            let issued = try peerctl(["cert", "issue-operator", name, "--dir", pki])
+            #expect(issued.status == 0, "\(issued.output)")
+        }
+        func asOperator(_ name: String) throws -> Shell.Result {
+            try peerctl([
+                "members", "--peer", Self.prefix + "2:7946", "--cert", "\(pki)/operator-\(name).pem", "--key", "\(pki)/operator-\(name)-key.pem",
+                "--ca", "\(pki)/ca.pem", "--json",
+            ])
+        }
+        #expect(try asOperator("ci").status == 0)
+
+        let revoked = try peerctl(["cert", "revoke", "m3", "--dir", pki, "--config", "\(mesh.dir)/m1/peer.yml", "--wait", "20"])
+        #expect(revoked.status == 0, "\(revoked.output)")
+        #expect(revoked.output.contains("m2: holds them"), "\(revoked.output)")
+        #expect(await eventually(within: .seconds(10)) { ["m1", "m2"].allSatisfy { mesh.status(of: "m3", by: $0) == "dead" } }, "m3 is still alive")
+        #expect(mesh.log("m2").contains("its certificate is revoked"))
+        let listed = try peerctl(["cert", "revoked", "--config", "\(mesh.dir)/m2/peer.yml"])
+        #expect(listed.output.contains("every certificate of node m3 issued up to"), "\(listed.output)")
+
+        // Restarted, m3 is refused at the handshake and stays dead; m2 restarted still holds the revocation.
+        try mesh.kill("m3")
+        try mesh.start("m3")
+        try mesh.kill("m2")
+        try mesh.start("m2")
+        #expect(await eventually(within: .seconds(15)) { mesh.log("m1").contains("is revoked: every certificate of node m3") }, "m3 not refused")
+        #expect(await eventually(within: .seconds(10)) { mesh.status(of: "m2", by: "m1") == "alive" && mesh.status(of: "m1", by: "m2") == "alive" })
+        // (m2 starts out believing every member alive until it hears otherwise.)
+        #expect(await eventually(within: .seconds(10)) { ["m1", "m2"].allSatisfy { mesh.status(of: "m3", by: $0) == "dead" } }, "m3 is back")
+        #expect(try peerctl(["cert", "revoked", "--config", "\(mesh.dir)/m2/peer.yml"]).output.contains("node m3"))
+
+        let cut = try peerctl(["cert", "revoke", "--certificate-file", "\(pki)/operator-ci.pem", "--dir", pki, "--config", "\(mesh.dir)/m1/peer.yml"])
+        #expect(cut.status == 0, "\(cut.output)")
+        #expect(await eventually(within: .seconds(10)) { (try? asOperator("ci").status) ?? 0 != 0 }, "the revoked operator still gets answers")
+        #expect(try asOperator("alice").status == 0, "another operator is refused too")
+    }
+
     /// One node restarted with another `mesh.members` (an operator's edit half done): every node names it, nobody
     /// leads (rather than two majorities counted over two lists), and with the lists the same again a leader is
     /// elected.
