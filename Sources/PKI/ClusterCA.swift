@@ -131,9 +131,19 @@ public struct ClusterCA: Sendable {
             usages: [.serverAuth, .clientAuth], alternativeNames: [.dnsName(name), .ipAddress(ASN1OctetString(contentBytes: ip[...]))])
     }
 
-    /// An operator's certificate (peerctl from a laptop or CI): client auth only.
-    public func issueOperator(name: String, now: Date = Date(), validityDays: Int = 90) throws -> IssuedCertificate {
-        try issue(identity: .operator(name), now: now, validityDays: validityDays, usages: [.clientAuth], alternativeNames: [])
+    /// An operator's certificate (peerctl from a laptop or CI): client auth only, for what `scopes` allow — written
+    /// into the certificate (``OperatorScope``), so the CA's signature vouches for them.
+    public func issueOperator(
+        name: String, scopes: Set<OperatorScope> = [.admin], now: Date = Date(), validityDays: Int = 90
+    ) throws -> IssuedCertificate {
+        guard !scopes.isEmpty else { throw Failure(description: "an operator needs at least one scope: read, deploy, tls or admin") }
+        guard (1...OperatorScope.maximumDays).contains(validityDays) else {
+            throw Failure(
+                description: "an operator certificate is valid 1 to \(OperatorScope.maximumDays) days, not \(validityDays): issue a new one when it ends")
+        }
+        return try issue(
+            identity: .operator(name), now: now, validityDays: validityDays, usages: [.clientAuth],
+            alternativeNames: scopes.sorted().map { .uniformResourceIdentifier(OperatorScope.uriPrefix + $0.rawValue) })
     }
 
     private func issue(

@@ -1,7 +1,9 @@
 import ArgumentParser
+import Control
 import Foundation
 import PKI
 import PeerFiles
+import X509
 
 /// Where the cluster's PEM files live on a node.
 struct PKIDirectory: ParsableArguments {
@@ -110,25 +112,102 @@ struct Cert: AsyncParsableCommand {
     struct IssueOperator: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "issue-operator",
-            abstract: "Issue an operator's client certificate (peerctl from a laptop or CI): operator-NAME.pem, operator-NAME-key.pem.")
+            abstract: "Issue an operator's client certificate (peerctl from a laptop or CI): operator-NAME.pem, operator-NAME-key.pem.",
+            discussion: OperatorOptions.scopesHelp)
+
+        @OptionGroup var pki: PKIDirectory
+        @OptionGroup var options: OperatorOptions
+
+        func run() async throws { try options.issue(pki) }
+    }
+}
+
+/// What an operator certificate is issued with (`cert issue-operator`, `operator add`).
+struct OperatorOptions: ParsableArguments {
+    static let scopesHelp = """
+        Scopes (written into the certificate, checked by every node): read (status, members, who, deploys), \
+        deploy (read, and deploy, rollback, rollout follow and cancel: what CI needs), tls (read, and tls set), \
+        admin (everything). Remove an operator with: peerctl operator remove NAME.
+        """
+
+    @Argument(help: "Who or what uses it, e.g. ci or alice.")
+    var name: String
+
+    @Option(help: "What it may do, comma-separated: read, deploy, tls, admin.")
+    var scope: String = "deploy"
+
+    @Option(help: "Validity in days (at most 397).")
+    var days: Int = 90
+
+    @Flag(help: "Replace an existing certificate of that name (the old one stays valid: revoke it with --certificate-file).")
+    var force = false
+
+    func issue(_ pki: PKIDirectory) throws {
+        let ca = try pki.loadCA()
+        do {
+            let scopes = try OperatorScope.parse(scope)
+            try pki.write(try ca.issueOperator(name: name, scopes: scopes, validityDays: days), base: "operator-\(name)", force: force)
+            print("operator \(name) may: \(scopes.sorted().map(\.rawValue).joined(separator: ", "))")
+        } catch let error as ClusterCA.Failure {
+            throw fail("\(error)")
+        }
+    }
+}
+
+struct Operator: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "operator", abstract: "The people and CI jobs that may use peerctl over the mesh port.",
+        subcommands: [Add.self, Remove.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue an operator's certificate with its scopes: operator-NAME.pem, operator-NAME-key.pem (0600).",
+            discussion: OperatorOptions.scopesHelp)
+
+        @OptionGroup var pki: PKIDirectory
+        @OptionGroup var options: OperatorOptions
+
+        func run() async throws { try options.issue(pki) }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke every certificate of an operator on every node, at once (peerctl cert revoke NAME --operator).")
+
+        @OptionGroup var pki: PKIDirectory
+        @OptionGroup var connection: Connection
+
+        @Argument(help: "The operator's name.")
+        var name: String
+
+        @Option(help: "How long to wait for every live member to hold the revocation (seconds; 0: do not wait).")
+        var wait: Int = 30
+
+        func run() async throws {
+            try await Cert.Revoke.perform(pki: pki, connection: connection, wait: wait) { try $0.revoke(.operator(name)) }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The operator certificates issued in the CA's folder: scopes, expiry, and whether revoked.")
 
         @OptionGroup var pki: PKIDirectory
 
-        @Argument(help: "Who or what uses it, e.g. ci or alice.")
-        var name: String
-
-        @Option(help: "Validity in days.")
-        var days: Int = 90
-
-        @Flag(help: "Replace an existing certificate of that name.")
-        var force = false
-
         func run() async throws {
             let ca = try pki.loadCA()
-            do {
-                try pki.write(try ca.issueOperator(name: name, validityDays: days), base: "operator-\(name)", force: force)
-            } catch let error as ClusterCA.Failure {
-                throw fail("\(error)")
+            var revoked = RevocationList()
+            revoked.merge(try pki.readRevocations(), ca: ca.certificate)
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: pki.dir)) ?? [])
+                .filter { $0.hasPrefix("operator-") && $0.hasSuffix(".pem") && !$0.hasSuffix("-key.pem") }.sorted()
+            guard !files.isEmpty else { return print("no operator certificates in \(pki.dir)") }
+            for file in files {
+                guard let text = try? String(contentsOfFile: pki.dir + "/" + file, encoding: .utf8),
+                    let certificate = try? Certificate(pemEncoded: text), case .operator(let name) = PeerIdentity(certificate: certificate)
+                else { continue }
+                let scopes = OperatorScope.scopes(of: certificate).sorted().map(\.rawValue).joined(separator: ",")
+                let state = revoked.refusal(of: certificate) != nil ? "REVOKED" : "expires \(certificate.notValidAfter.iso8601)"
+                print("\(name)  \(scopes)  \(state)")
             }
         }
     }

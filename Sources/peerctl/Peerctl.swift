@@ -21,7 +21,7 @@ struct Peerctl: AsyncParsableCommand {
         subcommands: [
             Deploy.self, Rollback.self, RolloutCommand.self, Status.self, Members.self, Who.self, Deploys.self, ConfigCommand.self, TLS.self,
             InitCommand.self,
-            NodeCommand.self, Join.self, CA.self, Cert.self,
+            NodeCommand.self, Join.self, CA.self, Cert.self, Operator.self,
         ])
 
 }

@@ -45,19 +45,30 @@ extension Cert {
         }
 
         func run() async throws {
+            try await Self.perform(pki: pki, connection: connection, wait: wait) { ca in
+                guard !resend else { return nil }
+                let (who, serial) = try identity(ca)
+                return try ca.revoke(who, serial: serial)
+            }
+        }
+
+        /// Records the revocation `make` signs (none: only sends again), hands every recorded one to the node, and
+        /// waits up to `wait` seconds for every live member to hold them.
+        static func perform(
+            pki: PKIDirectory, connection: Connection, wait: Int, make: (ClusterCA) throws -> Revocation?
+        ) async throws {
             var recorded = try pki.readRevocations()
-            if !resend {
-                let ca = try pki.loadCA()
-                let revocation: Revocation
-                do {
-                    let (who, serial) = try identity(ca)
-                    revocation = try ca.revoke(who, serial: serial)
-                } catch let error as ClusterCA.Failure {
-                    throw fail("\(error)")
-                }
-                recorded.append(revocation)
+            let ca = try pki.loadCA()
+            let made: Revocation?
+            do {
+                made = try make(ca)
+            } catch let error as ClusterCA.Failure {
+                throw fail("\(error)")
+            }
+            if let made {
+                recorded.append(made)
                 try pki.writeRevocations(recorded)
-                print("revoked: \(revocation.summary) (recorded in \(pki.revocations))")
+                print("revoked: \(made.summary) (recorded in \(pki.revocations))")
             }
             guard !recorded.isEmpty else { throw fail("\(pki.revocations) records no revocations to send") }
             let held: ControlAPI.Revocations
@@ -69,7 +80,8 @@ extension Cert {
             }
             print("the node holds \(held.revocations.count) revocation(s) (\(held.added ?? 0) new), digest \(held.digest ?? "-")")
             guard wait > 0, let digest = held.digest else { return }
-            try await waitForMembers(digest: digest, revoked: Set(held.revocations.filter { $0.role == .node }.map(\.name)))
+            try await waitForMembers(
+                connection: connection, wait: wait, digest: digest, revoked: Set(held.revocations.filter { $0.role == .node }.map(\.name)))
         }
 
         /// Whom the revocation names: the certificate file's subject, or NAME.
@@ -85,7 +97,7 @@ extension Cert {
         }
 
         /// Waits until every live member but the revoked nodes announces `digest`.
-        private func waitForMembers(digest: String, revoked: Set<String>) async throws {
+        private static func waitForMembers(connection: Connection, wait: Int, digest: String, revoked: Set<String>) async throws {
             let deadline = Date().addingTimeInterval(Double(wait))
             var told: Set<String> = []
             var missing: [String] = []

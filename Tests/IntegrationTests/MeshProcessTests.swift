@@ -178,17 +178,22 @@ import Testing
         #expect(await eventually(within: .seconds(10)) { mesh.everyoneAlive() })
         let pki = "\(mesh.dir)/pki"
         func peerctl(_ arguments: [String]) throws -> Shell.Result { try Shell.run(PeerdProcess.binDirectory + "/peerctl", arguments) }
-        for name in ["ci", "alice"] {
-            let issued = try peerctl(["cert", "issue-operator", name, "--dir", pki])
-            #expect(issued.status == 0, "\(issued.output)")
-        }
-        func asOperator(_ name: String) throws -> Shell.Result {
-            try peerctl([
-                "members", "--peer", Self.prefix + "2:7946", "--cert", "\(pki)/operator-\(name).pem", "--key", "\(pki)/operator-\(name)-key.pem",
-                "--ca", "\(pki)/ca.pem", "--json",
-            ])
+        // ci may deploy (the default scope), alice only read.
+        #expect(try peerctl(["cert", "issue-operator", "ci", "--dir", pki]).status == 0)
+        let added = try peerctl(["operator", "add", "alice", "--scope", "read", "--dir", pki])
+        #expect(added.status == 0 && added.output.contains("operator alice may: read"), "\(added.output)")
+        func asOperator(_ name: String, _ command: [String] = ["members", "--json"]) throws -> Shell.Result {
+            try peerctl(
+                command + [
+                    "--peer", Self.prefix + "2:7946", "--cert", "\(pki)/operator-\(name).pem", "--key", "\(pki)/operator-\(name)-key.pem",
+                    "--ca", "\(pki)/ca.pem",
+                ])
         }
         #expect(try asOperator("ci").status == 0)
+        #expect(try asOperator("alice").status == 0)
+        let forbidden = try asOperator("alice", ["rollback"])
+        #expect(forbidden.status != 0 && forbidden.output.contains("operator alice may not rollback"), "\(forbidden.output)")
+        #expect(!(try asOperator("ci", ["rollback"]).output.contains("may not")), "ci's deploy scope was refused")
 
         let revoked = try peerctl(["cert", "revoke", "m3", "--dir", pki, "--config", "\(mesh.dir)/m1/peer.yml", "--wait", "20"])
         #expect(revoked.status == 0, "\(revoked.output)")
@@ -214,6 +219,11 @@ import Testing
         #expect(cut.status == 0, "\(cut.output)")
         #expect(await eventually(within: .seconds(10)) { (try? asOperator("ci").status) ?? 0 != 0 }, "the revoked operator still gets answers")
         #expect(try asOperator("alice").status == 0, "another operator is refused too")
+        let removed = try peerctl(["operator", "remove", "alice", "--dir", pki, "--config", "\(mesh.dir)/m1/peer.yml"])
+        #expect(removed.status == 0, "\(removed.output)")
+        #expect(await eventually(within: .seconds(10)) { (try? asOperator("alice").status) ?? 0 != 0 }, "the removed operator still gets answers")
+        let operators = try peerctl(["operator", "list", "--dir", pki]).output
+        #expect(operators.contains("alice  read  REVOKED") && operators.contains("ci  deploy  REVOKED"), "\(operators)")
     }
 
     /// One node restarted with another `mesh.members` (an operator's edit half done): every node names it, nobody

@@ -95,3 +95,41 @@ import X509
         #expect(RevocationList.isSigned(decoded, by: ca.certificate))
     }
 }
+
+@Suite struct OperatorScopeTests {
+    /// The scopes are in the certificate the CA signed; one from before scopes (no scope named) allows what it did.
+    @Test func scopesAreReadFromTheCertificateAndAnOldCertificateKeepsEverything() throws {
+        let ca = try ClusterCA.create(cluster: "prod")
+        let ci = try ca.issueOperator(name: "ci", scopes: [.deploy]).certificate
+        let auditor = try ca.issueOperator(name: "audit", scopes: [.read]).certificate
+        let both = try ca.issueOperator(name: "ops", scopes: [.deploy, .tls]).certificate
+        let legacy = try ca.issueNode(name: "x", usages: [.clientAuth]).certificate  // no scope URIs at all
+        #expect(OperatorScope.scopes(of: ci) == [.deploy])
+        #expect(OperatorScope.scopes(of: auditor) == [.read])
+        #expect(OperatorScope.scopes(of: both) == [.deploy, .tls])
+        #expect(OperatorScope.scopes(of: legacy) == Set(OperatorScope.allCases))
+    }
+
+    @Test func whatEachScopeAllows() {
+        #expect(OperatorScope.read.isAllowed(by: [.read]) && OperatorScope.read.isAllowed(by: [.deploy]) && OperatorScope.read.isAllowed(by: [.tls]))
+        #expect(!OperatorScope.read.isAllowed(by: []))
+        #expect(OperatorScope.deploy.isAllowed(by: [.deploy]) && OperatorScope.deploy.isAllowed(by: [.admin]))
+        #expect(!OperatorScope.deploy.isAllowed(by: [.read]) && !OperatorScope.deploy.isAllowed(by: [.tls]))
+        #expect(!OperatorScope.tls.isAllowed(by: [.deploy]) && OperatorScope.tls.isAllowed(by: [.tls]))
+        #expect(!OperatorScope.admin.isAllowed(by: [.deploy, .tls, .read]))
+    }
+
+    @Test func badScopesAndValiditiesAreRefusedWithTheFix() throws {
+        let ca = try ClusterCA.create(cluster: "prod")
+        #expect(try OperatorScope.parse("deploy, tls") == [.deploy, .tls])
+        #expect(throws: ClusterCA.Failure.self) { try OperatorScope.parse("deploy,root") }
+        #expect(throws: ClusterCA.Failure.self) { try OperatorScope.parse("") }
+        #expect(throws: ClusterCA.Failure.self) { try ca.issueOperator(name: "ci", scopes: []) }
+        do {
+            _ = try ca.issueOperator(name: "ci", validityDays: 3650)
+            Issue.record("a ten-year operator certificate was issued")
+        } catch {
+            #expect("\(error)".contains("1 to 397 days"), "\(error)")
+        }
+    }
+}

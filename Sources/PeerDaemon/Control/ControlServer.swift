@@ -42,6 +42,7 @@ enum ControlServer {
                     case .badRequest: .badRequest
                     case .conflict: .conflict
                     case .unavailable: .serviceUnavailable
+                    case .forbidden: .forbidden
                     }
                 return (try? json(ControlAPI.ErrorBody(error: refusal.description), status: status))
                     ?? HTTPServer.Response(status: status, contentType: "text/plain", body: .bytes(Array("\(refusal)\n".utf8)))

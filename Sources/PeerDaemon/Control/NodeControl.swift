@@ -25,10 +25,12 @@ struct NodeControl: Sendable {
         case conflict(String)
         /// Nobody to carry it out now (no leader, the leader did not answer): try again.
         case unavailable(String)
+        /// The operator's certificate does not allow it (its scopes).
+        case forbidden(String)
 
         var description: String {
             switch self {
-            case .notFound(let why), .badRequest(let why), .conflict(let why), .unavailable(let why): why
+            case .notFound(let why), .badRequest(let why), .conflict(let why), .unavailable(let why), .forbidden(let why): why
             }
         }
 
@@ -39,6 +41,7 @@ struct NodeControl: Sendable {
             case .badRequest: "bad-request"
             case .conflict: "refused"
             case .unavailable: "unavailable"
+            case .forbidden: "forbidden"
             }
         }
 

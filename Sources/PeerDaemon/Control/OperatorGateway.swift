@@ -2,10 +2,12 @@ import Control
 import Foundation
 import Logging
 import NIOCore
+import PKI
 import Transport
 
 /// The node's side of `peerctl --peer`: an operator's request over the mesh's mutual TLS, carried out by the same
-/// ``NodeControl`` as `peerctl` on the node, logged with the operator's name. The first frame is the request; the
+/// ``NodeControl`` as `peerctl` on the node, logged with the operator's name — if the scopes its certificate names
+/// allow it (``PKI/OperatorScope``). The first frame is the request; the
 /// answer is one frame (the JSON of the result, or `{"error": …}`) — for a deploy, one frame per event.
 struct OperatorGateway: Sendable {
     let control: NodeControl
@@ -24,6 +26,15 @@ struct OperatorGateway: Sendable {
                     "operator request",
                     metadata: ["operator.name": "\(name)", "operator.op": "\(request.op.rawValue)", "deploy.image": "\(request.image ?? "-")"])
                 let by = "operator \(name)"
+                let scopes = OperatorScope.scopes(of: connection.certificate)
+                guard request.op.scope.isAllowed(by: scopes) else {
+                    logger.warning(
+                        "operator request refused: not in its certificate's scopes",
+                        metadata: ["operator.name": "\(name)", "operator.op": "\(request.op.rawValue)"])
+                    throw NodeControl.Refusal.forbidden(
+                        "operator \(name) may not \(request.op.rawValue) (its certificate's scopes: \(scopes.sorted().map(\.rawValue).joined(separator: ", "))); issue one with --scope \(request.op.scope.rawValue) where the CA key is: peerctl cert issue-operator \(name) --scope \(request.op.scope.rawValue) --force"
+                    )
+                }
                 switch request.op {
                 case .status: try await send(await control.status())
                 case .members: try await send(try control.members())
@@ -49,6 +60,18 @@ struct OperatorGateway: Sendable {
             } catch {
                 try? await send(ControlAPI.ErrorBody(error: "\(error)"))
             }
+        }
+    }
+}
+
+extension OperatorRequest.Operation {
+    /// The scope an operator's certificate needs for it. Handing on revocations needs no more than read: the CA's
+    /// signature on them is what counts.
+    var scope: OperatorScope {
+        switch self {
+        case .status, .members, .who, .deploys, .revocations, .revoke: .read
+        case .deploy, .rollback, .follow, .cancel: .deploy
+        case .tlsSet: .tls
         }
     }
 }
