@@ -170,8 +170,9 @@ import Testing
 
     /// docs/operations.md's removal: `peerctl cert revoke m3` on the machine with the CA key reaches every node
     /// through one of them; m3 is cut off and dead everywhere at once (not when its certificate expires), stays out
-    /// when it restarts, and the others keep the revocation across their own restarts. An operator certificate
-    /// revoked by its file is refused at once, while another operator's still works.
+    /// when it restarts, and the others keep the revocation across their own restarts. Operators are held to the
+    /// scopes in their certificates; one revoked by its file is refused at once while another's still works, and
+    /// `operator remove` refuses that one too.
     @Test func aRevokedNodeIsCutOffEverywhereAndARevokedOperatorIsRefused() async throws {
         let mesh = try Mesh(size: 3)
         defer { mesh.down() }
