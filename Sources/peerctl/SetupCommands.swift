@@ -77,7 +77,8 @@ struct InitCommand: AsyncParsableCommand {
 
 /// `peerctl node add`: everything the next node needs, in one file.
 struct NodeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "node", abstract: "Add nodes to the cluster.", subcommands: [Add.self])
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Add nodes to the cluster, or remove them.", subcommands: [Add.self, Remove.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -231,5 +232,52 @@ struct Join: AsyncParsableCommand {
             \(bundle.node) is set up. Delete \(file) now (it holds the node's key).
             next: peerctl config check && systemctl enable --now peerd
             """)
+    }
+}
+
+extension NodeCommand {
+    /// `peerctl node remove`: the member's certificates revoked everywhere at once; the list edits that remain.
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Cut a node off the cluster at once: revoke every certificate of it on every node.",
+            discussion: """
+                Run where the CA key is (as node add). Every node refuses the node's certificates from then on, closes \
+                its connections and drops its datagram key: it is dead everywhere within seconds and the leader \
+                removes its DNS record. Then remove it from mesh.members on every other node and restart them one at \
+                a time (printed below).
+                """)
+
+        @Argument(help: "The node's name.")
+        var name: String
+
+        @OptionGroup var connection: Connection
+
+        @Option(help: "How long to wait for every live member to hold the revocation (seconds; 0: do not wait).")
+        var wait: Int = 30
+
+        func run() async throws {
+            let config: PeerConfig
+            do {
+                config = try PeerConfig.load(path: connection.config)
+            } catch {
+                throw fail("\(error)")
+            }
+            guard let mesh = config.mesh else { throw fail("\(connection.config) has no mesh: section: there is no cluster to remove a node from") }
+            guard name != config.node.name || connection.remote != nil else {
+                throw fail("\(name) is the node this runs on: run node remove on another node (its peerd hands the revocation on)")
+            }
+            guard mesh.members.contains(where: { $0.name == name }) else {
+                throw fail("\(name) is not in mesh.members of \(connection.config): \(mesh.members.map(\.name).joined(separator: ", "))")
+            }
+            let pki = try PKIDirectory.parse(["--dir", (mesh.ca as NSString).deletingLastPathComponent])
+            try await Cert.Revoke.perform(pki: pki, connection: connection, wait: wait) { try $0.revoke(.node(name)) }
+            print(
+                """
+                \(name) is cut off. What is left:
+                  - on \(name), if you can reach it: systemctl disable --now peerd (its app keeps running until you stop it)
+                  - on every other node, one at a time: remove \(name) from mesh.members, then systemctl restart peerd
+                    (no leader until the last one has the same list: docs/operations.md, "Removing a node")
+                """)
+        }
     }
 }
