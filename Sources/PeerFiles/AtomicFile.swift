@@ -16,6 +16,23 @@ public enum AtomicFile {
         }
     }
 
+    /// Where `path` really is: its deepest folder that exists, with every symbolic link resolved, and the rest of
+    /// the path (to be created) appended. nil when not even `/` resolves.
+    public static func resolvedPath(_ path: String) -> String? {
+        var existing = path.isEmpty ? "/" : path
+        var rest: [String] = []
+        while true {
+            if let real = realpath(existing, nil) {
+                defer { free(real) }
+                let base = String(cString: real)
+                return rest.isEmpty ? base : (base == "/" ? "" : base) + "/" + rest.reversed().joined(separator: "/")
+            }
+            guard existing != "/", let slash = existing.lastIndex(of: "/") else { return nil }
+            rest.append(String(existing[existing.index(after: slash)...]))
+            existing = slash == existing.startIndex ? "/" : String(existing[..<slash])
+        }
+    }
+
     public static func write(_ bytes: some Collection<UInt8>, to path: String, mode: mode_t = 0o644) throws(WriteError) {
         let temp = "\(path).tmp-\(getpid())"
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)

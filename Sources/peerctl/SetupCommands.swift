@@ -215,6 +215,19 @@ struct Join: AsyncParsableCommand {
         } catch {
             throw fail("\(error)")
         }
+        if !root.isEmpty {
+            // --root confines everything: a symbolic link under it (etc -> /etc) must not carry a write out.
+            guard let realRoot = AtomicFile.resolvedPath(root) else { throw fail("--root \(root) does not exist") }
+            for (path, _) in files {
+                let parent = (path as NSString).deletingLastPathComponent
+                if let real = AtomicFile.resolvedPath(parent), real != realRoot, !real.hasPrefix(realRoot == "/" ? "/" : realRoot + "/") {
+                    throw fail("\(path) leads out of --root \(root) through a symbolic link (to \(real)): nothing was written")
+                }
+                if let link = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
+                    throw fail("\(path) is a symbolic link (to \(link)) under --root \(root): nothing was written; remove it first")
+                }
+            }
+        }
         if !force, let existing = files.first(where: { $0.path.hasSuffix("/peer.yml") && FileManager.default.fileExists(atPath: $0.path) }) {
             throw fail("\(existing.path) already exists: this node is set up. --force replaces it.")
         }

@@ -175,5 +175,23 @@ import Testing
         let allowed = try peerctl(["join", forged, "--root", base + "/fourth", "--sha256", forgedCheck, "--allow", "/etc/cron.d/peer-evil"])
         #expect(allowed.status == 0, "named by the operator: \(allowed.output)")
         #expect(FileManager.default.fileExists(atPath: base + "/fourth/etc/cron.d/peer-evil"))
+
+        // --root confines everything: a symbolic link under it that points out (a prepared image whose folder is a
+        // link to the host's) is not followed, nor is a link where a file goes.
+        let outsideRoot = base + "/host"
+        try FileManager.default.createDirectory(atPath: outsideRoot, withIntermediateDirectories: true)
+        let fifth = base + "/fifth"
+        let firstTop = "/" + first.split(separator: "/").first!
+        try FileManager.default.createDirectory(atPath: fifth, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: fifth + firstTop, withDestinationPath: outsideRoot)
+        let escaped = try peerctl(["join", bundle, "--root", fifth, "--sha256", check])
+        #expect(escaped.status != 0 && escaped.output.contains("leads out of --root"), "\(escaped.output)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outsideRoot).isEmpty, "written through the link")
+        let sixth = base + "/sixth"
+        try FileManager.default.createDirectory(atPath: sixth + first + "/pki", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: sixth + first + "/pki/web-2-key.pem", withDestinationPath: outsideRoot + "/stolen")
+        let linked = try peerctl(["join", bundle, "--root", sixth, "--sha256", check])
+        #expect(linked.status != 0 && linked.output.contains("is a symbolic link"), "\(linked.output)")
+        #expect(!FileManager.default.fileExists(atPath: outsideRoot + "/stolen"))
     }
 }
