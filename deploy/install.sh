@@ -87,6 +87,11 @@ install -m 0600 "$here/peer.example.yml" "$root/etc/peer/peer.example.yml"
 [ -f "$root/etc/peer/peer.yml" ] && chmod 0600 "$root/etc/peer/peer.yml"
 for f in "$here"/nginx/*; do [ -e "$f" ] && install -m 0644 "$f" "$share/nginx/"; done
 if [ -d "$here/docs" ]; then install -d -m 0755 "$share/docs" && install -m 0644 "$here"/docs/*.md "$share/docs/"; fi
+if [ -d "$here/man" ]; then
+    install -d -m 0755 "$root$prefix/share/man/man1" "$root$prefix/share/man/man8"
+    install -m 0644 "$here/man/peerctl.1" "$root$prefix/share/man/man1/"
+    install -m 0644 "$here/man/peerd.8" "$root$prefix/share/man/man8/"
+fi
 sed "s|/usr/bin/|$prefix/bin/|g" "$here/systemd/peerd.service" > "$unitdir/peerd.service.new"
 chmod 0644 "$unitdir/peerd.service.new"
 mv "$unitdir/peerd.service.new" "$unitdir/peerd.service"

@@ -85,7 +85,8 @@ def main(args):
         subprocess.run(["tar", "-C", clean, "-xzf", tarball], check=True)
         pkg = glob.glob(f"{clean}/peer-*")[0]
         for f in ("bin/peerd", "bin/peerctl", "install.sh", "systemd/peerd.service", "peer.example.yml",
-                  "nginx/peer-site.conf.example", "docs/getting-started.md", "completions/peerctl.bash"):
+                  "nginx/peer-site.conf.example", "docs/getting-started.md", "completions/peerctl.bash", "man/peerctl.1",
+                  "man/peerd.8"):
             c.check(f"tarball has {f}", os.path.exists(f"{pkg}/{f}"))
         for binary in ("peerd", "peerctl"):
             linked = subprocess.run(["ldd", f"{pkg}/bin/{binary}"], capture_output=True, text=True).stdout
@@ -151,13 +152,17 @@ def main(args):
         for f in ("./usr/bin/peerd", "./usr/bin/peerctl", "./lib/systemd/system/peerd.service",
                   "./usr/share/peer/peer.example.yml", "./usr/share/doc/peer/getting-started.md",
                   "./usr/share/bash-completion/completions/peerctl", "./usr/share/zsh/vendor-completions/_peerctl",
-                  "./usr/share/fish/vendor_completions.d/peerctl.fish"):
+                  "./usr/share/fish/vendor_completions.d/peerctl.fish", "./usr/share/man/man1/peerctl.1.gz",
+                  "./usr/share/man/man8/peerd.8.gz"):
             c.check(f"deb has {f}", re.search(rf" {re.escape(f)}$", contents, re.M) is not None)
         if shutil.which("bash"):
             c.command("the bash completion loads and completes peerctl's subcommands", "bash", "-c",
                       f"source {pkg}/completions/peerctl.bash && COMP_WORDS=(peerctl de) COMP_CWORD=1 "
                       "COMP_LINE='peerctl de' COMP_POINT=10 && _peerctl peerctl de peerctl && "
                       "printf '%s\\n' \"${COMPREPLY[@]}\"", contains="deploys")
+        manual = open(f"{pkg}/man/peerctl.1").read() if os.path.exists(f"{pkg}/man/peerctl.1") else ""
+        c.check("the peerctl manual page covers its subcommands and their options", ".Dt PEERCTL 1" in manual
+                and all(w in manual for w in (".It Em deploy", ".It Em operator", ".It Em revoke", "Fl -scope")), manual[:400])
         c.check("files in the deb are root's", all(" root/root " in line for line in contents.splitlines()), contents)
         installed = subprocess.run(["dpkg-query", "-W", "-f=${Status}", "peer"], capture_output=True, text=True).stdout
         if os.geteuid() != 0:
