@@ -70,10 +70,17 @@ extension ClusterCA {
 
 /// The revocations a node holds: only ones the cluster CA signed, merged as a set (one only ever adds), so any
 /// two nodes that exchange theirs end up with the same list, whatever the order.
+///
+/// Entries are told apart by what was signed, not by the signature: an ECDSA signature has more than one valid
+/// form, and a copy of an entry with another form of its signature is the same revocation (kept once, and left
+/// out of the digest, so nodes holding either form agree).
 public struct RevocationList: Sendable, Hashable {
-    public private(set) var entries: Set<Revocation> = []
-    /// More than any cluster needs; a list is sent whole in one mesh message.
-    public static let maximumEntries = 4096
+    private var byText: [String: Revocation] = [:]
+    /// More than any cluster needs, and small enough that the whole list fits one mesh frame (1 MiB) with room.
+    public static let maximumEntries = 2048
+
+    public var entries: [Revocation] { Array(byText.values) }
+    public var count: Int { byText.count }
 
     public init() {}
 
@@ -92,29 +99,29 @@ public struct RevocationList: Sendable, Hashable {
     public mutating func merge(_ offered: some Sequence<Revocation>, ca: Certificate) -> (added: [Revocation], refused: Int) {
         var added: [Revocation] = []
         var refused = 0
-        for revocation in offered where !entries.contains(revocation) {
-            guard entries.count < Self.maximumEntries, Self.isSigned(revocation, by: ca) else {
+        for revocation in offered where byText[revocation.signedText] == nil {
+            guard byText.count < Self.maximumEntries, Self.isSigned(revocation, by: ca) else {
                 refused += 1
                 continue
             }
-            entries.insert(revocation)
+            byText[revocation.signedText] = revocation
             added.append(revocation)
         }
         return (added.sorted(), refused)
     }
 
     /// The entries, oldest first.
-    public var sorted: [Revocation] { entries.sorted() }
+    public var sorted: [Revocation] { byText.values.sorted() }
 
     /// 16 hex digits naming the set (nil when empty): two nodes with the same digest hold the same revocations.
     public var digest: String? {
-        guard !entries.isEmpty else { return nil }
-        return String(sha256Hex(sorted.map { $0.signedText + "\n" + $0.signature }.joined(separator: "\n").utf8).prefix(16))
+        guard !byText.isEmpty else { return nil }
+        return String(sha256Hex(byText.keys.sorted().joined(separator: "\n").utf8).prefix(16))
     }
 
     /// Why `certificate` is refused, or nil when no entry covers it.
     public func refusal(of certificate: Certificate) -> String? {
-        guard !entries.isEmpty, let identity = PeerIdentity(certificate: certificate),
+        guard !byText.isEmpty, let identity = PeerIdentity(certificate: certificate),
             let entry = sorted.first(where: { $0.covers(certificate, identity: identity) })
         else { return nil }
         return "the certificate of \(identity) (serial \(Revocation.serial(of: certificate).prefix(16))) is revoked: \(entry.summary)"

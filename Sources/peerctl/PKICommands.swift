@@ -139,7 +139,7 @@ struct OperatorOptions: ParsableArguments {
     @Option(help: "Validity in days (at most 397).")
     var days: Int = 90
 
-    @Flag(help: "Replace an existing certificate of that name (the old one stays valid: revoke it with --certificate-file).")
+    @Flag(help: "Replace an existing certificate of that name (the old one stays valid: revoke it first with cert revoke --certificate-file).")
     var force = false
 
     func issue(_ pki: PKIDirectory) throws {

@@ -81,7 +81,8 @@ extension Cert {
             print("the node holds \(held.revocations.count) revocation(s) (\(held.added ?? 0) new), digest \(held.digest ?? "-")")
             guard wait > 0, let digest = held.digest else { return }
             try await waitForMembers(
-                connection: connection, wait: wait, digest: digest, revoked: Set(held.revocations.filter { $0.role == .node }.map(\.name)))
+                connection: connection, wait: wait, digest: digest,
+                revoked: Set(held.revocations.filter { $0.role == .node && $0.serial == nil }.map(\.name)))
         }
 
         /// Whom the revocation names: the certificate file's subject, or NAME.
@@ -102,7 +103,12 @@ extension Cert {
             var told: Set<String> = []
             var missing: [String] = []
             while true {
-                guard let members = try? await connection.withClient({ try await $0.members() }) else { return }
+                let members: ControlAPI.Members
+                do {
+                    members = try await connection.withClient { try await $0.members() }
+                } catch {
+                    throw fail("handed on, but cannot ask the node which members hold it (\(error)); peerctl members --json shows it (revocations)")
+                }
                 let live = members.members.filter { $0.status != "dead" && !revoked.contains($0.name) }
                 for member in live where member.revocations == digest && !told.contains(member.name) {
                     told.insert(member.name)

@@ -86,6 +86,19 @@ import X509
         #expect(again.merge([entries[0]], ca: ca.certificate).added.isEmpty)
     }
 
+    /// An ECDSA signature has more than one valid form (and signing again gives another): a second copy of a
+    /// revocation with another signature is the same revocation. Otherwise anyone could add copies, lists would
+    /// differ in their digests for good (members resending forever) and fill up.
+    @Test func aRevocationWithAnotherValidSignatureIsTheSameRevocation() throws {
+        let first = try ca.revoke(.node("web-3"), now: t0)
+        let second = try ca.revoke(.node("web-3"), now: t0)
+        #expect(first.signature != second.signature && RevocationList.isSigned(second, by: ca.certificate))
+        var both = list(first)
+        #expect(both.merge([second], ca: ca.certificate).added.isEmpty)
+        #expect(both.count == 1)
+        #expect(list(first).digest == list(second).digest)
+    }
+
     /// What nodes store and send is JSON; it reads back the same and still verifies.
     @Test func aRevocationSurvivesJSON() throws {
         let revocation = try ca.revoke(.operator("ci"), serial: "0A1b", now: t0)

@@ -302,6 +302,8 @@ actor MeshService: Service {
 
     /// A verified handshake: the member's datagram key, derived again when it presents another certificate.
     private func verified(_ member: MemberID, certificate: Certificate) {
+        // Revoked since its handshake (the revocation loop ran in between): no key for it.
+        guard tls.revocations?.refusal(of: certificate) == nil else { return }
         certificates[member] = certificate
         do {
             let rotated = datagrams.knows(member.name)

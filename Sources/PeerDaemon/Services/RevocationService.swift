@@ -86,16 +86,26 @@ actor RevocationService: Service {
         var next = list.current
         let (added, refused) = next.merge(offered, ca: ca)
         if refused > 0 {
-            logger.warning("revocations refused: not signed by this cluster's CA", metadata: ["count": "\(refused)", "from": "\(from)"])
+            logger.warning(
+                "revocations refused: not signed by this cluster's CA, or the list is full", metadata: ["count": "\(refused)", "from": "\(from)"])
         }
         guard !added.isEmpty else { return (added, refused) }
-        try state.write(next.sorted, to: .revocations)
+        // Enforced and handed on even if it cannot be stored here (a full disk): a revocation must not wait on
+        // that; the others hand it back after a restart.
+        var unstored: (any Error)?
+        do {
+            try state.write(next.sorted, to: .revocations)
+        } catch {
+            logger.error("revocations not stored (enforced until peerd restarts)", metadata: ["error": "\(error)"])
+            unstored = error
+        }
         list.publish(next)
         for revocation in added {
             logger.notice("certificate revoked", metadata: ["revocation": "\(revocation.summary)", "from": "\(from)"])
         }
         announce()
         await sendToOthers(force: true)
+        if let unstored { throw unstored }
         return (added, refused)
     }
 
@@ -131,7 +141,7 @@ actor RevocationService: Service {
             if !force, let last = lastSent[other.id.name], last.digest == digest, now - last.at < .seconds(10) { continue }
             if await links.send(message, to: other.id) {
                 lastSent[other.id.name] = (digest, now)
-                logger.debug("revocations sent", metadata: ["mesh.member": "\(other.id)", "revocations": "\(mine.entries.count)"])
+                logger.debug("revocations sent", metadata: ["mesh.member": "\(other.id)", "revocations": "\(mine.count)"])
             }
         }
     }
