@@ -8,7 +8,7 @@ extension ClusterState {
     public func dnsView(now: Instant) -> DNSReconciler.View {
         let members = appMembers.map { m in
             // A suspect still serves: only a death (which a live member cannot fail to refute) removes a record.
-            DNSMember(name: m.id.name, address: m.app.address, serving: m.status != .dead && m.app.healthy == true)
+            DNSMember(name: m.id.name, address: publicAddresses[m.id] ?? m.app.address, serving: m.status != .dead && m.app.healthy == true)
         }
         let held = lease.holding.flatMap { h in
             lease.validTerm(now: now) == h.term

@@ -23,6 +23,10 @@ public struct ClusterState: Sendable, Hashable {
     /// Members that announce (or last announced) another cluster configuration than this node's: nobody leads
     /// until every member lists the same members (``MeshNode/configuration``).
     public var otherConfigurations: [MemberID] = []
+    /// Members' public addresses as this node's configuration gives them (`public_address` in `mesh.members`): what
+    /// their DNS records point at, whatever they announce. A member the configuration gives none for: the address
+    /// it announces.
+    public var publicAddresses: [MemberID: String] = [:]
 
     public init(me: MemberID, members: [Member], appNodes: Set<MemberID>, lease: Lease.View, startedAt: Instant, startupGrace: Duration) {
         self.me = me

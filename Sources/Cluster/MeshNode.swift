@@ -43,17 +43,22 @@ public struct MeshNode: Sendable {
         public var address: String
         /// Runs the app and can lead (false for a witness, which only votes).
         public var appNode: Bool
+        /// Its public address from the configuration (its DNS record), if the configuration says.
+        public var publicAddress: String?
 
-        public init(id: MemberID, address: String, appNode: Bool) {
+        public init(id: MemberID, address: String, appNode: Bool, publicAddress: String? = nil) {
             self.id = id
             self.address = address
             self.appNode = appNode
+            self.publicAddress = publicAddress
         }
     }
 
     public private(set) var swim: Swim
     public private(set) var lease: Lease
     public let appNodes: Set<MemberID>
+    /// The public addresses the configuration gives (``ClusterState/publicAddresses``).
+    public let publicAddresses: [MemberID: String]
     public let startedAt: Instant
     /// The digest of this node's cluster configuration (its members, their addresses and roles), announced with
     /// its status. nil: not compared (a test that does not care).
@@ -86,6 +91,7 @@ public struct MeshNode: Sendable {
             me: me, address: address, app: app, incarnation: 1, seeds: members.map { ($0.id, $0.address) }, settings: settings, seed: rng.next(),
             now: now)
         appNodes = Set(members.filter(\.appNode).map(\.id))
+        publicAddresses = Dictionary(members.compactMap { m in m.publicAddress.map { (m.id, $0) } }, uniquingKeysWith: { a, _ in a })
         lease = Lease(
             me: me, voters: members.map(\.id), canLead: appNodes.contains(me), promised: promised, settings: leaseSettings, seed: rng.next(),
             now: now)
@@ -106,6 +112,7 @@ public struct MeshNode: Sendable {
             lease: lease.view, startedAt: startedAt,
             startupGrace: swim.settings.startupGrace)
         state.otherConfigurations = mismatched
+        state.publicAddresses = publicAddresses
         return state
     }
 

@@ -48,6 +48,7 @@ public enum ClusterSetup {
               members:
                 - name: \(name)
                   address: \(meshListen)
+                  public_address: \(address)   # its DNS record (node.address)
 
             # dns:
             #   zone: example.com
@@ -152,7 +153,11 @@ public enum ClusterSetup {
         mesh["cert"] = Node("\(directory)/\(name).pem")
         mesh["key"] = Node("\(directory)/\(name)-key.pem")
         var entry = Node.mapping(Node.Mapping([(Node("name"), Node(name)), (Node("address"), Node(meshListen))]))
-        if witness { entry["role"] = Node("witness") }
+        if witness {
+            entry["role"] = Node("witness")
+        } else {
+            entry["public_address"] = Node(canonicalIPAddress(address))
+        }
         mesh["members"] = Node.sequence(Node.Sequence(Array(members) + [entry]))
         root["mesh"] = mesh
         if witness {
@@ -164,7 +169,9 @@ public enum ClusterSetup {
         }
         let header =
             "# peer node config for \(name), made by `peerctl node add` from the config of the node that issued it.\n# Every key: docs/configuration.md.\n"
-        let member = "    - name: \(name)\n      address: \(meshListen)" + (witness ? "\n      role: witness" : "")
+        let member =
+            "    - name: \(name)\n      address: \(meshListen)"
+            + (witness ? "\n      role: witness" : "\n      public_address: \(canonicalIPAddress(address))")
         return (header + (try Yams.serialize(node: root)), member)
     }
 

@@ -46,6 +46,11 @@ extension PeerConfig {
             "address", address, Self.isIPAddress(address), "is not an IPv4 or IPv6 address", fix: "the public address of this VPS, e.g. 203.0.113.10")
 
         let mesh = try top.section("mesh").map { section throws(ConfigError) in try Self.mesh(section, node: nodeName) }
+        if let listed = mesh?.members.first(where: { $0.name == nodeName })?.publicAddress, listed != address {
+            throw nodeSection.error(
+                "address", problem: "is \(address), but mesh.members lists \(nodeName) with public_address \(listed)",
+                fix: "the same address in both (and the same list on every node)")
+        }
         // A witness votes for the leader and runs no app: it needs no app: or nginx: section.
         let isWitness = mesh?.members.first { $0.name == nodeName }?.role == .witness
         var appSection = try Self.placeholder(path, "app", "port: 1")

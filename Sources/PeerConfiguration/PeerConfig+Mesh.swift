@@ -27,7 +27,7 @@ extension PeerConfig {
         }
         var members: [Mesh.Member] = []
         for entry in try section.sectionList("members") {
-            try entry.allowOnly(["name", "address", "role"])
+            try entry.allowOnly(["name", "address", "role", "public_address"])
             let name = try entry.string("name", required: true)!
             try entry.check("name", name, isValidPeerName(name), "must be 1-63 lowercase letters, digits or '-'", fix: "the member's node.name")
             let address = try entry.string("address", required: true)!
@@ -43,7 +43,16 @@ extension PeerConfig {
                 throw entry.error(
                     "role", problem: "must be node or witness", fix: "witness: votes for the leader, runs no app (for two-node clusters)")
             }
-            members.append(Mesh.Member(name: name, host: h, port: p, role: role))
+            let publicAddress = try entry.string("public_address").map(canonicalIPAddress)
+            if let publicAddress {
+                try entry.check(
+                    "public_address", publicAddress, isIPAddress(publicAddress), "is not an IPv4 or IPv6 address",
+                    fix: "the member's node.address: the public address its DNS record points at")
+                guard role == .node else {
+                    throw entry.error("public_address", problem: "is set on a witness, which has no DNS record", fix: "remove it")
+                }
+            }
+            members.append(Mesh.Member(name: name, host: h, port: p, role: role, publicAddress: publicAddress))
         }
         guard members.contains(where: { $0.name == node }) else {
             throw section.error(

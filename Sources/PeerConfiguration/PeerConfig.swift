@@ -90,6 +90,9 @@ public struct PeerConfig: Sendable, Hashable {
             public var port: Int
             /// A witness votes in the leader lease but runs no app, has no DNS record and never leads.
             public var role: Role = .node
+            /// Its public address (its DNS record), canonical: what the leader writes for it. nil: the address the
+            /// member announces about itself (its `node.address`), as before this field.
+            public var publicAddress: String?
             public var address: String { PeerConfig.hostPortString(host, port) }
         }
         /// TCP (mutual TLS) and UDP (sealed datagrams) on the same address and port.

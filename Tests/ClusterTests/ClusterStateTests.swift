@@ -1,4 +1,5 @@
 import Cluster
+import DNSPlanning
 import Deployment
 import Leadership
 import Membership
@@ -33,6 +34,27 @@ import Testing
         // A grant to itself that did not make it leader names nobody.
         state.lease.grant = .init(to: me, term: 5, until: Instant(nanoseconds: 1_000))
         #expect(state.lease.knownLeader(now: .zero) == nil)
+    }
+
+    /// With `public_address` in the member list, a member's DNS record points where the configuration says,
+    /// whatever the member (or anyone relaying for it) announces; without it, at what the member announces.
+    @Test func dnsAddressesComeFromTheConfigurationWhenItGivesThem() {
+        let node = MeshNode(
+            me: me,
+            members: [
+                .init(id: me, address: "10.0.0.1:7946", appNode: true, publicAddress: "203.0.113.1"),
+                .init(id: MemberID("web-2"), address: "10.0.0.2:7946", appNode: true, publicAddress: "203.0.113.2"),
+                .init(id: MemberID("web-3"), address: "10.0.0.3:7946", appNode: true),
+            ],
+            swim: .lan, lease: .profile("lan"), promised: 0, seed: 1, now: .zero)
+        var state = node.state
+        #expect(state.publicAddresses == [me: "203.0.113.1", MemberID("web-2"): "203.0.113.2"])
+        for i in state.members.indices {
+            state.members[i].app.healthy = true
+            state.members[i].app.address = "198.51.100.66"  // what a liar would announce
+        }
+        let addresses = Dictionary(uniqueKeysWithValues: state.dnsView(now: .zero).members.map { ($0.name, $0.address) })
+        #expect(addresses == ["web-1": "203.0.113.1", "web-2": "203.0.113.2", "web-3": "198.51.100.66"])
     }
 
     @Test func theStateSettlesAfterTheStartupGrace() {

@@ -110,6 +110,7 @@ import Testing
         ])
         #expect(add.status == 0, "\(add.output)")
         #expect(add.output.contains("- name: web-2") && add.output.contains("address: 10.0.0.6:7946"), "\(add.output)")
+        #expect(add.output.contains("public_address: 203.0.113.11"), "the member line carries its DNS address: \(add.output)")
         #expect(try mode(bundle) == 0o600)
         #expect(!add.output.contains("PRIVATE KEY") && !add.output.contains("cf-token-abc"))
         #expect(
@@ -139,6 +140,7 @@ import Testing
         #expect(check2.status == 0, "\(check2.output)")
         #expect(text.contains("name: web-2") && text.contains("address: 203.0.113.11") && text.contains("listen: 10.0.0.6:7946"), "\(text)")
         #expect(text.contains("name: web-1") && text.contains("address: 10.0.0.5:7946"), "both members: \(text)")
+        #expect(text.contains("public_address: 203.0.113.10") && text.contains("public_address: 203.0.113.11"), "\(text)")
         #expect(text.contains("name: shop.example.com"), "the cluster's sections stay: \(text)")
         let verify = try Shell.run("openssl", ["verify", "-CAfile", first + "/pki/ca.pem", joined + "/pki/web-2.pem"])
         #expect(verify.status == 0, "\(verify.output)")

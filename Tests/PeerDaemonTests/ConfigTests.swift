@@ -186,6 +186,28 @@ import Testing
         #expect(tuned.membership.suspicionMax == SWIMSettings.wan.suspicionMax)
     }
 
+    /// A member's DNS record address can come from the shared member list (`public_address`) instead of from what
+    /// the member announces; it is kept in the form DNS providers list, must be this node's own node.address, and a
+    /// witness has none.
+    @Test func publicAddressesInTheMemberListAreCheckedAndCanonical() throws {
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let listed = "    - name: web-1\n      address: 10.0.0.5:7946\n      public_address: 203.0.113.10\n"
+        let other = "    - name: web-2\n      address: 10.0.0.6:7946\n      public_address: \"2001:DB8:0:0:0:0:0:0B\"\n"
+        let mesh = try #require(try parse(Self.meshYAML(pki, members: listed + other)).mesh)
+        #expect(mesh.members.map(\.publicAddress) == ["203.0.113.10", "2001:db8::b"])
+        #expect(try parse(Self.meshYAML(pki)).mesh?.members.allSatisfy { $0.publicAddress == nil } == true)
+        let cases: [(String, String)] = [
+            (listed.replacingOccurrences(of: "203.0.113.10", with: "203.0.113.99") + other, "mesh.members lists web-1 with public_address 203.0.113.99"),
+            (listed + other.replacingOccurrences(of: "\"2001:DB8:0:0:0:0:0:0B\"", with: "web-2.example.com"), "not an IPv4 or IPv6 address"),
+            (listed + other + "      role: witness\n", "is set on a witness"),
+        ]
+        for (members, problem) in cases {
+            let text = error(Self.meshYAML(pki, members: members))?.description ?? "accepted"
+            #expect(text.contains(problem), "\(text)")
+        }
+    }
+
     @Test func dnsAndNotifyMistakesAreExplained() throws {
         let pki = try Self.pkiFiles()
         defer { try? FileManager.default.removeItem(atPath: pki) }

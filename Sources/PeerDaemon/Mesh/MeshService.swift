@@ -111,7 +111,9 @@ actor MeshService: Service {
             addresses[MemberID(member.name)] = try SocketAddress(ipAddress: member.host, port: member.port)
         }
         self.addresses = addresses
-        let members = mesh.members.map { MeshNode.Member(id: MemberID($0.name), address: $0.address, appNode: $0.role == .node) }
+        let members = mesh.members.map {
+            MeshNode.Member(id: MemberID($0.name), address: $0.address, appNode: $0.role == .node, publicAddress: $0.publicAddress)
+        }
         let me = self.me
         self.publicAddress = members.contains { $0.id == me && $0.appNode } ? config.node.address : nil
         // The highest term this node promised survives restarts: terms only grow, so they can fence.
