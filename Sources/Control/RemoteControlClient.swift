@@ -113,7 +113,9 @@ public struct RemoteControlClient: ControlChannel {
 
     func one<T: Decodable>(_ op: OperatorRequest.Operation, origin: OriginPair? = nil, revocations: [Revocation]? = nil) async throws -> T {
         var result: T?
-        try await exchange(OperatorRequest(op: op, origin: origin, revocations: revocations)) { result = try ControlAPI.decoder.decode(T.self, from: $0) }
+        try await exchange(OperatorRequest(op: op, origin: origin, revocations: revocations)) {
+            result = try ControlAPI.decoder.decode(T.self, from: $0)
+        }
         guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering", kind: .unreachable) }
         return result
     }

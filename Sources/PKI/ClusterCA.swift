@@ -139,7 +139,8 @@ public struct ClusterCA: Sendable {
         guard !scopes.isEmpty else { throw Failure(description: "an operator needs at least one scope: read, deploy, tls or admin") }
         guard (1...OperatorScope.maximumDays).contains(validityDays) else {
             throw Failure(
-                description: "an operator certificate is valid 1 to \(OperatorScope.maximumDays) days, not \(validityDays): issue a new one when it ends")
+                description:
+                    "an operator certificate is valid 1 to \(OperatorScope.maximumDays) days, not \(validityDays): issue a new one when it ends")
         }
         return try issue(
             identity: .operator(name), now: now, validityDays: validityDays, usages: [.clientAuth],

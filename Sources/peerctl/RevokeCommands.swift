@@ -120,7 +120,8 @@ extension Cert {
             }
             if !missing.isEmpty {
                 throw fail(
-                    "not yet held by \(missing.joined(separator: ", ")) after \(wait)s (they take them from any member that has them; their logs say why not)")
+                    "not yet held by \(missing.joined(separator: ", ")) after \(wait)s (they take them from any member that has them; their logs say why not)"
+                )
             }
         }
     }

@@ -198,7 +198,10 @@ import Testing
         #expect(mesh.members.map(\.publicAddress) == ["203.0.113.10", "2001:db8::b"])
         #expect(try parse(Self.meshYAML(pki)).mesh?.members.allSatisfy { $0.publicAddress == nil } == true)
         let cases: [(String, String)] = [
-            (listed.replacingOccurrences(of: "203.0.113.10", with: "203.0.113.99") + other, "mesh.members lists web-1 with public_address 203.0.113.99"),
+            (
+                listed.replacingOccurrences(of: "203.0.113.10", with: "203.0.113.99") + other,
+                "mesh.members lists web-1 with public_address 203.0.113.99"
+            ),
             (listed + other.replacingOccurrences(of: "\"2001:DB8:0:0:0:0:0:0B\"", with: "web-2.example.com"), "not an IPv4 or IPv6 address"),
             (listed + other + "      role: witness\n", "is set on a witness"),
         ]

@@ -215,7 +215,8 @@ struct Ping: Codable, Sendable, Equatable {
     @Test(.timeLimit(.minutes(1))) func aRevocationCutsOpenConnectionsAndRefusesTheCertificateFromThenOn() async throws {
         let f = try Fixture()
         let revocations = RevocationGuard()
-        let server = try f.tls(try f.ca.issueNode(name: "n1", address: Self.host), members: ["n1", "n2", "n3"], operators: true, revocations: revocations)
+        let server = try f.tls(
+            try f.ca.issueNode(name: "n1", address: Self.host), members: ["n1", "n2", "n3"], operators: true, revocations: revocations)
         let member = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
         let bystander = try f.tls(try f.ca.issueNode(name: "n3", address: "127.0.0.4"))
         let operatorCertificate = try f.ca.issueOperator(name: "ci")

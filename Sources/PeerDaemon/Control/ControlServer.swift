@@ -92,7 +92,8 @@ enum ControlServer {
         case (.POST, "/v1/rollout/cancel"):
             let body = try rolloutRequest(request)
             return try json(try await control.cancel(body.id, requestedBy: body.requestedBy))
-        case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/revocations"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"), (_, "/v1/rollback"),
+        case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/revocations"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"),
+            (_, "/v1/rollback"),
             (_, "/v1/rollout/follow"), (_, "/v1/rollout/cancel"):
             return try json(ControlAPI.ErrorBody(error: "\(request.method) is not allowed on \(request.path)"), status: .methodNotAllowed)
         default:

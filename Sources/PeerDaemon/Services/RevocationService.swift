@@ -55,7 +55,8 @@ actor RevocationService: Service {
             let (_, refused) = stored.merge(try state.read(.revocations) ?? [], ca: ca)
             if refused > 0 {
                 logger.warning(
-                    "stored revocations not signed by this cluster's CA are ignored", metadata: ["count": "\(refused)", "file": "\(state.path(of: .revocations))"])
+                    "stored revocations not signed by this cluster's CA are ignored",
+                    metadata: ["count": "\(refused)", "file": "\(state.path(of: .revocations))"])
             }
         } catch {
             throw StartupError(description: "\(error)")
