@@ -73,6 +73,25 @@ struct Status: AsyncParsableCommand {
         }
         let widths = (0..<table[0].count).map { c in table.map { $0[c].count }.max() ?? 0 }
         for row in table { print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")) }
+        for line in Self.disagreements(members) { print(line) }
+    }
+
+    /// Members that run another member list, or do not hold this node's revocations yet (live ones: a dead member
+    /// says nothing new).
+    static func disagreements(_ members: ControlAPI.Members) -> [String] {
+        guard let me = members.members.first(where: \.isSelf) else { return [] }
+        let others = members.members.filter { !$0.isSelf && $0.status != "dead" }
+        var lines: [String] = []
+        let lists = others.filter { $0.configuration != nil && me.configuration != nil && $0.configuration != me.configuration }.map(\.name)
+        if !lists.isEmpty {
+            lines.append(
+                "DIFFERENT mesh.members on \(lists.joined(separator: ", ")): no leader until every node lists the same members (peerctl who)")
+        }
+        let revocations = others.filter { $0.revocations != me.revocations }.map(\.name)
+        if me.revocations != nil, !revocations.isEmpty {
+            lines.append("revocations not yet held by \(revocations.joined(separator: ", ")) (they get them from any member within seconds)")
+        }
+        return lines
     }
 }
 

@@ -252,6 +252,8 @@ import Testing
                 }
             }, "a leader over mixed member lists")
         #expect(mesh.who("m1")?.otherConfigurations == ["m3"])
+        let status = try Shell.run(PeerdProcess.binDirectory + "/peerctl", ["status", "--config", "\(mesh.dir)/m1/peer.yml"])
+        #expect(status.output.contains("DIFFERENT mesh.members on m3"), "\(status.output)")
         #expect(mesh.who("m3")?.otherConfigurations == ["m1", "m2"])
         let view = try mesh.members("m1").members
         let differing = view.first { $0.name == "m3" }?.configuration

@@ -67,15 +67,15 @@ actor RevocationService: Service {
         self.links = links
         self.clock = clock
         self.logger = logger
-        if let mine = stored.refusal(of: try Self.ownCertificate(mesh)) {
+        if let mine = stored.refusal(of: try Self.ownCertificate(mesh, config: config)) {
             logger.error("this node's own certificate is revoked: the others refuse it", metadata: ["reason": "\(mine)"])
         }
     }
 
-    private static func ownCertificate(_ mesh: PeerConfig.Mesh) throws -> Certificate {
+    private static func ownCertificate(_ mesh: PeerConfig.Mesh, config: PeerConfig) throws -> Certificate {
         guard let data = FileManager.default.contents(atPath: mesh.certificate),
             let certificate = try? Certificate(pemEncoded: String(decoding: data, as: UTF8.self))
-        else { throw StartupError(description: "mesh.cert \(mesh.certificate) cannot be read as a PEM certificate") }
+        else { throw StartupError(description: "\(config.path): mesh.cert \(mesh.certificate) cannot be read as a PEM certificate") }
         return certificate
     }
 
