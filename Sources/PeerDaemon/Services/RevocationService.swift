@@ -17,9 +17,26 @@ import X509
 ///   open connections cut, datagram keys dropped), and gossips the list's digest. A member that announces another
 ///   digest is sent the whole list — lists only grow, so two nodes that swap theirs end up with the same one.
 actor RevocationService: Service {
-    /// What one node sends another on the mesh connection: `{"revocations": [...]}`.
+    /// What one node sends another on the mesh connection: `{"revocations": [...]}`. An entry this peerd cannot read
+    /// (a kind a newer one adds) is left out, not the whole message.
     struct MemberMessage: Codable, Sendable {
         var revocations: [Revocation]
+
+        init(revocations: [Revocation]) { self.revocations = revocations }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            revocations = try container.decode([Stored].self, forKey: .revocations).compactMap(\.revocation)
+        }
+    }
+
+    /// An entry of `revoked.json` or of a member's list, or nil when it is not one this peerd knows (a kind a newer
+    /// peerd adds: a file it wrote still starts this one, its messages are still read).
+    struct Stored: Codable, Sendable {
+        var revocation: Revocation?
+        init(_ revocation: Revocation) { self.revocation = revocation }
+        init(from decoder: any Decoder) throws { revocation = try? Revocation(from: decoder) }
+        func encode(to encoder: any Encoder) throws { try revocation.encode(to: encoder) }
     }
 
     /// What the node holds, published for the mesh (which enforces it).
@@ -52,7 +69,7 @@ actor RevocationService: Service {
         state = StateDirectory(config.stateDirectory)
         var stored = RevocationList()
         do {
-            let (_, refused) = stored.merge(try state.read(.revocations) ?? [], ca: ca)
+            let (_, refused) = stored.merge((try state.read(.revocations) ?? []).compactMap(\.revocation), ca: ca)
             if refused > 0 {
                 logger.warning(
                     "stored revocations not signed by this cluster's CA are ignored",
@@ -95,7 +112,7 @@ actor RevocationService: Service {
         // that; the others hand it back after a restart.
         var unstored: (any Error)?
         do {
-            try state.write(next.sorted, to: .revocations)
+            try state.write(next.sorted.map(Stored.init), to: .revocations)
         } catch {
             logger.error("revocations not stored (enforced until peerd restarts)", metadata: ["error": "\(error)"])
             unstored = error
@@ -168,5 +185,5 @@ actor RevocationService: Service {
 
 extension StateDirectory.File {
     /// The certificate revocations this node holds (``RevocationService``).
-    static var revocations: StateDirectory.File<[Revocation]> { .init("revoked.json") }
+    static var revocations: StateDirectory.File<[RevocationService.Stored]> { .init("revoked.json") }
 }
