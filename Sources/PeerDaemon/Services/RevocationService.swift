@@ -96,9 +96,9 @@ actor RevocationService: Service {
         return certificate
     }
 
-    /// Takes the revocations the CA signed that this node lacks (from an operator or a member); persists them
-    /// before anything depends on them, then enforces, announces and hands them on. Says what was added and how
-    /// many were refused.
+    /// Takes the revocations the CA signed that this node lacks (from an operator or a member); persists them, then
+    /// enforces, announces and hands them on (even when they could not be persisted: then it throws after). Says
+    /// what was added and how many were refused.
     @discardableResult
     func take(_ offered: [Revocation], from: String) async throws -> (added: [Revocation], refused: Int) {
         var next = list.current
