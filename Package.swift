@@ -223,6 +223,7 @@ let package = Package(
             dependencies: [
                 "Transport", "PKI", "PeerCore", "PeerTestKit",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
