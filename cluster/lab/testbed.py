@@ -1,6 +1,6 @@
 """The single-machine test bed: Debian packages, dockerd (vfs), a registry on 127.0.0.1:5000, a second registry
 that requires a login on 127.0.0.1:5001, and the test app images (FROM scratch, from busybox-static)."""
-import http.client, os, shutil, socket, subprocess, sys, tarfile, urllib.error, urllib.request
+import base64, http.client, os, shutil, socket, subprocess, sys, tarfile, urllib.error, urllib.request
 
 from .base import CLUSTER_DIR, DOCKER_SOCK, REGISTRY, RUN_DIR, TESTAPP_REPO, die, log, wait
 
@@ -66,10 +66,14 @@ def docker_answers():
         return False
 
 
-def registry_status(address):
-    """The HTTP status of the registry's /v2/ (200 open, 401 login required), or None when nothing answers."""
+def registry_status(address, login=None):
+    """The HTTP status of the registry's /v2/ (200 open, 401 login required), or None when nothing answers.
+    `login`: (user, password) to send."""
+    request = urllib.request.Request(f"http://{address}/v2/")
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode())
     try:
-        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as r:
+        with urllib.request.urlopen(request, timeout=2) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -122,7 +126,10 @@ def auth_registry_up():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt
     if registry_status(AUTH_REGISTRY) == 401:
-        return
+        if registry_status(AUTH_REGISTRY, login=(AUTH_REGISTRY_USER, AUTH_REGISTRY_PASSWORD)) == 200:
+            return
+        die(f"{AUTH_REGISTRY} answers but refuses this test bed's login: a registry of another run (another clone's "
+            "cluster/.run) holds the port; stop it (pkill -f auth-registry.yml) and run again")
     htpasswd = os.path.join(RUN_DIR, "auth-registry.htpasswd")
     os.makedirs(RUN_DIR, exist_ok=True)
     with open(htpasswd, "w") as f:
