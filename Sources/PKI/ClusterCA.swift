@@ -79,6 +79,9 @@ public struct ClusterCA: Sendable {
         public var description: String
     }
 
+    /// How far back a certificate's validity starts before the moment it is issued (clocks a little behind).
+    static let backdating: TimeInterval = 300
+
     /// A new CA for the cluster `cluster`, valid from `now` for `validityDays`.
     public static func create(cluster: String, now: Date = Date(), validityDays: Int = 3650) throws -> ClusterCA {
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
@@ -88,7 +91,7 @@ public struct ClusterCA: Sendable {
         }
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
-            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(validityDays) * 86_400),
+            notValidBefore: now.addingTimeInterval(-Self.backdating), notValidAfter: now.addingTimeInterval(Double(validityDays) * 86_400),
             issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
@@ -162,7 +165,7 @@ public struct ClusterCA: Sendable {
         }
         let certificate = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
-            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(Double(validityDays) * 86_400),
+            notValidBefore: now.addingTimeInterval(-Self.backdating), notValidAfter: now.addingTimeInterval(Double(validityDays) * 86_400),
             issuer: self.certificate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)

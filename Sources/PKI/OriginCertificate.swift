@@ -129,9 +129,10 @@ public enum OriginCertificate {
 }
 
 /// The SHA-256 of `bytes`, lowercase hex.
-public func sha256Hex(_ bytes: some Sequence<UInt8>) -> String {
-    SHA256.hash(data: Array(bytes)).map { String(format: "%02x", $0) }.joined()
-}
+public func sha256Hex(_ bytes: some Sequence<UInt8>) -> String { lowercaseHex(SHA256.hash(data: Array(bytes))) }
+
+/// `bytes` as lowercase hex, two digits each, no separators.
+func lowercaseHex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
 extension Certificate {
     /// How peer names a certificate (``OriginCertificate/fingerprint(der:)``): an origin certificate nginx serves,

@@ -41,16 +41,13 @@ public struct Revocation: Codable, Sendable, Hashable, Comparable {
 
     /// A certificate's serial number as peer writes it: lowercase hex, no separators.
     public static func serial(of certificate: Certificate) -> String {
-        certificate.serialNumber.bytes.map { String(format: "%02x", $0) }.joined()
+        lowercaseHex(certificate.serialNumber.bytes)
     }
 
     public static func < (a: Revocation, b: Revocation) -> Bool { (a.at, a.signedText) < (b.at, b.signedText) }
 }
 
 extension ClusterCA {
-    /// How far back a certificate's validity starts before the moment it is issued (clocks a little behind).
-    static let backdating: TimeInterval = 300
-
     /// When a certificate of this CA was issued (its validity starts ``backdating`` before).
     public static func issued(_ certificate: Certificate) -> Date { certificate.notValidBefore.addingTimeInterval(backdating) }
 
@@ -121,8 +118,9 @@ public struct RevocationList: Sendable, Hashable {
 
     /// Why `certificate` is refused, or nil when no entry covers it.
     public func refusal(of certificate: Certificate) -> String? {
+        // Asked on every handshake: the oldest entry that covers it, found without sorting the list.
         guard !byText.isEmpty, let identity = PeerIdentity(certificate: certificate),
-            let entry = sorted.first(where: { $0.covers(certificate, identity: identity) })
+            let entry = byText.values.filter({ $0.covers(certificate, identity: identity) }).min()
         else { return nil }
         return "the certificate of \(identity) (serial \(Revocation.serial(of: certificate).prefix(16))) is revoked: \(entry.summary)"
     }

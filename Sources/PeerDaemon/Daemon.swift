@@ -78,15 +78,16 @@ public enum Daemon {
         }
         let control = NodeControl(config: config, engine: engine, mesh: meshView, rollouts: rollouts, origin: origin, revoking: revocations)
 
-        if let mesh = config.mesh {
+        // Both there exactly when the config has a mesh: section.
+        if let mesh = config.mesh, let revocations {
             let gateway = OperatorGateway(control: control, logger: logger)
             services.append(
                 try MeshService(
-                    config: config, mesh: mesh, clock: clock, cluster: cluster, revocations: revocations?.list ?? Published(RevocationList()),
+                    config: config, mesh: mesh, clock: clock, cluster: cluster, revocations: revocations.list,
                     announcements: announcements, leaseRequests: leaseRequests,
                     links: links, stats: stats,
                     logger: logger, operatorHandler: { connection, name in await gateway.serve(connection, operator: name) }))
-            if let revocations { services.append(revocations) }
+            services.append(revocations)
             services.append(AppAnnouncer(engine: engine, rollouts: rollouts, announcements: announcements, clock: clock, logger: logger))
             if let notices {
                 services.append(NoticeService(dispatcher: notices))

@@ -116,7 +116,7 @@ struct NodeCommand: AsyncParsableCommand {
                 throw fail("\(error)")
             }
             guard let mesh = loaded.mesh else { throw fail("\(config) has no mesh: section; peerctl init writes one") }
-            let pki = try PKIDirectory.parse(["--dir", (mesh.ca as NSString).deletingLastPathComponent])
+            let pki = try PKIDirectory.holding(mesh)
             let meshHost = meshAddress ?? address
             let derived: (config: String, member: String)
             do {
@@ -282,7 +282,7 @@ extension NodeCommand {
             guard mesh.members.contains(where: { $0.name == name }) else {
                 throw fail("\(name) is not in mesh.members of \(connection.config): \(mesh.members.map(\.name).joined(separator: ", "))")
             }
-            let pki = try PKIDirectory.parse(["--dir", (mesh.ca as NSString).deletingLastPathComponent])
+            let pki = try PKIDirectory.holding(mesh)
             try await Cert.Revoke.perform(pki: pki, connection: connection, wait: wait) { try $0.revoke(.node(name)) }
             print(
                 """
@@ -292,5 +292,12 @@ extension NodeCommand {
                     (no leader until the last one has the same list: docs/operations.md, "Removing a node")
                 """)
         }
+    }
+}
+
+extension PKIDirectory {
+    /// The folder of a mesh's CA certificate: where `peerctl init` put the CA key too.
+    static func holding(_ mesh: PeerConfig.Mesh) throws -> PKIDirectory {
+        try parse(["--dir", (mesh.ca as NSString).deletingLastPathComponent])
     }
 }

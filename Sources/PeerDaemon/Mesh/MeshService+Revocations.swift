@@ -12,9 +12,8 @@ extension MeshService {
         revocations.watch(wakeup)
         while !Task.isCancelled {
             let list = revocations.current
-            if list != tls.revocations?.list {
-                let cut = tls.revocations?.update(list) ?? []
-                for identity in cut {
+            if list != revocationGuard.list {
+                for identity in revocationGuard.update(list) {
                     logger.warning("mesh connection cut: its certificate is revoked", metadata: ["mesh.identity": "\(identity)"])
                 }
                 await dropRevokedKeys(list)

@@ -45,6 +45,8 @@ actor MeshService: Service {
     nonisolated let stats: MeshStats
     nonisolated let operatorHandler: (@Sendable (MeshConnection, String) async -> Void)?
     nonisolated let revocations: Published<RevocationList>
+    /// What the mesh's TLS enforces of them (the same guard as `tls.revocations`).
+    nonisolated let revocationGuard: RevocationGuard
 
     var node: MeshNode
     var datagrams: DatagramPeers
@@ -61,7 +63,7 @@ actor MeshService: Service {
 
     init(
         config: PeerConfig, mesh: PeerConfig.Mesh, clock: any PeerClock, cluster: Published<ClusterState>,
-        revocations: Published<RevocationList> = Published(RevocationList()),
+        revocations: Published<RevocationList>,
         announcements: Published<Announcement>, leaseRequests: Published<LeaseRequests>, links: MemberLinks, stats: MeshStats, logger: Logger,
         operatorHandler: (@Sendable (MeshConnection, String) async -> Void)? = nil
     ) throws {
@@ -76,6 +78,8 @@ actor MeshService: Service {
         self.stats = stats
         self.operatorHandler = operatorHandler
         self.revocations = revocations
+        let revocationGuard = RevocationGuard(revocations.current)
+        self.revocationGuard = revocationGuard
         self.state = StateDirectory(config.stateDirectory)
         let read = { (path: String) throws -> String in
             guard let data = FileManager.default.contents(atPath: path) else {
@@ -89,7 +93,7 @@ actor MeshService: Service {
             // Members, and operators (peerctl from a laptop or CI with an operator certificate).
             tls = try MeshTLS(
                 caPEM: try read(mesh.ca), certificatePEM: certificatePEM, keyPEM: try read(mesh.key),
-                revocations: RevocationGuard(revocations.current)
+                revocations: revocationGuard
             ) { who in
                 switch who {
                 case .node(let name): names.contains(name)
@@ -305,7 +309,7 @@ actor MeshService: Service {
     /// A verified handshake: the member's datagram key, derived again when it presents another certificate.
     private func verified(_ member: MemberID, certificate: Certificate) {
         // Revoked since its handshake (the revocation loop ran in between): no key for it.
-        guard tls.revocations?.refusal(of: certificate) == nil else { return }
+        guard revocationGuard.refusal(of: certificate) == nil else { return }
         certificates[member] = certificate
         do {
             let rotated = datagrams.knows(member.name)
