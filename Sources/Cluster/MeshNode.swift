@@ -34,6 +34,8 @@ public struct MeshNode: Sendable {
         /// Persist the configurations members last announced (a restart must not forget that a member now out of
         /// reach runs another one).
         case persistConfigurations([MemberID: String])
+        /// `relayedBy` passed on a claim of `member`'s that does not carry its signature: not taken.
+        case refused(MemberID, relayedBy: MemberID)
     }
 
     /// A configured member.
@@ -146,11 +148,27 @@ public struct MeshNode: Sendable {
         return directives
     }
 
-    /// A datagram from `from`, an authenticated member.
-    public mutating func receive(_ datagram: Datagram, from: MemberID, now: Instant) -> [Directive] {
+    /// A datagram from `from`, an authenticated member. `signed`: whether a state carries its member's own
+    /// signature over what it claims (``MemberState/proof``, checked against the certificate the member presented).
+    ///
+    /// Members speak only for themselves: what a member says beyond its liveness (its app, deploys, rollout intent
+    /// and report, origin certificate) is taken from that member first-hand, or relayed with its signature. A
+    /// relayed state whose claim this node cannot check — a forgery, a member whose certificate this node has not
+    /// seen yet, a relay through a peerd from before signatures — is taken only when it claims the same as this
+    /// node already holds (a suspicion, a death, a refutation: liveness is anyone's to report, as in SWIM).
+    public mutating func receive(
+        _ datagram: Datagram, from: MemberID, now: Instant, signed: (ClusterState.Member) -> Bool
+    ) -> [Directive] {
         var directives: [Directive] = []
         switch datagram {
-        case .swim(let envelope):
+        case .swim(var envelope):
+            envelope.gossip = envelope.gossip.filter { update in
+                guard update.id != from, update.id != me, let held = swim.state(of: update.id), update.supersedes(held),
+                    update.app.differs(from: held.app), !signed(update)
+                else { return true }
+                directives.append(.refused(update.id, relayedBy: from))
+                return false
+            }
             absorb(swim.receive(envelope, from: from, now: now), into: &directives)
             compareConfigurations(now: now, into: &directives)
         case .lease(let message): absorb(lease.receive(message, from: from, now: now), into: &directives)

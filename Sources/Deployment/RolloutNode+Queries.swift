@@ -19,12 +19,29 @@ extension RolloutNode {
     /// The members seen alive, this node included.
     public func alive(_ members: [Member]) -> Set<String> { Set(members.filter(\.alive).map(\.name)).union([me]) }
 
-    /// Every intent this node knows: its own and each member's.
-    public func known(_ members: [Member]) -> [RolloutIntent] { [intent].compactMap { $0 } + members.compactMap(\.intent) }
+    /// Every intent this node knows with authority: its own and those the members gossip that it would take
+    /// (``authoritative(in:leader:)``).
+    public func known(_ members: [Member], leader: String?) -> [RolloutIntent] {
+        [intent].compactMap { $0 } + Self.authoritative(in: members, leader: leader)
+    }
 
-    /// The newest intent any member gossips.
-    public static func newest(in members: [Member]) -> RolloutIntent? {
-        members.compactMap(\.intent).filter { Counter.isPlausible($0.term ?? 0) && Counter.isPlausible($0.seq) }.max { $1.isNewer(than: $0) }
+    /// The intents the members gossip that have authority: what `leader` gossips (intents are made, re-stamped
+    /// under a renewed term and cancelled by the leader only), and any copy that a majority of its nodes hold as it
+    /// is (a node that missed it while it ran — the leader that made it gone since — catches up). Any other
+    /// member's copy, a new intent or a changed one (another image, a cancellation), is not taken from it: a member
+    /// cannot deploy or stop a deploy on its own. (Each member's gossip is its own, signed: see `MeshNode`.)
+    public static func authoritative(in members: [Member], leader: String?) -> [RolloutIntent] {
+        members.compactMap { member in
+            guard let intent = member.intent, Counter.isPlausible(intent.term ?? 0), Counter.isPlausible(intent.seq) else { return nil }
+            if member.name == leader { return intent }
+            let holders = Set(members.filter { $0.intent == intent && intent.order.contains($0.name) }.map(\.name))
+            return holders.count >= intent.majority ? intent : nil
+        }
+    }
+
+    /// The newest of them.
+    public static func newest(in members: [Member], leader: String?) -> RolloutIntent? {
+        authoritative(in: members, leader: leader).max { $1.isNewer(than: $0) }
     }
 
     static func isReplicated(_ intent: RolloutIntent, _ reports: [String: RolloutReport]) -> Bool {

@@ -56,13 +56,17 @@ public struct RolloutNode: Sendable {
         public var now: Instant
         /// This node's leadership, while it leads.
         public var leading: Leadership?
+        /// The leader this node knows (itself, or the member it granted its lease to), if any: the only member a
+        /// new intent is taken from (``RolloutNode/newest(in:leader:)``).
+        public var leader: String?
 
-        public init(members: [Member], term: UInt64, settled: Bool, now: Instant, leading: Leadership? = nil) {
+        public init(members: [Member], term: UInt64, settled: Bool, now: Instant, leading: Leadership? = nil, leader: String? = nil) {
             self.members = members
             self.term = term
             self.settled = settled
             self.now = now
             self.leading = leading
+            self.leader = leader
         }
     }
 
@@ -202,7 +206,7 @@ public struct RolloutNode: Sendable {
     public mutating func step(_ view: View) -> [Directive] {
         var directives: [Directive] = []
         let now = view.now
-        if let newer = Self.newest(in: view.members), newer.isNewer(than: intent) {
+        if let newer = Self.newest(in: view.members, leader: view.leader), newer.isNewer(than: intent) {
             if newer.id == intent?.id {
                 intent = newer  // a cancellation of ours: the report stands
                 directives += persistAndAnnounce()

@@ -41,10 +41,15 @@ public struct MemberState<App: SWIMPayload>: Sendable, Hashable, Codable {
     /// For a suspicion: who raised it. Lifeguard counts independent suspicions to shorten the timeout, so the
     /// originator has to travel with the gossip.
     public var suspectedBy: MemberID?
+    /// The member's own signature over its claim at this incarnation (its id, incarnation and app), so that a
+    /// member relaying it cannot change what it says: the protocol carries it and never reads it; the shell signs
+    /// this node's state on the way out and checks the others' where it takes them (``MeshNode``). nil from a
+    /// member that does not sign (a peerd before it), and for a state never heard first-hand.
+    public var proof: String?
 
     public init(
         id: MemberID, address: String, incarnation: UInt64 = 0, status: MemberStatus = .alive, app: App = .none,
-        suspectedBy: MemberID? = nil
+        suspectedBy: MemberID? = nil, proof: String? = nil
     ) {
         self.id = id
         self.address = address
@@ -52,6 +57,7 @@ public struct MemberState<App: SWIMPayload>: Sendable, Hashable, Codable {
         self.status = status
         self.app = app
         self.suspectedBy = suspectedBy
+        self.proof = proof
     }
 
     /// SWIM's precedence: a higher incarnation wins; at the same incarnation dead > suspect > alive.

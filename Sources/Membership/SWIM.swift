@@ -318,6 +318,8 @@ public struct SWIM<App: SWIMPayload>: Sendable {
         if update.supersedes(current) {
             var next = update
             next.address = current.address  // addresses come from the config, not from gossip
+            // A relay that does not carry signatures (a peerd before them) keeps the one this node holds.
+            if next.proof == nil, next.incarnation == current.incarnation { next.proof = current.proof }
             if next.status != .suspect { next.suspectedBy = nil }
             members[update.id] = next
             switch next.status {

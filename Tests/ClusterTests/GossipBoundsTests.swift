@@ -69,7 +69,8 @@ import Testing
         var forged = MemberState<AppStatus>(id: Self.ids[2], address: "n3:7946", incarnation: 50, status: .alive, app: Self.hugeStatus())
         forged.app.rolloutReport?.reason = Self.megabyte
         envelope.gossip.append(forged)
-        _ = n2.receive(.swim(envelope), from: Self.ids[0], now: now)
+        // Signed by n3, as far as n2 can tell: the bounds apply to what is taken.
+        _ = n2.receive(.swim(envelope), from: Self.ids[0], now: now) { _ in true }
         let taken = try #require(n2.state.members.first { $0.id == Self.ids[2] })
         #expect(taken.incarnation == 50)
         #expect(taken.app.rolloutReport?.reason?.utf8.count ?? .max <= AppStatus.maximumText)
@@ -100,7 +101,7 @@ import Testing
             now = now + .milliseconds(50)
             datagrams = witness.tick(now: now)
         }
-        for case .send(let datagram, let to) in datagrams where to == MemberID("n1") { _ = n1.receive(datagram, from: MemberID("w"), now: now) }
+        for case .send(let datagram, let to) in datagrams where to == MemberID("n1") { _ = n1.receive(datagram, from: MemberID("w"), now: now) { _ in true } }
         let seen = try #require(n1.state.member(MemberID("w")))
         #expect(seen.status == .alive)
         #expect(seen.app.rollout == nil && seen.app.address == nil && seen.app.origin == nil && seen.app.image == nil)
@@ -119,7 +120,7 @@ import Testing
         relayed.app.configuration = nil
         let envelope = MeshNode.Swim.Envelope(
             sender: MemberState(id: Self.ids[1], address: "n2:7946", incarnation: 1, status: .alive), message: .ping(seq: 1), gossip: [relayed])
-        _ = n1.receive(.swim(envelope), from: Self.ids[1], now: .zero + .milliseconds(10))
+        _ = n1.receive(.swim(envelope), from: Self.ids[1], now: .zero + .milliseconds(10)) { _ in true }
         #expect(n1.state.member(Self.ids[0])?.incarnation == mine.incarnation, "a stripped copy of its own state was refuted")
         // A copy that really differs (another image under the same incarnation: a previous life) still is.
         var previousLife = mine
@@ -127,7 +128,7 @@ import Testing
         let second = MeshNode.Swim.Envelope(
             sender: MemberState(id: Self.ids[1], address: "n2:7946", incarnation: 1, status: .alive), message: .ping(seq: 2),
             gossip: [previousLife])
-        _ = n1.receive(.swim(second), from: Self.ids[1], now: .zero + .milliseconds(20))
+        _ = n1.receive(.swim(second), from: Self.ids[1], now: .zero + .milliseconds(20)) { _ in true }
         #expect((n1.state.member(Self.ids[0])?.incarnation ?? 0) > mine.incarnation)
     }
 

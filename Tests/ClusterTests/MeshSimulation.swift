@@ -75,6 +75,19 @@ struct MeshSimulation {
     var knownConfigurations: [MemberID: [MemberID: String]] = [:]
     /// When set, the datagrams the nodes send are kept here (the first 5,000): samples for the fuzzer.
     var sent: [MeshNode.Datagram]?
+    /// What a member signed about itself: as the shell does, a node signs each state of its own it sends (its id,
+    /// incarnation and app). A signature checks out where the receiver knows the member's certificate: it
+    /// exchanged datagrams with it this run (a verified handshake comes before any).
+    struct Claim: Hashable {
+        var id: MemberID
+        var incarnation: UInt64
+        var app: AppStatus
+        init(_ state: ClusterState.Member) { (id, incarnation, app) = (state.id, state.incarnation, state.app) }
+    }
+    var signed: Set<Claim> = []
+    var certificates: [MemberID: Set<MemberID>] = [:]
+    /// Forged claims sent (``forge(by:about:)``): none may be taken.
+    var forged: Set<Claim> = []
 
     init(
         size: Int, witness: Bool, seed: UInt64, swim: SWIMSettings = .lan, lease: LeaseSettings = .standard, dns: DNSWorld? = nil,
@@ -115,6 +128,7 @@ struct MeshSimulation {
     mutating func start(_ id: MemberID) {
         network.newEpoch(id)
         refusing.remove(id)
+        certificates[id] = []
         let list = memberLists[id] ?? ids
         let members = list.map { MeshNode.Member(id: $0, address: "\($0.name):7946", appNode: $0 != witness) }
         var mesh = MeshNode(
@@ -159,6 +173,22 @@ struct MeshSimulation {
             if nodes[id]!.mesh.lease.validTerm(now: local(id)) != nil { frozenLeader[id] = Instant(nanoseconds: .max) }
             raw[id]!.freeze(at: now)
             slewed[id]!.freeze(at: now)
+        }
+    }
+
+    /// A member that lies: it gossips to every other member that `about` serves another image, under a higher
+    /// incarnation, and says nothing of its own but the truth. Nothing it says of `about` may be taken.
+    mutating func forge(by id: MemberID, about: MemberID) {
+        guard let liar = nodes[id], id != about, let held = liar.mesh.swim.state(of: about) else { return }
+        var claim = held
+        claim.incarnation += 1
+        claim.status = .alive
+        claim.app.image = "forged:\(forged.count)"
+        claim.app.healthy = false
+        forged.insert(Claim(claim))
+        let envelope = MeshNode.Swim.Envelope(sender: liar.mesh.swim.me, message: .ping(seq: .max), gossip: [claim])
+        for other in ids where other != id {
+            network.send(.datagram(.swim(envelope)), from: id, to: other, now: now, rng: &rng)
         }
     }
 
@@ -227,7 +257,12 @@ struct MeshSimulation {
         let local = local(delivery.to)
         let directives: [MeshNode.Directive]
         switch delivery.message {
-        case .datagram(let datagram): directives = nodes[delivery.to]!.mesh.receive(datagram, from: delivery.from, now: local)
+        case .datagram(let datagram):
+            certificates[delivery.to, default: []].insert(delivery.from)
+            let (known, signed) = (certificates[delivery.to]!, signed)
+            directives = nodes[delivery.to]!.mesh.receive(datagram, from: delivery.from, now: local) { state in
+                known.contains(state.id) && signed.contains(Claim(state))
+            }
         case .connectionLost: directives = nodes[delivery.to]!.mesh.connectionLost(to: delivery.from, now: local)
         }
         carryOut(directives, from: delivery.to)
@@ -260,6 +295,10 @@ struct MeshSimulation {
                 persisted[id] = term
             case .send(let datagram, let to):
                 if sent != nil, sent!.count < 5_000 { sent!.append(datagram) }
+                certificates[id, default: []].insert(to)
+                if case .swim(let envelope) = datagram {
+                    for state in [envelope.sender] + envelope.gossip where state.id == id { signed.insert(Claim(state)) }
+                }
                 if refusing.contains(to) {
                     // A dial to a killed process is refused: the sender's transport reports it.
                     network.notify(.connectionLost, from: to, to: id, at: now + .milliseconds(1))
@@ -275,7 +314,7 @@ struct MeshSimulation {
                 if id == witness { violations.append("the witness \(id) became leader") }
             case .publish(let state):
                 nodes[id]?.published = state
-            case .configurationMismatch:
+            case .configurationMismatch, .refused:
                 break
             case .persistConfigurations(let known):
                 knownConfigurations[id] = known
@@ -312,6 +351,10 @@ struct MeshSimulation {
             if deep, node.published.members.map(\.status) != view.map(\.status) || node.published.members.map(\.app) != view.map(\.app) {
                 violations.append("at \(now): \(id) published members whose status or app differ from its view")
             }
+            // Members speak only for themselves: what it holds of another is what that member said.
+            if deep, let taken = view.first(where: { forged.contains(Claim($0)) }) {
+                violations.append("at \(now): \(id) took a forged claim of \(taken.id): \(taken.app.image ?? "-")")
+            }
         }
         if leaders.count > 1 { violations.append("at \(now): two leaders on the published state: \(leaders)") }
     }
@@ -325,6 +368,10 @@ struct MeshSimulation {
             for member in state.members {
                 let expected: MemberStatus = up.contains(member.id) ? .alive : .dead
                 if member.status != expected { return (false, "\(id) sees \(member.id) \(member.status)") }
+                // What each says of itself reached everyone (first-hand, or relayed with its signature).
+                if let owner = nodes[member.id], nodes[id]!.mesh.swim.state(of: member.id)?.app != owner.mesh.swim.me.app {
+                    return (false, "\(id) holds another app status of \(member.id) than the one it announces")
+                }
             }
             guard let known = state.lease.knownLeader(now: local(id)) else { return (false, "\(id) knows no leader") }
             if let leader, leader != known.id { return (false, "\(id) follows \(known.id), others \(leader)") }

@@ -24,7 +24,7 @@ import Testing
             sim.run(for: .seconds(6))
             for _ in 0..<Int.random(in: 1...5, using: &rng) {
                 let id = sim.ids.randomElement(using: &rng)!
-                switch Int.random(in: 0..<7, using: &rng) {
+                switch Int.random(in: 0..<8, using: &rng) {
                 case 0: if sim.nodes[id] != nil { sim.crash(id, loud: true) }
                 case 1: if sim.nodes[id] != nil { sim.crash(id, loud: false) }
                 case 2: if sim.nodes[id] == nil { sim.start(id) }
@@ -33,6 +33,7 @@ import Testing
                     let side = Set(sim.ids.filter { _ in Bool.random(using: &rng) })
                     sim.network.partition(side, Set(sim.ids).subtracting(side))
                 case 5: sim.announce(id, healthy: Bool.random(using: &rng))
+                case 6: sim.forge(by: id, about: sim.ids.randomElement(using: &rng)!)
                 default: sim.network.cut = []
                 }
                 sim.run(for: .milliseconds(Int64.random(in: 100...4000, using: &rng)))

@@ -16,8 +16,9 @@ import Testing
             name: name, alive: alive, intent: intent, report: phase.flatMap { p in intent.map { RolloutReport(intent: $0.id, phase: p) } })
     }
 
-    static func view(_ members: [RolloutNode.Member], term: UInt64 = 1, at offset: Int64 = 0) -> RolloutNode.View {
-        RolloutNode.View(members: members, term: term, settled: true, now: at + .milliseconds(offset))
+    /// As n2 or n3 sees it (n1 leads, as these tests' leader) or as n1 does.
+    static func view(_ members: [RolloutNode.Member], term: UInt64 = 1, at offset: Int64 = 0, leader: String? = "n1") -> RolloutNode.View {
+        RolloutNode.View(members: members, term: term, settled: true, now: at + .milliseconds(offset), leader: leader)
     }
 
     /// The leader's node with a proposed intent, and the intent.
@@ -168,6 +169,41 @@ import Testing
         #expect(RolloutNode.restart(me: "n1", persisted: swapping, serving: "app:1").0.report?.phase == .waiting)
         swapping.report?.phase = .rollingBack
         #expect(RolloutNode.restart(me: "n1", persisted: swapping, serving: "app:1").0.report?.phase == .rolledBack)
+    }
+
+    /// Intents are the leader's: a member that gossips a new intent of its own (any image, cluster-wide), or a
+    /// cancellation of the running one, is not followed; the leader is, and so is a copy a majority of the intent's
+    /// nodes hold (a node catching up after the leader that made it is gone). Mutation: every member's copy taken
+    /// (`RolloutNode.authoritative` without the leader and majority checks) — caught by each refusal below.
+    @Test func onlyTheLeaderOrAMajorityIsFollowed() throws {
+        let (_, intent) = try Self.leader()
+        var rogue = intent
+        rogue.id = "r-evil"
+        rogue.image = "evil:1"
+        rogue.seq = 50
+        rogue.term = 9
+        // n3 makes its own intent: n2 (whose leader is n1) does not take it.
+        var n2 = RolloutNode(me: "n2")
+        _ = n2.step(Self.view([Self.member("n1", nil, nil), Self.member("n2", nil, nil), Self.member("n3", rogue, .waiting)], term: 1))
+        #expect(n2.intent == nil)
+        // The leader's is taken.
+        _ = n2.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", rogue, .waiting)]))
+        #expect(n2.intent == intent)
+        // n3 cancels it on its own: not taken; the leader's cancellation is.
+        var cancelled = intent
+        cancelled.cancelled = "n3 says so"
+        let held = [Self.member("n2", intent, .waiting)]
+        _ = n2.step(Self.view([Self.member("n1", intent, .waiting)] + held + [Self.member("n3", cancelled, .waiting)]))
+        #expect(n2.intent == intent)
+        _ = n2.step(Self.view([Self.member("n1", cancelled, .waiting)] + held + [Self.member("n3", intent, .waiting)]))
+        #expect(n2.intent?.cancelled == "n3 says so")
+        // No leader known (it died): a copy that two of the three nodes hold is taken by the third, one that only
+        // one node holds is not.
+        var n3 = RolloutNode(me: "n3")
+        _ = n3.step(Self.view([Self.member("n1", nil, nil), Self.member("n2", intent, .waiting), Self.member("n3", nil, nil)], leader: nil))
+        #expect(n3.intent == nil)
+        _ = n3.step(Self.view([Self.member("n1", intent, .done), Self.member("n2", intent, .waiting), Self.member("n3", nil, nil)], leader: nil))
+        #expect(n3.intent == intent)
     }
 
     @Test func aCancelledIntentSendsTheNodesItReachedBack() throws {

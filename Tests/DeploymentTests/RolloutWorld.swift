@@ -211,7 +211,9 @@ struct RolloutWorld {
             let alive = heard.map { now - $0.at < .seconds(2) } == true && (node.suspectedUntil[other].map { now >= $0 } ?? true)
             return RolloutNode.Member(name: other, alive: alive, intent: heard?.gossip.intent, report: heard?.gossip.report)
         }
-        return RolloutNode.View(members: members, term: node.term, settled: now - node.startedAt >= .seconds(2), now: now)
+        // The leader it knows: the lease holder it reaches (a voter knows whom it granted its lease to).
+        let leader = lease.flatMap { now < $0.until && ($0.holder == name || connected(name, $0.holder)) ? $0.holder : nil }
+        return RolloutNode.View(members: members, term: node.term, settled: now - node.startedAt >= .seconds(2), now: now, leader: leader)
     }
 
     mutating func carryOut(_ name: String, _ directives: [RolloutNode.Directive]) {
@@ -357,10 +359,11 @@ struct RolloutWorld {
             guard isRunning(client.via) else { continue }
             let view = view(of: client.via)
             let node = nodes[client.via]!
-            let known = node.rollout.known(view.members).filter { $0.id == client.id }
+            let known = node.rollout.known(view.members, leader: view.leader).filter { $0.id == client.id }
             guard let intent = known.max(by: { $1.isNewer(than: $0) }) else {
-                // Replaced by a newer one before this node saw it end: peerctl fails rather than guess.
-                if node.rollout.intent != nil { clients[index].result = false }
+                // Replaced by a newer one before this node saw it end (no member gossips it any more): peerctl fails
+                // rather than guess. Gossiped only by members this node does not take it from yet: it waits.
+                if node.rollout.intent != nil, !view.members.contains(where: { $0.intent?.id == client.id }) { clients[index].result = false }
                 continue
             }
             switch Rollout.outcome(intent: intent, reports: node.rollout.reports(view.members), alive: node.rollout.alive(view.members)) {

@@ -35,7 +35,11 @@ extension MeshService {
             logger.trace("datagram dropped", metadata: ["mesh.remote": "\(datagram.remoteAddress)", "reason": "\(error)"])
             return
         }
-        await carryOut(node.receive(message, from: from, now: clock.now()))
+        let certificates = self.certificates
+        await carryOut(
+            node.receive(message, from: from, now: clock.now()) { state in
+                certificates[state.id].map { MemberProof.verifies(state.proof, of: Self.claim(state), by: $0) } ?? false
+            })
         let measured = node.swim.measurements
         stats.measured(lastSeen: measured.lastSeen, rtt: measured.rtt)
         deadlinesMayHaveMoved()
@@ -68,6 +72,11 @@ extension MeshService {
                 cluster.publish(state)
             case .persistConfigurations(let known):
                 remember { $0.configurations = Dictionary(uniqueKeysWithValues: known.map { ($0.key.name, $0.value) }) }
+            case .refused(let member, let relay):
+                stats.count { $0.claimsRefused += 1 }
+                logger.debug(
+                    "a member relayed another's state without its signature: not taken",
+                    metadata: ["mesh.member": "\(member)", "mesh.relay": "\(relay)"])
             case .configurationMismatch(let others):
                 if others.isEmpty {
                     logger.info("every member runs this node's configuration again: leader elections resume")
@@ -83,8 +92,27 @@ extension MeshService {
         }
     }
 
+    /// What a member's proof covers: its id, incarnation and app status.
+    static func claim(_ state: ClusterState.Member) -> Data {
+        MemberProof.claim(id: state.id.name, incarnation: state.incarnation, app: state.app)
+    }
+
+    /// `message` with this node's signature on every copy of its own state it carries (the protocol does not sign:
+    /// the shell holds the key).
+    func signed(_ message: MeshNode.Datagram) -> MeshNode.Datagram {
+        guard case .swim(var envelope) = message else { return message }
+        func sign(_ state: inout ClusterState.Member) {
+            guard state.id == me else { return }
+            state.proof = proofs.proof(of: Self.claim(state))
+        }
+        sign(&envelope.sender)
+        for index in envelope.gossip.indices { sign(&envelope.gossip[index]) }
+        return .swim(envelope)
+    }
+
     func send(_ message: MeshNode.Datagram, to: MemberID) async {
         guard let address = addresses[to], let outbound else { return }
+        let message = signed(message)
         do {
             guard let sealed = try datagrams.seal(try encoder.encode(message), to: to.name) else { return }
             guard sealed.readableBytes <= SealedDatagram.maximumSize else {

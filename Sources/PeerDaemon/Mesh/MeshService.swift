@@ -50,6 +50,8 @@ actor MeshService: Service {
 
     var node: MeshNode
     var datagrams: DatagramPeers
+    /// Signs what this node says about itself, once per incarnation (``PKI/MemberProof``).
+    var proofs: MemberProof
     /// The certificate each member presented in its last verified handshake (its datagram key's).
     var certificates: [MemberID: Certificate] = [:]
     /// What mesh-peers.json holds.
@@ -89,10 +91,11 @@ actor MeshService: Service {
         }
         let names = Set(mesh.members.map(\.name))
         let certificatePEM = try read(mesh.certificate)
+        let keyPEM = try read(mesh.key)
         do {
             // Members, and operators (peerctl from a laptop or CI with an operator certificate).
             tls = try MeshTLS(
-                caPEM: try read(mesh.ca), certificatePEM: certificatePEM, keyPEM: try read(mesh.key),
+                caPEM: try read(mesh.ca), certificatePEM: certificatePEM, keyPEM: keyPEM,
                 revocations: revocationGuard
             ) { who in
                 switch who {
@@ -101,6 +104,7 @@ actor MeshService: Service {
                 }
             }
             certificate = try Certificate(pemEncoded: certificatePEM)
+            proofs = try MemberProof(keyPEM: keyPEM)
         } catch {
             throw StartupError(description: "\(config.path): mesh: \(error)")
         }

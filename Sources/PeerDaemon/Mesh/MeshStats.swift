@@ -15,6 +15,8 @@ final class MeshStats: Sendable {
         var datagramsDropped = 0
         /// Of those, the ones that authenticated but were taken before (replayed, or duplicated on the way).
         var datagramsReplayed = 0
+        /// Members' states relayed by another member without their own signature over what they claim.
+        var claimsRefused = 0
     }
 
     struct Measured: Sendable {

@@ -45,7 +45,7 @@ extension RolloutService {
             }
             guard let answer = await forward(request, to: leader.id) else {
                 // Its answer may have been lost after it took the request: then the intent is in the gossip.
-                if let taken = node.known(view().members).first(where: { $0.id == request.ref }) {
+                if let taken = node.known(view().members, leader: leader.id.name).first(where: { $0.id == request.ref }) {
                     return Accepted(id: taken.id, image: taken.image, holders: 0, nodes: taken.order.count)
                 }
                 logger.warning(

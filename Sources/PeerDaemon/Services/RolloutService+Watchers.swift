@@ -21,8 +21,9 @@ extension RolloutService {
     /// intent was replaced by a newer one hears that.
     func notifyWatchers() {
         guard !watchers.isEmpty else { return }
-        let members = view().members
-        let known = node.known(members)
+        let view = view()
+        let members = view.members
+        let known = node.known(members, leader: view.leader)
         let reports = node.reports(members)
         let alive = node.alive(members)
         let now = clock.now()
@@ -48,7 +49,7 @@ extension RolloutService {
             var end: RolloutEvent?
             switch Rollout.outcome(intent: intent, reports: reports, alive: alive) {
             case .running:
-                if let newer = RolloutNode.newest(in: members), newer.isNewer(than: intent), newer.id != intent.id, node.intent?.id == newer.id {
+                if let newer = RolloutNode.newest(in: members, leader: view.leader), newer.isNewer(than: intent), newer.id != intent.id, node.intent?.id == newer.id {
                     end = .finished(id: intent.id, image: intent.image, succeeded: false, reason: "replaced by rollout \(newer.id) of \(newer.image)")
                 }
             case .succeeded: end = .finished(id: intent.id, image: intent.image, succeeded: true, reason: nil)

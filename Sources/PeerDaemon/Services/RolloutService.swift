@@ -127,7 +127,8 @@ public actor RolloutService: Service {
         defer { cluster.unwatch(changes) }
         let patience = clock.now() + .seconds(5)
         while true {
-            if let intent = node.known(view().members).first(where: { $0.id == target }) {
+            let view = view()
+            if let intent = node.known(view.members, leader: view.leader).first(where: { $0.id == target }) {
                 return watch(target, first: .following(id: intent.id, image: intent.image))
             }
             guard clock.now() < patience else {
@@ -270,7 +271,7 @@ public actor RolloutService: Service {
             term: max(lease.promised, lease.holding?.term ?? 0, lease.grant?.term ?? 0), settled: current.settled(now: now), now: now,
             leading: current.fence(now: now).map { fence in
                 RolloutNode.Leadership(term: fence.term, since: lease.holding.map { min($0.since, fence.term) } ?? fence.term)
-            })
+            }, leader: lease.knownLeader(now: now)?.id.name)
     }
 
     public func current() -> (intent: RolloutIntent?, report: RolloutReport?) { (node.intent, node.report) }

@@ -1,0 +1,80 @@
+import Cluster
+import Deployment
+import Membership
+import PeerCore
+import Testing
+
+/// Members speak only for themselves: a member relaying another's state cannot change what that one says (its
+/// app, image, rollout intent, origin certificate) unless the owner signed it; liveness stays anyone's to report.
+/// Mutation: the check in `MeshNode.receive` off (every relayed claim taken) — caught here and by the
+/// simulation's forging member (`MeshSimulationTests`, "took a forged claim").
+@Suite struct MemberClaimsTests {
+    static let ids = ["n1", "n2", "n3"].map(MemberID.init)
+
+    static func node(_ id: MemberID) -> MeshNode {
+        MeshNode(
+            me: id, members: ids.map { MeshNode.Member(id: $0, address: "\($0.name):7946", appNode: true) }, swim: .lan, lease: .profile("lan"),
+            promised: 0, seed: 11, now: .zero)
+    }
+
+    /// n1 holding n3 first-hand: healthy on app:1 at incarnation 2.
+    static func n1KnowingN3() -> (MeshNode, ClusterState.Member) {
+        var n1 = node(ids[0])
+        let n3 = MemberState(id: ids[2], address: "n3:7946", incarnation: 2, status: .alive, app: AppStatus(healthy: true, image: "app:1"))
+        let envelope = MeshNode.Swim.Envelope(sender: n3, message: .ping(seq: 1), gossip: [])
+        _ = n1.receive(.swim(envelope), from: ids[2], now: .zero + .milliseconds(5)) { _ in false }
+        return (n1, n3)
+    }
+
+    /// n2 passes `claims` about n3 to n1.
+    static func relay(_ claims: [ClusterState.Member], to n1: inout MeshNode, seq: UInt64, signed: (ClusterState.Member) -> Bool)
+        -> [MeshNode.Directive]
+    {
+        let sender = MemberState<AppStatus>(id: ids[1], address: "n2:7946", incarnation: 1, status: .alive)
+        let envelope = MeshNode.Swim.Envelope(sender: sender, message: .ping(seq: seq), gossip: claims)
+        return n1.receive(.swim(envelope), from: ids[1], now: .zero + .milliseconds(10 + Int64(seq)), signed: signed)
+    }
+
+    @Test func aRelayedClaimIsTakenOnlyWithItsOwnersSignature() throws {
+        var (n1, n3) = Self.n1KnowingN3()
+        #expect(n1.state.member(Self.ids[2])?.app.image == "app:1", "first-hand, no signature needed")
+
+        // n2 says n3 went unhealthy on another image and joined a rollout: not signed by n3, not taken.
+        var forged = n3
+        forged.incarnation = 3
+        forged.app = AppStatus(healthy: false, image: "evil:1")
+        forged.app.rollout = RolloutIntent(
+            id: "r-evil", seq: 9, kind: .deploy, image: "evil:1", previousImage: nil, order: ["n1", "n2", "n3"], requestedBy: "n2",
+            settleMs: 0, nodeTimeoutMs: 1_000)
+        let refused = Self.relay([forged], to: &n1, seq: 2) { _ in false }
+        #expect(refused.contains(.refused(Self.ids[2], relayedBy: Self.ids[1])))
+        let held = try #require(n1.state.member(Self.ids[2]))
+        #expect(held.app.image == "app:1" && held.app.healthy == true && held.app.rollout == nil && held.incarnation == 2)
+
+        // Liveness is anyone's: a suspicion of n3, with what n3 said, is taken without a signature.
+        var suspicion = n3
+        suspicion.status = .suspect
+        suspicion.suspectedBy = Self.ids[1]
+        let taken = Self.relay([suspicion], to: &n1, seq: 3) { _ in false }
+        #expect(!taken.contains { if case .refused = $0 { true } else { false } })
+        #expect(n1.state.member(Self.ids[2])?.status == .suspect)
+
+        // The same change signed by n3 (relayed after n3 announced it) is taken.
+        let signed = forged
+        _ = Self.relay([signed], to: &n1, seq: 4) { $0 == signed }
+        #expect(n1.state.member(Self.ids[2])?.app.image == "evil:1")
+        #expect(n1.state.member(Self.ids[2])?.incarnation == 3)
+    }
+
+    @Test func aMemberCannotRewriteAnotherWhileClaimingToBeIt() throws {
+        var (n1, n3) = Self.n1KnowingN3()
+        // n2 puts n3's forged state as its own sender: the envelope names another than the authenticated peer.
+        var forged = n3
+        forged.incarnation = 5
+        forged.app.image = "evil:2"
+        let envelope = MeshNode.Swim.Envelope(sender: forged, message: .ping(seq: 7), gossip: [])
+        _ = n1.receive(.swim(envelope), from: Self.ids[1], now: .zero + .milliseconds(30)) { _ in false }
+        #expect(n1.state.member(Self.ids[2])?.app.image == "app:1")
+        #expect(n1.state.member(Self.ids[2])?.incarnation == 2)
+    }
+}
