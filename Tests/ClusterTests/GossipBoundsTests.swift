@@ -101,7 +101,9 @@ import Testing
             now = now + .milliseconds(50)
             datagrams = witness.tick(now: now)
         }
-        for case .send(let datagram, let to) in datagrams where to == MemberID("n1") { _ = n1.receive(datagram, from: MemberID("w"), now: now) { _ in true } }
+        for case .send(let datagram, let to) in datagrams where to == MemberID("n1") {
+            _ = n1.receive(datagram, from: MemberID("w"), now: now) { _ in true }
+        }
         let seen = try #require(n1.state.member(MemberID("w")))
         #expect(seen.status == .alive)
         #expect(seen.app.rollout == nil && seen.app.address == nil && seen.app.origin == nil && seen.app.image == nil)

@@ -27,7 +27,9 @@ import Testing
     }
 
     /// n2 passes `claims` about n3 to n1.
-    static func relay(_ claims: [ClusterState.Member], to n1: inout MeshNode, seq: UInt64, signed: (ClusterState.Member) -> Bool)
+    static func relay(
+        _ claims: [ClusterState.Member], to n1: inout MeshNode, seq: UInt64, signed: (ClusterState.Member) -> Bool
+    )
         -> [MeshNode.Directive]
     {
         let sender = MemberState<AppStatus>(id: ids[1], address: "n2:7946", incarnation: 1, status: .alive)

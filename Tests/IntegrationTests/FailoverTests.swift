@@ -178,6 +178,10 @@ import Testing
                 #expect((metrics.value("peer_lease_term") ?? 0) >= 1)
                 #expect(metrics.value("peer_deploys_total", ["result": "succeeded"]) == 2, "v1 and v2 on \(node.name)")
                 #expect((metrics.value("peer_mesh_datagrams_received_total") ?? 0) > 0)
+                // Every member's state relayed by another carried its owner's signature, and it checked out.
+                for reason in ["bad_signature", "no_signature"] {
+                    #expect(metrics.value("peer_mesh_claims_refused_total", ["reason": reason]) == 0, "\(node.name): \(reason)")
+                }
                 leaders += metrics.value("peer_leader") ?? 0
                 dnsCalls += metrics.value("peer_dns_api_calls_total", ["result": "ok"]) ?? 0
             }

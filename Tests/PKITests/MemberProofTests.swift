@@ -22,9 +22,10 @@ import Testing
         #expect(MemberProof.verifies(proof, of: claim, by: n3.certificate))
         // Another member's certificate, another incarnation, another app, another member's name: no.
         #expect(!MemberProof.verifies(proof, of: claim, by: n2.certificate))
-        #expect(!MemberProof.verifies(proof, of: MemberProof.claim(id: "n3", incarnation: 5, app: App(healthy: true, image: "app:2")), by: n3.certificate))
-        #expect(!MemberProof.verifies(proof, of: MemberProof.claim(id: "n3", incarnation: 4, app: App(healthy: false, image: "app:2")), by: n3.certificate))
-        #expect(!MemberProof.verifies(proof, of: MemberProof.claim(id: "n2", incarnation: 4, app: App(healthy: true, image: "app:2")), by: n3.certificate))
+        for (id, incarnation, healthy) in [("n3", UInt64(5), true), ("n3", 4, false), ("n2", 4, true)] {
+            let other = MemberProof.claim(id: id, incarnation: incarnation, app: App(healthy: healthy, image: "app:2"))
+            #expect(!MemberProof.verifies(proof, of: other, by: n3.certificate))
+        }
         // No proof, garbage, a huge string: no, without a crash.
         #expect(!MemberProof.verifies(nil, of: claim, by: n3.certificate))
         #expect(!MemberProof.verifies("not base64 at all", of: claim, by: n3.certificate))

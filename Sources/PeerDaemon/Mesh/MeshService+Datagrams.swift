@@ -36,10 +36,24 @@ extension MeshService {
             return
         }
         let certificates = self.certificates
-        await carryOut(
-            node.receive(message, from: from, now: clock.now()) { state in
-                certificates[state.id].map { MemberProof.verifies(state.proof, of: Self.claim(state), by: $0) } ?? false
-            })
+        var refused = MeshStats.Refusals()
+        let directives = node.receive(message, from: from, now: clock.now()) { state in
+            guard let certificate = certificates[state.id] else {
+                refused.certificateNotSeen += 1
+                return false
+            }
+            guard state.proof != nil else {
+                refused.noSignature += 1
+                return false
+            }
+            guard MemberProof.verifies(state.proof, of: Self.claim(state), by: certificate) else {
+                refused.badSignature += 1
+                return false
+            }
+            return true
+        }
+        if refused != MeshStats.Refusals() { stats.count { $0.claimsRefused.add(refused) } }
+        await carryOut(directives)
         let measured = node.swim.measurements
         stats.measured(lastSeen: measured.lastSeen, rtt: measured.rtt)
         deadlinesMayHaveMoved()
@@ -73,7 +87,6 @@ extension MeshService {
             case .persistConfigurations(let known):
                 remember { $0.configurations = Dictionary(uniqueKeysWithValues: known.map { ($0.key.name, $0.value) }) }
             case .refused(let member, let relay):
-                stats.count { $0.claimsRefused += 1 }
                 logger.debug(
                     "a member relayed another's state without its signature: not taken",
                     metadata: ["mesh.member": "\(member)", "mesh.relay": "\(relay)"])

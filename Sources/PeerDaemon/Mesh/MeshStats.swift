@@ -16,7 +16,22 @@ final class MeshStats: Sendable {
         /// Of those, the ones that authenticated but were taken before (replayed, or duplicated on the way).
         var datagramsReplayed = 0
         /// Members' states relayed by another member without their own signature over what they claim.
-        var claimsRefused = 0
+        var claimsRefused = Refusals()
+    }
+
+    /// Why relayed claims were not taken: no signature (a relay through a peerd from before them), one that does
+    /// not check out (a forgery — or a bug: in a cluster of one version it stays 0), or an owner whose certificate
+    /// this node has not verified yet (it talks to it first-hand soon).
+    struct Refusals: Sendable, Codable, Hashable {
+        var noSignature = 0
+        var badSignature = 0
+        var certificateNotSeen = 0
+
+        mutating func add(_ other: Refusals) {
+            noSignature += other.noSignature
+            badSignature += other.badSignature
+            certificateNotSeen += other.certificateNotSeen
+        }
     }
 
     struct Measured: Sendable {

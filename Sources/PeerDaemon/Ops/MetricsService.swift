@@ -108,7 +108,13 @@ struct MetricsService: Service {
             Counter(label: "peer_mesh_datagrams_received_total").increment(by: now.datagramsReceived - last.datagramsReceived)
             Counter(label: "peer_mesh_datagrams_dropped_total").increment(by: now.datagramsDropped - last.datagramsDropped)
             Counter(label: "peer_mesh_datagrams_replayed_total").increment(by: now.datagramsReplayed - last.datagramsReplayed)
-            Counter(label: "peer_mesh_claims_refused_total").increment(by: now.claimsRefused - last.claimsRefused)
+            for (reason, count) in [
+                ("no_signature", now.claimsRefused.noSignature - last.claimsRefused.noSignature),
+                ("bad_signature", now.claimsRefused.badSignature - last.claimsRefused.badSignature),
+                ("certificate_not_seen", now.claimsRefused.certificateNotSeen - last.claimsRefused.certificateNotSeen),
+            ] {
+                Counter(label: "peer_mesh_claims_refused_total", dimensions: [("reason", reason)]).increment(by: count)
+            }
             Counter(label: "peer_mesh_bytes_sent_total").increment(by: now.bytesSent - last.bytesSent)
             last = now
             // Cancelled on graceful shutdown: end the loop, do not throw (an error would stop the other services).
