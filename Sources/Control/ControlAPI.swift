@@ -247,10 +247,13 @@ public enum ControlAPI {
         public var certificatePEM: String
         public var keyPEM: String
         public var requestedBy: String?
-        public init(certificatePEM: String, keyPEM: String, requestedBy: String? = nil) {
+        /// The CA's or an operator's signature letting the pair into the cluster (``PKI/OriginAuthority``).
+        public var authority: OriginAuthority?
+        public init(certificatePEM: String, keyPEM: String, requestedBy: String? = nil, authority: OriginAuthority? = nil) {
             self.certificatePEM = certificatePEM
             self.keyPEM = keyPEM
             self.requestedBy = requestedBy
+            self.authority = authority
         }
     }
 

@@ -120,13 +120,14 @@ public struct ControlClient: Sendable {
     }
 
     /// Installs an origin certificate on this node, which sends it to the others.
-    public func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS {
-        try await setOriginTLS(pair, requestedBy: nil)
+    public func setOriginTLS(_ pair: OriginPair, authority: OriginAuthority?) async throws -> ControlAPI.OriginTLS {
+        try await setOriginTLS(pair, requestedBy: nil, authority: authority)
     }
 
-    public func setOriginTLS(_ pair: OriginPair, requestedBy: String?) async throws -> ControlAPI.OriginTLS {
+    public func setOriginTLS(_ pair: OriginPair, requestedBy: String?, authority: OriginAuthority?) async throws -> ControlAPI.OriginTLS {
         let request = try post(
-            "/v1/tls", json: ControlAPI.TLSRequest(certificatePEM: pair.certificatePEM, keyPEM: pair.keyPEM, requestedBy: requestedBy))
+            "/v1/tls",
+            json: ControlAPI.TLSRequest(certificatePEM: pair.certificatePEM, keyPEM: pair.keyPEM, requestedBy: requestedBy, authority: authority))
         return try await decoded(try await execute(request, timeout: .seconds(60)), upTo: 1 << 20)
     }
 

@@ -20,7 +20,8 @@ public protocol ControlChannel: Sendable {
     func follow(id: String?, onEvent: (ControlAPI.Event) -> Void) async throws
     /// Stops the cluster's current rollout (`id`, if given, must be it).
     func cancel(id: String?) async throws -> ControlAPI.Cancelled
-    func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS
+    /// Installs an origin certificate on the node, which sends it to the others if `authority` lets it in.
+    func setOriginTLS(_ pair: OriginPair, authority: OriginAuthority?) async throws -> ControlAPI.OriginTLS
     /// The certificate revocations the node holds.
     func revocations() async throws -> ControlAPI.Revocations
     /// Hands revocations the cluster CA signed to the node, which sends them to every other.
@@ -39,8 +40,9 @@ public struct OperatorRequest: Codable, Sendable {
     public var image: String?
     /// For `follow` and `cancel`: the rollout (nil: the current one).
     public var id: String?
-    /// For `tls-set`: the origin certificate and its key.
+    /// For `tls-set`: the origin certificate and its key, and who lets it into the cluster.
     public var origin: OriginPair?
+    public var originAuthority: OriginAuthority?
     /// For `revoke`: revocations signed by the cluster CA.
     public var revocations: [Revocation]?
 }
@@ -111,9 +113,11 @@ public struct RemoteControlClient: ControlChannel {
             "the node at \(host):\(port) presents \(presented)'s certificate, which does not name \(host): say which node you mean with --node \(presented) (or PEER_NODE) if that is the one; nothing was sent"
     }
 
-    func one<T: Decodable>(_ op: OperatorRequest.Operation, origin: OriginPair? = nil, revocations: [Revocation]? = nil) async throws -> T {
+    func one<T: Decodable>(
+        _ op: OperatorRequest.Operation, origin: OriginPair? = nil, originAuthority: OriginAuthority? = nil, revocations: [Revocation]? = nil
+    ) async throws -> T {
         var result: T?
-        try await exchange(OperatorRequest(op: op, origin: origin, revocations: revocations)) {
+        try await exchange(OperatorRequest(op: op, origin: origin, originAuthority: originAuthority, revocations: revocations)) {
             result = try ControlAPI.decoder.decode(T.self, from: $0)
         }
         guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering", kind: .unreachable) }
@@ -124,7 +128,9 @@ public struct RemoteControlClient: ControlChannel {
     public func members() async throws -> ControlAPI.Members { try await one(.members) }
     public func who() async throws -> ControlAPI.Who { try await one(.who) }
     public func history() async throws -> [DeployRecord] { try await one(.deploys) }
-    public func setOriginTLS(_ pair: OriginPair) async throws -> ControlAPI.OriginTLS { try await one(.tlsSet, origin: pair) }
+    public func setOriginTLS(_ pair: OriginPair, authority: OriginAuthority?) async throws -> ControlAPI.OriginTLS {
+        try await one(.tlsSet, origin: pair, originAuthority: authority)
+    }
     public func revocations() async throws -> ControlAPI.Revocations { try await one(.revocations) }
     public func revoke(_ revocations: [Revocation]) async throws -> ControlAPI.Revocations { try await one(.revoke, revocations: revocations) }
 

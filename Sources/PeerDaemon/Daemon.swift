@@ -60,19 +60,20 @@ public enum Daemon {
             ? nil
             : RolloutService(
                 config: config, engine: engine, cluster: cluster, announcements: announcements, links: links, clock: clock, logger: logger)
+        // Certificate revocations, on every node of a mesh: read before the mesh listens.
+        let revocations = try config.mesh.map {
+            try RevocationService(
+                config: config, mesh: $0, cluster: cluster, announcements: announcements, links: links, clock: clock, logger: logger)
+        }
         // The origin certificate (HTTPS at nginx), on every node that runs nginx.
         let origin =
             config.isWitness
             ? nil
             : OriginTLSService(
                 config: config, nginx: nginx,
-                mesh: config.mesh.map { _ in .init(cluster: cluster, announcements: announcements, links: links) }, notices: notices,
-                clock: clock, logger: logger)
-        // Certificate revocations, on every node of a mesh: read before the mesh listens.
-        let revocations = try config.mesh.map {
-            try RevocationService(
-                config: config, mesh: $0, cluster: cluster, announcements: announcements, links: links, clock: clock, logger: logger)
-        }
+                mesh: revocations.map {
+                    .init(cluster: cluster, announcements: announcements, links: links, ca: $0.ca, revocations: $0.list)
+                }, notices: notices, clock: clock, logger: logger)
         let meshView = config.mesh.map {
             NodeControl.MeshView(cluster: cluster, leaseRequests: leaseRequests, stats: stats, profile: $0.profile, clock: clock)
         }

@@ -17,7 +17,9 @@ struct TLS: AsyncParsableCommand {
                 Checks the pair (the key belongs to the certificate, it is valid now, it covers the site's host name) \
                 before anything changes, installs it on the node you talk to, which sends it to the others over the \
                 mesh. Each node stores it 0600, serves it on nginx.tls.listen (443) and reloads nginx without \
-                dropping requests. Then waits until every live node serves it.
+                dropping requests. Then waits until every live node serves it. The others take it only with the \
+                signature of the cluster CA or of an operator with the tls scope: peerctl signs with the CA key when \
+                it runs where that is (ca-key.pem next to mesh.ca), or with --operator-cert and --operator-key.
                 """)
 
         // Not the shared Connection options: --cert and --key name the origin pair here.
@@ -45,11 +47,36 @@ struct TLS: AsyncParsableCommand {
         @Flag(help: "Print JSON.")
         var json = false
 
-        @Option(name: .customLong("operator-cert"), help: "With --peer: your operator certificate.")
+        @Option(
+            name: .customLong("operator-cert"),
+            help: "Your operator certificate: with --peer, and on a node without the CA key to sign the pair (scope tls).")
         var operatorCertificate: String?
 
-        @Option(name: .customLong("operator-key"), help: "With --peer: its key.")
+        @Option(name: .customLong("operator-key"), help: "Its key.")
         var operatorKey: String?
+
+        /// The signature that lets the pair into the cluster: the operator's key if given, else the CA key where it
+        /// is (next to mesh.ca in the local config), else none (a node alone takes it; one with others refuses).
+        func authority(for pair: OriginPair, read: (String, String) throws -> String) throws -> OriginAuthority? {
+            let setAt = Int64(Date().timeIntervalSince1970 * 1000)
+            let env = peer == nil ? [:] : ProcessInfo.processInfo.environment
+            do {
+                if let certificate = operatorCertificate ?? env["PEER_CLIENT_CERT"], let key = operatorKey ?? env["PEER_CLIENT_KEY"] {
+                    return try OriginAuthority.sign(
+                        certificatePEM: pair.certificatePEM, setAt: setAt, keyPEM: try read(key, "--operator-key"),
+                        operatorCertificatePEM: try read(certificate, "--operator-cert"))
+                }
+                guard operatorCertificate == nil, operatorKey == nil else { throw fail("--operator-cert and --operator-key go together") }
+                guard peer == nil, let mesh = (try? PeerConfig.load(path: config))?.mesh, let pki = try? PKIDirectory.holding(mesh),
+                    let key = FileManager.default.contents(atPath: pki.caKey)
+                else { return nil }
+                return try OriginAuthority.sign(certificatePEM: pair.certificatePEM, setAt: setAt, keyPEM: String(decoding: key, as: UTF8.self))
+            } catch let error as ClusterCA.Failure {
+                throw fail("\(error)")
+            } catch let error as OriginCertificate.Rejected {
+                throw fail("certificate refused, nothing changed: \(error)")
+            }
+        }
 
         func run() async throws {
             func read(_ path: String, _ what: String) throws -> String {
@@ -59,6 +86,7 @@ struct TLS: AsyncParsableCommand {
                 return String(decoding: data, as: UTF8.self)
             }
             let pair = OriginPair(certificatePEM: try read(certificate, "--cert"), keyPEM: try read(privateKey, "--key"))
+            let authority = try self.authority(for: pair, read: read)
             var arguments = ["--config", config] + (socket.map { ["--socket", $0] } ?? [])
             if let peer {
                 let env = ProcessInfo.processInfo.environment
@@ -73,7 +101,7 @@ struct TLS: AsyncParsableCommand {
             let connection = try Connection.parse(arguments)
             let installed: ControlAPI.OriginTLS
             do {
-                installed = try await connection.withClient { try await $0.setOriginTLS(pair) }
+                installed = try await connection.withClient { try await $0.setOriginTLS(pair, authority: authority) }
             } catch {
                 throw fail("\(error)")
             }

@@ -71,7 +71,17 @@ import Testing
             #expect(sites() == before)
             #expect(addresses.allSatisfy { served($0) == nil })
 
-            // A good pair, given to one node: every node serves it on 443, stored 0600.
+            // Without the CA key where peerctl runs (here: next to each node's mesh.ca) and without an operator's key,
+            // nothing signs the pair: the node refuses it, as the others would, before anything changes.
+            #expect(try Shell.run(PeerdProcess.binDirectory + "/peerctl", ["operator", "add", "alice", "--scope", "tls", "--dir", dir]).status == 0)
+            let caKey = dir + "/ca-key.pem"
+            try FileManager.default.moveItem(atPath: caKey, toPath: caKey + ".away")
+            let unsigned = try cluster.peers[1].peerctl(["tls", "set"] + (try write(good, to: dir, as: "good")))
+            try FileManager.default.moveItem(atPath: caKey + ".away", toPath: caKey)
+            #expect(unsigned.status != 0 && unsigned.output.contains("--operator-cert"), "\(unsigned.output)")
+            #expect(sites() == before)
+
+            // A good pair, given to one node (signed with the CA key): every node serves it on 443, stored 0600.
             let set = try cluster.peers[1].peerctl(["tls", "set"] + (try write(good, to: dir, as: "good")))
             #expect(set.status == 0, "\(set.output)")
             #expect(cluster.names.allSatisfy { set.output.contains("\($0): serving it") }, "\(set.output)")
@@ -102,7 +112,12 @@ import Testing
                 loads.append((try Spawn.start("/bin/sh", ["-c", script], output: output), output))
             }
             try await Task.sleep(for: .seconds(1))
-            let again = try cluster.peers[0].peerctl(["tls", "set"] + (try write(rotated, to: dir, as: "rotated")))
+            // Signed by operator alice (scope tls), on a node without the CA key: the others take it from that node.
+            try FileManager.default.moveItem(atPath: caKey, toPath: caKey + ".away")
+            let again = try cluster.peers[0].peerctl(
+                ["tls", "set"] + (try write(rotated, to: dir, as: "rotated"))
+                    + ["--operator-cert", dir + "/operator-alice.pem", "--operator-key", dir + "/operator-alice-key.pem"])
+            try FileManager.default.moveItem(atPath: caKey + ".away", toPath: caKey)
             #expect(again.status == 0, "\(again.output)")
             try await Task.sleep(for: .seconds(1))
             #expect(FileManager.default.createFile(atPath: stop, contents: nil), "the load loops stop on this file")

@@ -49,11 +49,11 @@ import Testing
 
     @Test func memberAndOperatorMessagesDecodeAndEncodeAsBefore() throws {
         let origin = try fixture("member-message-origin.json")
-        guard case .origin(let pair, let setAt) = try JSONDecoder().decode(OriginTLSService.MemberMessage.self, from: origin) else {
+        guard case .origin(let pair, let setAt, let authority) = try JSONDecoder().decode(OriginTLSService.MemberMessage.self, from: origin) else {
             Issue.record("not an origin message")
             return
         }
-        #expect(pair == GoldenValues.originPair && setAt == GoldenValues.originSetAt)
+        #expect(pair == GoldenValues.originPair && setAt == GoldenValues.originSetAt && authority == nil)
         #expect(
             try sameJSON(
                 JSONEncoder().encode(OriginTLSService.MemberMessage.origin(GoldenValues.originPair, setAt: GoldenValues.originSetAt)), origin))

@@ -62,7 +62,8 @@ enum ControlServer {
                 throw NodeControl.Refusal.badRequest("expected a JSON body {\"certificatePEM\": \"…\", \"keyPEM\": \"…\"}")
             }
             return try json(
-                try await control.setOriginTLS(OriginPair(certificatePEM: tls.certificatePEM, keyPEM: tls.keyPEM), requestedBy: tls.requestedBy))
+                try await control.setOriginTLS(
+                    OriginPair(certificatePEM: tls.certificatePEM, keyPEM: tls.keyPEM), requestedBy: tls.requestedBy, authority: tls.authority))
         case (.GET, "/v1/revocations"):
             return try json(try control.revocations())
         case (.POST, "/v1/revocations"):

@@ -164,12 +164,12 @@ struct NodeControl: Sendable {
         return ControlAPI.Revocations(revocations: list.sorted, digest: list.digest, added: added.count, refused: refused)
     }
 
-    func setOriginTLS(_ pair: OriginPair, requestedBy: String?) async throws -> ControlAPI.OriginTLS {
+    func setOriginTLS(_ pair: OriginPair, requestedBy: String?, authority: OriginAuthority?) async throws -> ControlAPI.OriginTLS {
         guard let origin else {
             throw Refusal.notFound("this node is a witness: it runs no nginx; send the certificate to an app node")
         }
         do {
-            let installed = try await origin.set(pair, requestedBy: requestedBy ?? "peerctl on \(config.node.name)")
+            let installed = try await origin.set(pair, requestedBy: requestedBy ?? "peerctl on \(config.node.name)", authority: authority)
             return ControlAPI.OriginTLS(installed, config: config)
         } catch let refused as OriginTLSService.Refused {
             throw Refusal.badRequest(refused.description)

@@ -42,7 +42,7 @@ struct OperatorGateway: Sendable {
                 case .deploys: try await send(await control.history())
                 case .tlsSet:
                     guard let pair = request.origin else { throw NodeControl.Refusal.badRequest("tls-set without a certificate") }
-                    try await send(try await control.setOriginTLS(pair, requestedBy: by))
+                    try await send(try await control.setOriginTLS(pair, requestedBy: by, authority: request.originAuthority))
                 case .revocations: try await send(try control.revocations())
                 case .revoke:
                     try await send(try await control.revoke(request.revocations ?? [], requestedBy: by))

@@ -10,13 +10,16 @@ import PKI
 import PeerCore
 import PeerFiles
 import ServiceLifecycle
+import X509
 
 /// The origin certificate nginx serves on its HTTPS listener, owned by the cluster.
 ///
 /// - `peerctl tls set` hands a pair to any node: it is checked (key matches, valid now, covers the site's
 ///   host name) before anything changes, installed here (files 0600, nginx rewritten, `nginx -t`, reloaded, the
 ///   listener checked to present it), announced in the gossip, and sent to every other node over the mesh's
-///   mutual-TLS connections.
+///   mutual-TLS connections — with the signature that lets it into the cluster (``PKI/OriginAuthority``: the
+///   cluster CA's key or an operator's with the `tls` scope). A node takes a pair from a member only with it: a
+///   member cannot hand the others a certificate of its own making.
 /// - Every node announces which pair it serves; a node that serves an older one (it was down, or joined later)
 ///   is sent the newest by the nodes that have it, every 15 s until it serves it.
 /// - The leader notifies 30, 7 and 1 day(s) before the certificate expires.
@@ -25,13 +28,15 @@ actor OriginTLSService: Service {
     struct Installed: Codable, Sendable {
         var info: OriginCertificateInfo
         var setAt: Int64
+        /// Who let it in (nil: set before signatures, or on a node without a mesh): sent with the pair.
+        var authority: OriginAuthority?
 
         var mark: OriginMark { OriginMark(fingerprint: info.fingerprint, setAt: setAt, notAfter: Int64(info.notValidAfter.timeIntervalSince1970)) }
     }
 
     /// What one node sends another on the mesh connection.
     enum MemberMessage: Codable, Sendable {
-        case origin(OriginPair, setAt: Int64)
+        case origin(OriginPair, setAt: Int64, authority: OriginAuthority? = nil)
     }
 
     public struct Refused: Error, CustomStringConvertible {
@@ -46,6 +51,9 @@ actor OriginTLSService: Service {
         let cluster: Published<ClusterState>
         let announcements: Published<Announcement>
         let links: MemberLinks
+        /// The cluster CA (`mesh.ca`) and the revocations: what an origin certificate's signature is checked against.
+        let ca: Certificate
+        let revocations: Published<RevocationList>
     }
 
     nonisolated let mesh: Mesh?
@@ -82,14 +90,35 @@ actor OriginTLSService: Service {
     /// What is installed (for `peerctl status`).
     func current() -> Installed? { installed }
 
-    /// An operator's pair: installed here, then sent to every other node.
-    func set(_ pair: OriginPair, requestedBy: String) async throws -> Installed {
-        let setAt = Int64(Date().timeIntervalSince1970 * 1000)
-        try await install(pair, setAt: setAt)
+    /// An operator's pair: installed here, then sent to every other node. On a mesh with other app nodes it must
+    /// come with a signature that lets it into the cluster (the others would refuse it from this node otherwise).
+    func set(_ pair: OriginPair, requestedBy: String, authority: OriginAuthority?) async throws -> Installed {
+        let now = Date()
+        var setAt = Int64(now.timeIntervalSince1970 * 1000)
+        var signer = "nobody (a node without other app nodes)"
+        if let mesh, let authority {
+            do {
+                signer = try await authority.signer(of: pair.certificatePEM, ca: mesh.ca, revocations: mesh.revocations.current, now: now)
+            } catch {
+                throw Refused(description: "certificate refused, nothing changed: \(error)")
+            }
+            // Dated by the signer's clock: not ahead of this node's by more than a few minutes (it would win over
+            // every pair set after it).
+            guard authority.setAt <= setAt + 300_000 else {
+                throw Refused(description: "certificate refused, nothing changed: it is signed as set in the future (the signer's clock is ahead)")
+            }
+            setAt = authority.setAt
+        } else if let members = config.mesh?.members, members.contains(where: { $0.role == .node && $0.name != config.node.name }) {
+            throw Refused(
+                description:
+                    "certificate refused, nothing changed: the other nodes take an origin certificate only with the signature of the cluster CA or of an operator with the tls scope. Run peerctl tls set where the CA key is (ca-key.pem next to mesh.ca), or add --operator-cert and --operator-key of an operator with the tls scope (peerctl operator add NAME --scope tls)"
+            )
+        }
+        try await install(pair, setAt: setAt, authority: authority)
         logger.info(
             "origin certificate set",
             metadata: [
-                "tls.fingerprint": "\(installed!.mark.fingerprint)", "tls.requested_by": "\(requestedBy)",
+                "tls.fingerprint": "\(installed!.mark.fingerprint)", "tls.requested_by": "\(requestedBy)", "tls.signed_by": "\(signer)",
                 "tls.days_left": "\(installed!.info.daysLeft())",
             ])
         await announce()
@@ -98,7 +127,7 @@ actor OriginTLSService: Service {
     }
 
     /// Checks, writes and serves a pair; throws (having changed nothing) when it is refused or nginx does not take it.
-    private func install(_ pair: OriginPair, setAt: Int64) async throws {
+    private func install(_ pair: OriginPair, setAt: Int64, authority: OriginAuthority?) async throws {
         guard let hostname = config.nginx.tlsHostname else {
             throw Refused(
                 description:
@@ -113,7 +142,8 @@ actor OriginTLSService: Service {
         }
         if let installed, installed.info.fingerprint == info.fingerprint {
             // The same certificate again: nothing for nginx to do.
-            try save(Installed(info: info, setAt: max(setAt, installed.setAt)))
+            // Keeps the signature that goes with the date kept.
+            try save(setAt >= installed.setAt ? Installed(info: info, setAt: setAt, authority: authority) : installed)
             return
         }
         let files = config.originFiles(fingerprint: info.fingerprint)
@@ -128,7 +158,7 @@ actor OriginTLSService: Service {
             throw Refused(description: "nginx did not take the certificate, it serves what it served before: \(error)")
         }
         let previous = installed
-        try save(Installed(info: info, setAt: setAt))
+        try save(Installed(info: info, setAt: setAt, authority: authority))
         if let previous, previous.info.fingerprint != info.fingerprint {
             let old = config.originFiles(fingerprint: previous.info.fingerprint)
             try? FileManager.default.removeItem(atPath: old.key)
@@ -159,10 +189,17 @@ actor OriginTLSService: Service {
             return
         }
         switch decoded {
-        case .origin(let pair, let setAt):
+        case .origin(let pair, let setAt, let authority):
             // A witness holds no secrets by design: an origin pair from one is not its to give.
-            guard config.mesh?.members.contains(where: { $0.name == member && $0.role == .node }) == true else {
+            guard let mesh, config.mesh?.members.contains(where: { $0.name == member && $0.role == .node }) == true else {
                 logger.warning("origin certificate refused: only app nodes hand them on", metadata: ["mesh.member": "\(member)"])
+                return
+            }
+            // Nor is it any member's: only the CA's or an operator's signature lets a pair in.
+            guard let authority, authority.setAt == setAt else {
+                logger.warning(
+                    "origin certificate from a member refused: it carries no signature of the cluster CA or of an operator (set it again with peerctl tls set)",
+                    metadata: ["mesh.member": "\(member)"])
                 return
             }
             guard let fingerprint = try? OriginCertificate.info(certificatePEM: pair.certificatePEM).fingerprint else {
@@ -172,7 +209,13 @@ actor OriginTLSService: Service {
             let offered = OriginMark(fingerprint: fingerprint, setAt: setAt, notAfter: 0)
             if let mine = installed?.mark, !(mine < offered) { return }
             do {
-                try await install(pair, setAt: setAt)
+                _ = try await authority.signer(of: pair.certificatePEM, ca: mesh.ca, revocations: mesh.revocations.current)
+            } catch {
+                logger.warning("origin certificate from a member refused", metadata: ["mesh.member": "\(member)", "error": "\(error)"])
+                return
+            }
+            do {
+                try await install(pair, setAt: setAt, authority: authority)
                 logger.info(
                     "origin certificate installed from a member", metadata: ["mesh.member": "\(member)", "tls.fingerprint": "\(offered.fingerprint)"])
                 await announce()
@@ -185,7 +228,8 @@ actor OriginTLSService: Service {
     /// Sends our pair to every live app node that announces an older one (or none). `force`: also to those
     /// sent to less than 15 s ago (a new pair from the operator).
     private func sendToOthers(force: Bool) async {
-        guard let mesh, let installed else { return }
+        // A pair without a signature (set before them) is not sent: the others would refuse it.
+        guard let mesh, let installed, installed.authority != nil else { return }
         let mine = installed.mark
         let now = clock.now()
         let others = mesh.cluster.current.appMembers.filter {
@@ -201,7 +245,7 @@ actor OriginTLSService: Service {
         let message: ByteBuffer
         do {
             let pair = OriginPair(certificatePEM: String(decoding: certificate, as: UTF8.self), keyPEM: String(decoding: key, as: UTF8.self))
-            message = ByteBuffer(bytes: try JSONEncoder().encode(MemberMessage.origin(pair, setAt: installed.setAt)))
+            message = ByteBuffer(bytes: try JSONEncoder().encode(MemberMessage.origin(pair, setAt: installed.setAt, authority: installed.authority)))
         } catch {
             return
         }
@@ -219,6 +263,13 @@ actor OriginTLSService: Service {
     public func run() async throws {
         await adopt()
         await announce()
+        if let installed, installed.authority == nil,
+            config.mesh?.members.contains(where: { $0.role == .node && $0.name != config.node.name }) == true
+        {
+            logger.warning(
+                "the installed origin certificate carries no signature of the cluster CA or of an operator (it was set before peerd signed them): it is not sent to nodes that miss it; set it again with peerctl tls set",
+                metadata: ["tls.fingerprint": "\(installed.mark.fingerprint)"])
+        }
         // Ends (without an error, which would stop the other services at once) on graceful shutdown.
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
