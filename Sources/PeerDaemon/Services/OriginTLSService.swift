@@ -190,30 +190,16 @@ actor OriginTLSService: Service {
         }
         switch decoded {
         case .origin(let pair, let setAt, let authority):
-            // A witness holds no secrets by design: an origin pair from one is not its to give.
-            guard let mesh, config.mesh?.members.contains(where: { $0.name == member && $0.role == .node }) == true else {
-                logger.warning("origin certificate refused: only app nodes hand them on", metadata: ["mesh.member": "\(member)"])
+            guard let mesh else { return }
+            if let refusal = await Self.refusal(
+                of: pair, setAt: setAt, authority: authority, from: member, config: config, ca: mesh.ca, revocations: mesh.revocations.current)
+            {
+                logger.warning("origin certificate from a member refused", metadata: ["mesh.member": "\(member)", "reason": "\(refusal)"])
                 return
             }
-            // Nor is it any member's: only the CA's or an operator's signature lets a pair in.
-            guard let authority, authority.setAt == setAt else {
-                logger.warning(
-                    "origin certificate from a member refused: it carries no signature of the cluster CA or of an operator (set it again with peerctl tls set)",
-                    metadata: ["mesh.member": "\(member)"])
-                return
-            }
-            guard let fingerprint = try? OriginCertificate.info(certificatePEM: pair.certificatePEM).fingerprint else {
-                logger.warning("a member sent an origin certificate that does not parse", metadata: ["mesh.member": "\(member)"])
-                return
-            }
+            guard let fingerprint = try? OriginCertificate.info(certificatePEM: pair.certificatePEM).fingerprint else { return }
             let offered = OriginMark(fingerprint: fingerprint, setAt: setAt, notAfter: 0)
             if let mine = installed?.mark, !(mine < offered) { return }
-            do {
-                _ = try await authority.signer(of: pair.certificatePEM, ca: mesh.ca, revocations: mesh.revocations.current)
-            } catch {
-                logger.warning("origin certificate from a member refused", metadata: ["mesh.member": "\(member)", "error": "\(error)"])
-                return
-            }
             do {
                 try await install(pair, setAt: setAt, authority: authority)
                 logger.info(
@@ -222,6 +208,28 @@ actor OriginTLSService: Service {
             } catch {
                 logger.error("origin certificate from a member not installed", metadata: ["mesh.member": "\(member)", "error": "\(error)"])
             }
+        }
+    }
+
+    /// Why a pair that `member` sent is not taken; nil when it may be (if newer than the one installed). A witness
+    /// holds no secrets by design: a pair from one is not its to give. Nor is it any member's: only the signature of
+    /// the cluster CA or of an operator with the tls scope, over this certificate and date, lets a pair in.
+    static func refusal(
+        of pair: OriginPair, setAt: Int64, authority: OriginAuthority?, from member: String, config: PeerConfig, ca: Certificate,
+        revocations: RevocationList
+    ) async -> String? {
+        guard config.mesh?.members.contains(where: { $0.name == member && $0.role == .node }) == true else {
+            return "only app nodes hand origin certificates on"
+        }
+        guard let authority else {
+            return "it carries no signature of the cluster CA or of an operator (set it again with peerctl tls set)"
+        }
+        guard authority.setAt == setAt else { return "its signature is for another date" }
+        do {
+            _ = try await authority.signer(of: pair.certificatePEM, ca: ca, revocations: revocations)
+            return nil
+        } catch {
+            return "\(error)"
         }
     }
 
