@@ -4,7 +4,7 @@ import PeerCore
 
 extension PeerConfig {
     static func mesh(_ section: Section, node: String) throws(ConfigError) -> Mesh {
-        try section.allowOnly(["listen", "ca", "cert", "key", "members", "profile", "membership"])
+        try section.allowOnly(["listen", "ca", "cert", "key", "members", "profile", "membership", "allow_from"])
         let listen = try section.string("listen", required: true)!
         guard let (host, port) = Self.hostPort(listen) else {
             throw section.error(
@@ -84,9 +84,22 @@ extension PeerConfig {
                 throw tuning.error("", problem: problem, fix: "see docs/configuration.md for the \(profile) defaults")
             }
         }
-        return Mesh(
+        var allowFrom: [NetworkPrefix]?
+        if section.value("allow_from") != nil {
+            allowFrom = try section.stringList("allow_from").map { (text: String) throws(ConfigError) -> NetworkPrefix in
+                guard let prefix = NetworkPrefix(text) else {
+                    throw section.error(
+                        "allow_from", problem: "\"\(text)\" is not an IP address or a network in CIDR notation",
+                        fix: "e.g. 192.0.2.0/24, 2001:db8::/32 or 198.51.100.7 (the members' own addresses are always allowed)")
+                }
+                return prefix
+            }
+        }
+        var mesh = Mesh(
             host: host, port: port, ca: files["ca"]!, certificate: files["cert"]!, key: files["key"]!, members: members,
             profile: profile, membership: settings)
+        mesh.allowFrom = allowFrom
+        return mesh
     }
 
     /// The inverse of ``hostPort(_:)``: `1.2.3.4:7946`, `[2001:db8::1]:7946`.

@@ -105,6 +105,17 @@ public struct PeerConfig: Sendable, Hashable {
         public var members: [Member]
         public var profile: String
         public var membership: SWIMSettings
+        /// `allow_from`: the networks besides the members' own addresses that may open a connection to the mesh
+        /// port (operators, CI). nil: anyone (the certificate check still decides). A connection from elsewhere is
+        /// closed as it arrives, before any TLS work.
+        public var allowFrom: [NetworkPrefix]? = nil
+
+        /// Whether a connection from `address` may go on to its TLS handshake.
+        public func admits(_ address: String) -> Bool {
+            guard let allowFrom else { return true }
+            let canonical = canonicalIPAddress(address)
+            return members.contains { canonicalIPAddress($0.host) == canonical } || allowFrom.contains { $0.contains(address) }
+        }
     }
 
     /// A secret: inline (only in a 0600 config), from an environment variable, or from a file.

@@ -44,14 +44,19 @@ public enum Mesh {
         /// Called (once) when a burst of connections — at least 256 at once — is over (an eighth of its peak
         /// left): the moment to give the memory it took back.
         public var afterBurst: (@Sendable () -> Void)?
+        /// Whether a connection from this source address may go on at all (`mesh.allow_from`); nil: any. Others are
+        /// closed as they arrive, before any TLS work and without taking a place.
+        public var admits: (@Sendable (String) -> Bool)?
 
         public init(
-            handshakeTimeout: TimeAmount = .seconds(5), total: Int = 1024, perSource: Int = 64, afterBurst: (@Sendable () -> Void)? = nil
+            handshakeTimeout: TimeAmount = .seconds(5), total: Int = 1024, perSource: Int = 64, afterBurst: (@Sendable () -> Void)? = nil,
+            admits: (@Sendable (String) -> Bool)? = nil
         ) {
             self.handshakeTimeout = handshakeTimeout
             self.total = total
             self.perSource = perSource
             self.afterBurst = afterBurst
+            self.admits = admits
         }
     }
 
@@ -69,6 +74,14 @@ public enum Mesh {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { (channel: any Channel) -> EventLoopFuture<Accepted> in
                 let remote = channel.remoteAddress?.ipAddress ?? "unknown"
+                if let admits = limits.admits, !admits(remote) {
+                    if limiter.withLockedValue({ $0.shouldLog("source " + remote, now: .now) }) {
+                        logger.warning(
+                            "mesh connection refused",
+                            metadata: ["mesh.remote": "\(remote)", "reason": "not a member's address nor in mesh.allow_from"])
+                    }
+                    return channel.close().flatMapThrowing { () throws -> Accepted in throw MeshTLS.Failure(description: "source not allowed") }
+                }
                 if let full = gate.withLockedValue({ $0.admit(remote) }) {
                     if limiter.withLockedValue({ $0.shouldLog("limit " + remote, now: .now) }) {
                         logger.warning("mesh connection refused", metadata: ["mesh.remote": "\(remote)", "reason": "\(full)"])

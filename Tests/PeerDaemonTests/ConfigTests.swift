@@ -189,6 +189,28 @@ import Testing
     /// A member's DNS record address can come from the shared member list (`public_address`) instead of from what
     /// the member announces; it is kept in the form DNS providers list, must be this node's own node.address, and a
     /// witness has none.
+    /// `mesh.allow_from`: networks besides the members' own addresses that may connect to the mesh port; a bad
+    /// entry is named with the fix; without the key, anyone may (the certificate check decides).
+    @Test func theMeshPortAllowListTakesNetworksAndAlwaysTheMembers() throws {
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let open = try #require(try parse(Self.meshYAML(pki)).mesh)
+        #expect(open.allowFrom == nil && open.admits("198.51.100.99"))
+        let yaml = Self.meshYAML(pki, extra: "  allow_from:\n    - 192.0.2.0/24\n    - 198.51.100.7\n    - 2001:db8:ff::/48\n")
+        let mesh = try #require(try parse(yaml).mesh)
+        #expect(mesh.allowFrom?.map(\.description) == ["192.0.2.0/24", "198.51.100.7/32", "2001:db8:ff::/48"])
+        for allowed in ["10.0.0.5", "2001:db8::6", "2001:DB8:0:0:0:0:0:6", "192.0.2.200", "198.51.100.7", "2001:db8:ff:1::9", "::ffff:192.0.2.1"] {
+            #expect(mesh.admits(allowed), "\(allowed)")
+        }
+        for refused in ["192.0.3.1", "198.51.100.8", "2001:db8:fe::1", "10.0.0.6", "not an address"] {
+            #expect(!mesh.admits(refused), "\(refused)")
+        }
+        for bad in ["192.0.2.0/33", "example.com", "10.0.0.0/", "10.0.0.0/-1", "::/129"] {
+            let message = error(Self.meshYAML(pki, extra: "  allow_from:\n    - \"\(bad)\"\n"))?.description ?? ""
+            #expect(message.contains("allow_from") && message.contains("CIDR"), "\(bad): \(message)")
+        }
+    }
+
     @Test func publicAddressesInTheMemberListAreCheckedAndCanonical() throws {
         let pki = try Self.pkiFiles()
         defer { try? FileManager.default.removeItem(atPath: pki) }

@@ -137,6 +137,20 @@ struct Ping: Codable, Sendable, Equatable {
         }
     }
 
+    /// `mesh.allow_from`: a connection from an address that is neither a member's nor allowed is closed as it
+    /// arrives — long before the handshake timeout — and a member still gets in.
+    @Test(.timeLimit(.minutes(1))) func aSourceOutsideTheAllowListIsClosedAtOnce() async throws {
+        let f = try Fixture()
+        let client = try f.tls(try f.ca.issueNode(name: "n2", address: "127.0.0.3"))
+        let limits = Mesh.Limits(handshakeTimeout: .seconds(30), admits: { $0 != "127.0.0.9" })
+        _ = try await withServer(f, limits: limits) { port in
+            let stranger = try await Self.idle(from: "127.0.0.9", to: port)
+            #expect(await Self.closed(stranger, within: .seconds(5)), "a connection from outside the allow-list stayed open")
+            let connection = try await Mesh.dial(host: Self.host, port: port, tls: client)
+            #expect(try await exchange(connection, "hello") == Ping(text: "echo hello"))
+        }
+    }
+
     /// A connection that never finishes its TLS handshake is closed after the handshake timeout.
     @Test(.timeLimit(.minutes(1))) func aConnectionThatNeverHandshakesIsClosed() async throws {
         let f = try Fixture()

@@ -254,7 +254,11 @@ actor MeshService: Service {
 
     private func listen() async throws {
         // After a flood of connections (strangers on an open port), the heap's free pages go back at once.
-        let limits = Mesh.Limits(afterBurst: { _ = peer_release_free_heap() })
+        let allowed = mesh
+        var limits = Mesh.Limits(afterBurst: { _ = peer_release_free_heap() })
+        if mesh.allowFrom != nil {
+            limits.admits = { @Sendable (source: String) -> Bool in allowed.admits(source) }
+        }
         try await Mesh.listen(host: mesh.host, port: mesh.port, tls: tls, limits: limits, logger: logger) { connection in
             if case .operator(let name) = connection.peer {
                 await self.operatorHandler?(connection, name)
