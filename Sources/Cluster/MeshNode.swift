@@ -132,6 +132,10 @@ public struct MeshNode: Sendable {
         return member
     }
 
+    /// How far above its incarnation an unsigned state of this node may make it refute (a previous run's, signed with
+    /// a key since rotated): 2^42 such refutations before the bound on counters, never reached.
+    public static let unsignedJump: UInt64 = 1 << 20
+
     /// When the node next has something to do (at the latest in a second): a tick before it changes nothing.
     public func nextDeadline(now: Instant) -> Instant {
         min(swim.nextDeadline, lease.nextDeadline(now: now) ?? now + .seconds(1), now + .seconds(1))
@@ -152,10 +156,12 @@ public struct MeshNode: Sendable {
     /// signature over what it claims (``MemberState/proof``, checked against the certificate the member presented).
     ///
     /// Members speak only for themselves: what a member says beyond its liveness (its app, deploys, rollout intent
-    /// and report, origin certificate) is taken from that member first-hand, or relayed with its signature. A
-    /// relayed state whose claim this node cannot check — a forgery, a member whose certificate this node has not
-    /// seen yet, a relay through a peerd from before signatures — is taken only when it claims the same as this
-    /// node already holds (a suspicion, a death, a refutation: liveness is anyone's to report, as in SWIM).
+    /// and report, origin certificate) and its incarnation are taken from that member first-hand, or relayed with its
+    /// signature. A relayed state whose claim this node cannot check — a forgery, a member whose certificate this
+    /// node has not seen yet, a relay through a peerd from before signatures — is taken only when it reports a
+    /// suspicion or a death at the incarnation and with the app this node holds (liveness is anyone's to report, as
+    /// in SWIM; the member refutes a false one). Without the incarnation rule a relay could declare a member dead at
+    /// the highest plausible incarnation, above which it could never refute.
     public mutating func receive(
         _ datagram: Datagram, from: MemberID, now: Instant, signed: (ClusterState.Member) -> Bool
     ) -> [Directive] {
@@ -163,9 +169,20 @@ public struct MeshNode: Sendable {
         switch datagram {
         case .swim(var envelope):
             envelope.gossip = envelope.gossip.filter { update in
-                guard update.id != from, update.id != me, let held = swim.state(of: update.id), update.supersedes(held),
-                    update.app.differs(from: held.app), !signed(update)
-                else { return true }
+                // Only a member raises its own incarnation, and only it says what its app is: a relayed state that
+                // does either needs its signature. One that reports a suspicion or a death at the incarnation this node
+                // holds, with the app it holds, does not.
+                guard update.id != from, let held = swim.state(of: update.id) else { return true }
+                let unsigned: Bool
+                if update.id == me {
+                    // A state of this node above its incarnation makes it refute above that: only its own signature
+                    // (a previous run's) may make it jump far, or a relay could raise it past what receivers take.
+                    unsigned = update.incarnation > held.incarnation + Self.unsignedJump && !signed(update)
+                } else {
+                    unsigned =
+                        update.supersedes(held) && (update.incarnation > held.incarnation || update.app.bounded() != held.app) && !signed(update)
+                }
+                guard unsigned else { return true }
                 directives.append(.refused(update.id, relayedBy: from))
                 return false
             }

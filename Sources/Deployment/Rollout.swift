@@ -40,6 +40,16 @@ public struct RolloutIntent: Sendable, Hashable, Codable {
     /// Stopped (`peerctl rollout cancel`, or not replicated in time), and why: the nodes it reached go back to
     /// ``previousImage``, as when a node fails. A cancelled copy is newer than the same intent uncancelled.
     public var cancelled: String? = nil
+    /// The leader that made it: its cancellation is taken even once it no longer leads (nil from a peerd before).
+    public var proposer: String? = nil
+
+    /// The same intent, a copy relayed by a peerd that does not know ``proposer`` included.
+    public func isCopy(of other: RolloutIntent) -> Bool {
+        guard proposer == nil || other.proposer == nil else { return self == other }
+        var (a, b) = (self, other)
+        (a.proposer, b.proposer) = (nil, nil)
+        return a == b
+    }
 
     public init(
         id: String, seq: UInt64, kind: Kind, image: String, previousImage: String?, order: [String], requestedBy: String,

@@ -20,28 +20,36 @@ extension RolloutNode {
     public func alive(_ members: [Member]) -> Set<String> { Set(members.filter(\.alive).map(\.name)).union([me]) }
 
     /// Every intent this node knows with authority: its own and those the members gossip that it would take
-    /// (``authoritative(in:leader:)``).
+    /// (``authoritative(in:leader:holding:)``).
     public func known(_ members: [Member], leader: String?) -> [RolloutIntent] {
-        [intent].compactMap { $0 } + Self.authoritative(in: members, leader: leader)
+        [intent].compactMap { $0 } + Self.authoritative(in: members, leader: leader, holding: intent)
     }
 
-    /// The intents the members gossip that have authority: what `leader` gossips (intents are made, re-stamped
-    /// under a renewed term and cancelled by the leader only), and any copy that a majority of its nodes hold as it
-    /// is (a node that missed it while it ran — the leader that made it gone since — catches up). Any other
-    /// member's copy, a new intent or a changed one (another image, a cancellation), is not taken from it: a member
-    /// cannot deploy or stop a deploy on its own. (Each member's gossip is its own, signed: see `MeshNode`.)
-    public static func authoritative(in members: [Member], leader: String?) -> [RolloutIntent] {
-        members.compactMap { member in
+    /// The intents the members gossip that have authority (`members`: every app node; `holding`: this node's own):
+    /// - what `leader` gossips: intents are made, re-stamped under a renewed term and cancelled by the leader;
+    /// - a copy that a majority of the app nodes gossip as it is: a node that missed it while it ran, the leader that
+    ///   made it gone since, catches up (a majority of all app nodes, not of the copy's own `order`, which a member
+    ///   could write as itself alone);
+    /// - the cancellation of this node's intent by the leader that made it, which may have lost its lease since.
+    /// Any other member's copy, a new intent or a changed one (another image, a cancellation), is not taken from it: a
+    /// member cannot deploy or stop a deploy on its own. (Each member's gossip is its own, signed: see `MeshNode`.)
+    public static func authoritative(in members: [Member], leader: String?, holding: RolloutIntent?) -> [RolloutIntent] {
+        let majority = members.count / 2 + 1
+        return members.compactMap { member in
             guard let intent = member.intent, Counter.isPlausible(intent.term ?? 0), Counter.isPlausible(intent.seq) else { return nil }
             if member.name == leader { return intent }
-            let holders = Set(members.filter { $0.intent == intent && intent.order.contains($0.name) }.map(\.name))
-            return holders.count >= intent.majority ? intent : nil
+            if let holding, intent.id == holding.id, intent.cancelled != nil, let proposer = holding.proposer, member.name == proposer,
+                intent.proposer == proposer
+            {
+                return intent
+            }
+            return members.filter { $0.intent.map { $0.isCopy(of: intent) } == true }.count >= majority ? intent : nil
         }
     }
 
     /// The newest of them.
-    public static func newest(in members: [Member], leader: String?) -> RolloutIntent? {
-        authoritative(in: members, leader: leader).max { $1.isNewer(than: $0) }
+    public static func newest(in members: [Member], leader: String?, holding: RolloutIntent?) -> RolloutIntent? {
+        authoritative(in: members, leader: leader, holding: holding).max { $1.isNewer(than: $0) }
     }
 
     static func isReplicated(_ intent: RolloutIntent, _ reports: [String: RolloutReport]) -> Bool {

@@ -57,7 +57,7 @@ public struct RolloutNode: Sendable {
         /// This node's leadership, while it leads.
         public var leading: Leadership?
         /// The leader this node knows (itself, or the member it granted its lease to), if any: the only member a
-        /// new intent is taken from (``RolloutNode/newest(in:leader:)``).
+        /// new intent is taken from (``RolloutNode/authoritative(in:leader:holding:)``).
         public var leader: String?
 
         public init(members: [Member], term: UInt64, settled: Bool, now: Instant, leading: Leadership? = nil, leader: String? = nil) {
@@ -206,7 +206,7 @@ public struct RolloutNode: Sendable {
     public mutating func step(_ view: View) -> [Directive] {
         var directives: [Directive] = []
         let now = view.now
-        if let newer = Self.newest(in: view.members, leader: view.leader), newer.isNewer(than: intent) {
+        if let newer = Self.newest(in: view.members, leader: view.leader, holding: intent), newer.isNewer(than: intent) {
             if newer.id == intent?.id {
                 intent = newer  // a cancellation of ours: the report stands
                 directives += persistAndAnnounce()
@@ -365,6 +365,7 @@ public struct RolloutNode: Sendable {
             settleMs: request.settleMs, nodeTimeoutMs: request.nodeTimeoutMs)
         new.olderImage = before
         new.term = term
+        new.proposer = me
         if request.parallel > 1 { new.parallel = request.parallel }
         if request.skipDown { new.skipDown = true }
         intent = new

@@ -7,7 +7,7 @@ import Testing
 /// Members speak only for themselves: a member relaying another's state cannot change what that one says (its
 /// app, image, rollout intent, origin certificate) unless the owner signed it; liveness stays anyone's to report.
 /// Mutation: the check in `MeshNode.receive` off (every relayed claim taken) — caught here and by the
-/// simulation's forging member (`MeshSimulationTests`, "took a forged claim").
+/// simulation's forging member (`MeshSimulationTests`, "took a forged claim"; it also forges deaths at the bound).
 @Suite struct MemberClaimsTests {
     static let ids = ["n1", "n2", "n3"].map(MemberID.init)
 
@@ -68,15 +68,30 @@ import Testing
         #expect(n1.state.member(Self.ids[2])?.incarnation == 3)
     }
 
-    @Test func aMemberCannotRewriteAnotherWhileClaimingToBeIt() throws {
+    /// Only a member raises its incarnation: a relay that declares n3 dead at the highest incarnation receivers
+    /// take (n3 could only refute past the bound, where nobody hears it) is not taken without n3's signature; and
+    /// n1, told of itself at that incarnation, does not jump there. A state of its own a little above its
+    /// incarnation (its previous run's, under a key since rotated) it still refutes. Mutations: the incarnation
+    /// rule off (only a changed app needs a signature) — caught by the first expectation; no bound on the
+    /// unsigned jump for its own state — caught by the second.
+    @Test func aRelayCannotRaiseAMembersIncarnation() throws {
         var (n1, n3) = Self.n1KnowingN3()
-        // n2 puts n3's forged state as its own sender: the envelope names another than the authenticated peer.
-        var forged = n3
-        forged.incarnation = 5
-        forged.app.image = "evil:2"
-        let envelope = MeshNode.Swim.Envelope(sender: forged, message: .ping(seq: 7), gossip: [])
-        _ = n1.receive(.swim(envelope), from: Self.ids[1], now: .zero + .milliseconds(30)) { _ in false }
-        #expect(n1.state.member(Self.ids[2])?.app.image == "app:1")
-        #expect(n1.state.member(Self.ids[2])?.incarnation == 2)
+        var death = n3
+        death.incarnation = Counter.limit
+        death.status = .dead
+        _ = Self.relay([death], to: &n1, seq: 2) { _ in false }
+        #expect(n1.state.member(Self.ids[2])?.incarnation == 2 && n1.state.member(Self.ids[2])?.status == .alive)
+
+        let mine = try #require(n1.state.member(Self.ids[0]))
+        var aboutN1 = mine
+        aboutN1.incarnation = Counter.limit
+        aboutN1.status = .dead
+        _ = Self.relay([aboutN1], to: &n1, seq: 3) { _ in false }
+        #expect(n1.state.member(Self.ids[0])?.incarnation == mine.incarnation, "refuted an unsigned state at the bound")
+        var previousRun = mine
+        previousRun.incarnation = mine.incarnation + 5
+        previousRun.status = .dead
+        _ = Self.relay([previousRun], to: &n1, seq: 4) { _ in false }
+        #expect(n1.state.member(Self.ids[0])?.incarnation == mine.incarnation + 6, "a previous run's death is refuted")
     }
 }

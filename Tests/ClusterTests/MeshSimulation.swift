@@ -178,13 +178,20 @@ struct MeshSimulation {
 
     /// A member that lies: it gossips to every other member that `about` serves another image, under a higher
     /// incarnation, and says nothing of its own but the truth. Nothing it says of `about` may be taken.
-    mutating func forge(by id: MemberID, about: MemberID) {
+    mutating func forge(by id: MemberID, about: MemberID, deathAtTheLimit: Bool = false) {
         guard let liar = nodes[id], id != about, let held = liar.mesh.swim.state(of: about) else { return }
         var claim = held
-        claim.incarnation += 1
-        claim.status = .alive
-        claim.app.image = "forged:\(forged.count)"
-        claim.app.healthy = false
+        if deathAtTheLimit {
+            // Dead at the highest incarnation receivers take, with the app it has: refuting that would take it past
+            // the bound, where nobody hears it any more.
+            claim.incarnation = Counter.limit
+            claim.status = .dead
+        } else {
+            claim.incarnation += 1
+            claim.status = .alive
+            claim.app.image = "forged:\(forged.count)"
+            claim.app.healthy = false
+        }
         forged.insert(Claim(claim))
         let envelope = MeshNode.Swim.Envelope(sender: liar.mesh.swim.me, message: .ping(seq: .max), gossip: [claim])
         for other in ids where other != id {
@@ -259,7 +266,7 @@ struct MeshSimulation {
         switch delivery.message {
         case .datagram(let datagram):
             certificates[delivery.to, default: []].insert(delivery.from)
-            let (known, signed) = (certificates[delivery.to]!, signed)
+            let (known, signed) = (certificates[delivery.to]!.union([delivery.to]), signed)
             directives = nodes[delivery.to]!.mesh.receive(datagram, from: delivery.from, now: local) { state in
                 known.contains(state.id) && signed.contains(Claim(state))
             }

@@ -33,7 +33,7 @@ import Testing
                     let side = Set(sim.ids.filter { _ in Bool.random(using: &rng) })
                     sim.network.partition(side, Set(sim.ids).subtracting(side))
                 case 5: sim.announce(id, healthy: Bool.random(using: &rng))
-                case 6: sim.forge(by: id, about: sim.ids.randomElement(using: &rng)!)
+                case 6: sim.forge(by: id, about: sim.ids.randomElement(using: &rng)!, deathAtTheLimit: Bool.random(using: &rng))
                 default: sim.network.cut = []
                 }
                 sim.run(for: .milliseconds(Int64.random(in: 100...4000, using: &rng)))

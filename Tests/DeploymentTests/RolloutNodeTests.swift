@@ -173,8 +173,10 @@ import Testing
 
     /// Intents are the leader's: a member that gossips a new intent of its own (any image, cluster-wide), or a
     /// cancellation of the running one, is not followed; the leader is, and so is a copy a majority of the intent's
-    /// nodes hold (a node catching up after the leader that made it is gone). Mutation: every member's copy taken
-    /// (`RolloutNode.authoritative` without the leader and majority checks) — caught by each refusal below.
+    /// nodes hold (a node catching up after the leader that made it is gone), and so is the cancellation by the leader
+    /// that made it, after it lost its lease. Mutations: every member's copy taken (`RolloutNode.authoritative`
+    /// without the leader and majority checks) — caught by each refusal below; the majority counted over the copy's
+    /// own `order` — caught by the order of one; the proposer's cancellation not taken — caught.
     @Test func onlyTheLeaderOrAMajorityIsFollowed() throws {
         let (_, intent) = try Self.leader()
         var rogue = intent
@@ -182,10 +184,15 @@ import Testing
         rogue.image = "evil:1"
         rogue.seq = 50
         rogue.term = 9
-        // n3 makes its own intent: n2 (whose leader is n1) does not take it.
+        // n3 makes its own intent: n2 (whose leader is n1) does not take it — nor when n3 names itself alone as the
+        // order (a majority of that order would be n3 itself).
         var n2 = RolloutNode(me: "n2")
         _ = n2.step(Self.view([Self.member("n1", nil, nil), Self.member("n2", nil, nil), Self.member("n3", rogue, .waiting)], term: 1))
         #expect(n2.intent == nil)
+        var alone = rogue
+        alone.order = ["n3"]
+        _ = n2.step(Self.view([Self.member("n1", nil, nil), Self.member("n2", nil, nil), Self.member("n3", alone, .waiting)], leader: nil))
+        #expect(n2.intent == nil, "an intent whose order is its sender alone")
         // The leader's is taken.
         _ = n2.step(Self.view([Self.member("n1", intent, .waiting), Self.member("n2", nil, nil), Self.member("n3", rogue, .waiting)]))
         #expect(n2.intent == intent)
@@ -195,8 +202,14 @@ import Testing
         let held = [Self.member("n2", intent, .waiting)]
         _ = n2.step(Self.view([Self.member("n1", intent, .waiting)] + held + [Self.member("n3", cancelled, .waiting)]))
         #expect(n2.intent == intent)
-        _ = n2.step(Self.view([Self.member("n1", cancelled, .waiting)] + held + [Self.member("n3", intent, .waiting)]))
-        #expect(n2.intent?.cancelled == "n3 says so")
+        var stopped = intent
+        stopped.cancelled = "not replicated in time"
+        var n2Later = n2
+        _ = n2.step(Self.view([Self.member("n1", stopped, .waiting)] + held + [Self.member("n3", intent, .waiting)]))
+        #expect(n2.intent?.cancelled == "not replicated in time")
+        // The leader that made it cancels it after losing its lease: its cancellation still stands.
+        _ = n2Later.step(Self.view([Self.member("n1", stopped, .waiting)] + held + [Self.member("n3", intent, .waiting)], leader: nil))
+        #expect(n2Later.intent?.cancelled == "not replicated in time")
         // No leader known (it died): a copy that two of the three nodes hold is taken by the third, one that only
         // one node holds is not.
         var n3 = RolloutNode(me: "n3")

@@ -35,7 +35,8 @@ extension MeshService {
             logger.trace("datagram dropped", metadata: ["mesh.remote": "\(datagram.remoteAddress)", "reason": "\(error)"])
             return
         }
-        let certificates = self.certificates
+        var certificates = self.certificates
+        certificates[me] = certificate
         var refused = MeshStats.Refusals()
         let directives = node.receive(message, from: from, now: clock.now()) { state in
             guard let certificate = certificates[state.id] else {

@@ -49,7 +49,8 @@ extension RolloutService {
             var end: RolloutEvent?
             switch Rollout.outcome(intent: intent, reports: reports, alive: alive) {
             case .running:
-                if let newer = RolloutNode.newest(in: members, leader: view.leader), newer.isNewer(than: intent), newer.id != intent.id,
+                if let newer = RolloutNode.newest(in: members, leader: view.leader, holding: node.intent), newer.isNewer(than: intent),
+                    newer.id != intent.id,
                     node.intent?.id == newer.id
                 {
                     end = .finished(id: intent.id, image: intent.image, succeeded: false, reason: "replaced by rollout \(newer.id) of \(newer.image)")
