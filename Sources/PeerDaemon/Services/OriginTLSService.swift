@@ -63,6 +63,10 @@ actor OriginTLSService: Service {
     nonisolated let state: StateDirectory
     private var installed: Installed?
     private var lastSent: [String: (fingerprint: String, at: Instant)] = [:]
+    /// Whether the installed pair's signature still lets it in (an operator's certificate expires or is revoked),
+    /// checked at most once a minute; and when that was last logged.
+    private var authorityChecked: (fingerprint: String, at: Instant, refusal: String?)?
+    private var authorityWarned: Instant?
 
     init(config: PeerConfig, nginx: NginxProxy, mesh: Mesh?, notices: NoticeDispatcher?, clock: any PeerClock, logger: Logger) {
         self.config = config
@@ -96,18 +100,31 @@ actor OriginTLSService: Service {
         let now = Date()
         var setAt = Int64(now.timeIntervalSince1970 * 1000)
         var signer = "nobody (a node without other app nodes)"
-        if let mesh, let authority {
+        var authority = authority
+        if let mesh, let given = authority {
             do {
-                signer = try await authority.signer(of: pair.certificatePEM, ca: mesh.ca, revocations: mesh.revocations.current, now: now)
+                signer = try await given.signer(of: pair.certificatePEM, ca: mesh.ca, revocations: mesh.revocations.current, now: now)
             } catch {
                 throw Refused(description: "certificate refused, nothing changed: \(error)")
             }
             // Dated by the signer's clock: not ahead of this node's by more than a few minutes (it would win over
             // every pair set after it).
-            guard authority.setAt <= setAt + 300_000 else {
+            guard given.setAt <= setAt + 300_000 else {
                 throw Refused(description: "certificate refused, nothing changed: it is signed as set in the future (the signer's clock is ahead)")
             }
-            setAt = authority.setAt
+            // Nor behind the pair installed: the newest pair wins in the cluster, so the others would keep (and hand
+            // back) the one installed.
+            if let installed, installed.info.fingerprint != (try? OriginCertificate.info(certificatePEM: pair.certificatePEM).fingerprint),
+                given.setAt <= installed.setAt
+            {
+                throw Refused(
+                    description:
+                        "certificate refused, nothing changed: it is signed as set at \(given.setAt / 1000) (seconds since 1970), before the certificate installed (set at \(installed.setAt / 1000)): the signing machine's clock is behind; correct it (timedatectl) and run peerctl tls set again"
+                )
+            }
+            setAt = given.setAt
+        } else if mesh == nil {
+            authority = nil  // not checked, not kept: a node alone hands the pair to no one
         } else if let members = config.mesh?.members, members.contains(where: { $0.role == .node && $0.name != config.node.name }) {
             throw Refused(
                 description:
@@ -141,9 +158,9 @@ actor OriginTLSService: Service {
             throw Refused(description: "certificate refused, nothing changed: \(rejected.description)")
         }
         if let installed, installed.info.fingerprint == info.fingerprint {
-            // The same certificate again: nothing for nginx to do.
-            // Keeps the signature that goes with the date kept.
-            try save(setAt >= installed.setAt ? Installed(info: info, setAt: setAt, authority: authority) : installed)
+            // The same certificate again: nothing for nginx to do. A newer signature replaces the one kept (with its
+            // date); an unsigned copy changes nothing.
+            if authority != nil, setAt >= installed.setAt { try save(Installed(info: info, setAt: setAt, authority: authority)) }
             return
         }
         let files = config.originFiles(fingerprint: info.fingerprint)
@@ -237,7 +254,7 @@ actor OriginTLSService: Service {
     /// sent to less than 15 s ago (a new pair from the operator).
     private func sendToOthers(force: Bool) async {
         // A pair without a signature (set before them) is not sent: the others would refuse it.
-        guard let mesh, let installed, installed.authority != nil else { return }
+        guard let mesh, let installed, let authority = installed.authority else { return }
         let mine = installed.mark
         let now = clock.now()
         let others = mesh.cluster.current.appMembers.filter {
@@ -245,6 +262,27 @@ actor OriginTLSService: Service {
         }
         guard !others.isEmpty else { return }
         let files = config.originFiles(fingerprint: installed.info.fingerprint)
+        // Nor one whose signature no longer checks out (the signing operator's certificate expired or was revoked):
+        // the others would refuse it on every resend.
+        if authorityChecked.map({ $0.fingerprint != installed.info.fingerprint || now - $0.at >= .seconds(60) }) ?? true {
+            let certificate = FileManager.default.contents(atPath: files.certificate).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            var refusal: String?
+            do {
+                _ = try await authority.signer(of: certificate, ca: mesh.ca, revocations: mesh.revocations.current)
+            } catch {
+                refusal = "\(error)"
+            }
+            authorityChecked = (installed.info.fingerprint, now, refusal)
+        }
+        if let refusal = authorityChecked?.refusal {
+            if authorityWarned.map({ now - $0 >= .seconds(3600) }) ?? true {
+                authorityWarned = now
+                logger.warning(
+                    "the installed origin certificate's signature no longer lets it in; nodes that miss it are not sent it: set it again with peerctl tls set",
+                    metadata: ["reason": "\(refusal)", "mesh.members_missing": "\(others.map(\.id.name).joined(separator: ","))"])
+            }
+            return
+        }
         guard let certificate = FileManager.default.contents(atPath: files.certificate), let key = FileManager.default.contents(atPath: files.key)
         else {
             logger.error("the installed origin certificate's files are gone", metadata: ["tls.certificate": "\(files.certificate)"])
