@@ -9,13 +9,9 @@ import Testing
 /// Mutation: the check in `MeshNode.receive` off (every relayed claim taken) — caught here and by the
 /// simulation's forging member (`MeshSimulationTests`, "took a forged claim"; it also forges deaths at the bound).
 @Suite struct MemberClaimsTests {
-    static let ids = ["n1", "n2", "n3"].map(MemberID.init)
+    static let ids = GossipBoundsTests.ids
 
-    static func node(_ id: MemberID) -> MeshNode {
-        MeshNode(
-            me: id, members: ids.map { MeshNode.Member(id: $0, address: "\($0.name):7946", appNode: true) }, swim: .lan, lease: .profile("lan"),
-            promised: 0, seed: 11, now: .zero)
-    }
+    static func node(_ id: MemberID) -> MeshNode { GossipBoundsTests.node(id) }
 
     /// n1 holding n3 first-hand: healthy on app:1 at incarnation 2.
     static func n1KnowingN3() -> (MeshNode, ClusterState.Member) {
