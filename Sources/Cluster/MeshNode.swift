@@ -133,8 +133,9 @@ public struct MeshNode: Sendable {
     }
 
     /// How far above its incarnation an unsigned state of this node may make it refute (a previous run's, signed with
-    /// a key since rotated): 2^42 such refutations before the bound on counters, never reached.
-    public static let unsignedJump: UInt64 = 1 << 20
+    /// a key since rotated: a run changes its incarnation far less than 2^32 times); a forger would need 2^30 such
+    /// refutations to reach the bound on counters.
+    public static let unsignedJump: UInt64 = 1 << 32
 
     /// When the node next has something to do (at the latest in a second): a tick before it changes nothing.
     public func nextDeadline(now: Instant) -> Instant {
@@ -168,6 +169,8 @@ public struct MeshNode: Sendable {
         var directives: [Directive] = []
         switch datagram {
         case .swim(var envelope):
+            // No more than SWIM takes (a datagram full of forged entries is not a signature check each).
+            envelope.gossip = Array(envelope.gossip.prefix(max(swim.settings.maxGossip, swim.view.count) + 1))
             envelope.gossip = envelope.gossip.filter { update in
                 // Only a member raises its own incarnation, and only it says what its app is: a relayed state that
                 // does either needs its signature. One that reports a suspicion or a death at the incarnation this node

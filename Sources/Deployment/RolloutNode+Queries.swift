@@ -30,7 +30,8 @@ extension RolloutNode {
     /// - a copy that a majority of the app nodes gossip as it is: a node that missed it while it ran, the leader that
     ///   made it gone since, catches up (a majority of all app nodes, not of the copy's own `order`, which a member
     ///   could write as itself alone);
-    /// - the cancellation of this node's intent by the leader that made it, which may have lost its lease since.
+    /// - the cancellation of this node's intent by the leader that made it, which may have lost its lease since —
+    ///   that intent with `cancelled` set, nothing else changed.
     /// Any other member's copy, a new intent or a changed one (another image, a cancellation), is not taken from it: a
     /// member cannot deploy or stop a deploy on its own. (Each member's gossip is its own, signed: see `MeshNode`.)
     public static func authoritative(in members: [Member], leader: String?, holding: RolloutIntent?) -> [RolloutIntent] {
@@ -38,10 +39,12 @@ extension RolloutNode {
         return members.compactMap { member in
             guard let intent = member.intent, Counter.isPlausible(intent.term ?? 0), Counter.isPlausible(intent.seq) else { return nil }
             if member.name == leader { return intent }
-            if let holding, intent.id == holding.id, intent.cancelled != nil, let proposer = holding.proposer, member.name == proposer,
-                intent.proposer == proposer
-            {
-                return intent
+            if let holding, intent.cancelled != nil, holding.cancelled == nil, let proposer = holding.proposer, member.name == proposer {
+                // Its cancellation only: the same intent in every other field (not another image to go back to, not
+                // a term that would outrank every later intent).
+                var uncancelled = intent
+                uncancelled.cancelled = nil
+                if uncancelled == holding { return intent }
             }
             return members.filter { $0.intent.map { $0.isCopy(of: intent) } == true }.count >= majority ? intent : nil
         }

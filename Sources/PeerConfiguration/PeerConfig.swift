@@ -110,11 +110,11 @@ public struct PeerConfig: Sendable, Hashable {
         /// closed as it arrives, before any TLS work.
         public var allowFrom: [NetworkPrefix]? = nil
 
-        /// Whether a connection from `address` may go on to its TLS handshake.
+        /// Whether a connection from the source address `address` may go on to its TLS handshake: a member's mesh
+        /// address (an IPv4 one also as an IPv4-mapped IPv6 source, on a dual-stack listener), or in `allow_from`.
         public func admits(_ address: String) -> Bool {
             guard let allowFrom else { return true }
-            let canonical = canonicalIPAddress(address)
-            return members.contains { canonicalIPAddress($0.host) == canonical } || allowFrom.contains { $0.contains(address) }
+            return members.contains { NetworkPrefix($0.host)?.contains(address) == true } || allowFrom.contains { $0.contains(address) }
         }
     }
 

@@ -207,7 +207,17 @@ import Testing
         var n2Later = n2
         _ = n2.step(Self.view([Self.member("n1", stopped, .waiting)] + held + [Self.member("n3", intent, .waiting)]))
         #expect(n2.intent?.cancelled == "not replicated in time")
-        // The leader that made it cancels it after losing its lease: its cancellation still stands.
+        // The leader that made it cancels it after losing its lease: its cancellation still stands — but only that:
+        // a "cancellation" of its that also changes where the nodes go back to, or outranks every later intent, is not.
+        var rewritten = stopped
+        rewritten.previousImage = "evil:0"
+        var outranking = stopped
+        outranking.term = Counter.limit
+        for forged in [rewritten, outranking] {
+            var copy = n2Later
+            _ = copy.step(Self.view([Self.member("n1", forged, .waiting)] + held + [Self.member("n3", intent, .waiting)], leader: nil))
+            #expect(copy.intent == intent, "\(forged)")
+        }
         _ = n2Later.step(Self.view([Self.member("n1", stopped, .waiting)] + held + [Self.member("n3", intent, .waiting)], leader: nil))
         #expect(n2Later.intent?.cancelled == "not replicated in time")
         // No leader known (it died): a copy that two of the three nodes hold is taken by the third, one that only

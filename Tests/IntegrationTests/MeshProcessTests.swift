@@ -192,6 +192,16 @@ import Testing
         }
         #expect(try asOperator("ci").status == 0)
         #expect(try asOperator("alice").status == 0)
+        // An operator that connects and asks nothing is closed after the request deadline (10 s), not held.
+        let connected = Date()
+        _ = try Shell.run(
+            "bash",
+            [
+                "-c",
+                "timeout 40 openssl s_client -quiet -connect \(Self.prefix)2:7946 -cert \(pki)/operator-ci.pem -key \(pki)/operator-ci-key.pem -CAfile \(pki)/ca.pem < <(sleep 45) >/dev/null 2>&1",
+            ])
+        let held = Date().timeIntervalSince(connected)
+        #expect(held >= 9 && held < 30, "an operator connection that asked nothing was held \(held) s")
         let forbidden = try asOperator("alice", ["rollback"])
         #expect(forbidden.status != 0 && forbidden.output.contains("operator alice may not rollback"), "\(forbidden.output)")
         #expect(!(try asOperator("ci", ["rollback"]).output.contains("may not")), "ci's deploy scope was refused")

@@ -199,7 +199,11 @@ import Testing
         let yaml = Self.meshYAML(pki, extra: "  allow_from:\n    - 192.0.2.0/24\n    - 198.51.100.7\n    - 2001:db8:ff::/48\n")
         let mesh = try #require(try parse(yaml).mesh)
         #expect(mesh.allowFrom?.map(\.description) == ["192.0.2.0/24", "198.51.100.7/32", "2001:db8:ff::/48"])
-        for allowed in ["10.0.0.5", "2001:db8::6", "2001:DB8:0:0:0:0:0:6", "192.0.2.200", "198.51.100.7", "2001:db8:ff:1::9", "::ffff:192.0.2.1"] {
+        let allowed = [
+            "10.0.0.5", "::ffff:10.0.0.5", "2001:db8::6", "2001:DB8:0:0:0:0:0:6", "192.0.2.200", "198.51.100.7", "2001:db8:ff:1::9",
+            "::ffff:192.0.2.1",
+        ]
+        for allowed in allowed {
             #expect(mesh.admits(allowed), "\(allowed)")
         }
         for refused in ["192.0.3.1", "198.51.100.8", "2001:db8:fe::1", "10.0.0.6", "not an address"] {

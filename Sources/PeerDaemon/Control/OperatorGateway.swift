@@ -1,6 +1,7 @@
 import Control
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import PKI
 import Transport
@@ -12,11 +13,23 @@ import Transport
 struct OperatorGateway: Sendable {
     let control: NodeControl
     let logger: Logger
+    /// An operator's connection that has not sent its request by then is closed: it holds a place under the mesh
+    /// port's connection limits for nothing.
+    var requestDeadline: TimeAmount = .seconds(10)
 
     func serve(_ connection: MeshConnection, operator name: String) async {
+        let asked = NIOLockedValueBox(false)
+        let channel = connection.channel.channel
+        let deadline = channel.eventLoop.scheduleTask(in: requestDeadline) {
+            guard !asked.withLockedValue({ $0 }) else { return }
+            logger.info("operator connection closed: no request within the deadline", metadata: ["operator.name": "\(name)"])
+            channel.close(promise: nil)
+        }
+        defer { deadline.cancel() }
         try? await connection.channel.executeThenClose { inbound, outbound in
             var frames = inbound.makeAsyncIterator()
             guard let first = try await frames.next() else { return }
+            asked.withLockedValue { $0 = true }
             func send(_ value: some Encodable) async throws {
                 try await outbound.write(ByteBuffer(bytes: try ControlAPI.encoder.encode(value)))
             }

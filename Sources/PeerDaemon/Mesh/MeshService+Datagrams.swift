@@ -87,6 +87,10 @@ extension MeshService {
                 cluster.publish(state)
             case .persistConfigurations(let known):
                 remember { $0.configurations = Dictionary(uniqueKeysWithValues: known.map { ($0.key.name, $0.value) }) }
+            case .refused(let member, let relay) where member == me:
+                logger.warning(
+                    "a member relayed a state of this node far above its incarnation, without this node's signature: not refuted (a forgery, or a previous run under a key since rotated: if peerctl members elsewhere shows this node dead, restart the relaying member)",
+                    metadata: ["mesh.relay": "\(relay)"])
             case .refused(let member, let relay):
                 logger.debug(
                     "a member relayed another's state without its signature: not taken",

@@ -20,8 +20,9 @@ final class MeshStats: Sendable {
     }
 
     /// Why relayed claims were not taken: no signature (a relay through a peerd from before them), one that does
-    /// not check out (a forgery — or a bug: in a cluster of one version it stays 0), or an owner whose certificate
-    /// this node has not verified yet (it talks to it first-hand soon).
+    /// not check out (a forgery — or a bug: in a cluster of one version it stays 0 outside certificate rotations,
+    /// when a few signed with the new key meet the old certificate still held), or an owner whose certificate this
+    /// node has not verified yet (it talks to it first-hand soon).
     struct Refusals: Sendable, Codable, Hashable {
         var noSignature = 0
         var badSignature = 0

@@ -65,7 +65,7 @@ actor OriginTLSService: Service {
     private var lastSent: [String: (fingerprint: String, at: Instant)] = [:]
     /// Whether the installed pair's signature still lets it in (an operator's certificate expires or is revoked),
     /// checked at most once a minute; and when that was last logged.
-    private var authorityChecked: (fingerprint: String, at: Instant, refusal: String?)?
+    private var authorityChecked: (authority: OriginAuthority, at: Instant, refusal: String?)?
     private var authorityWarned: Instant?
 
     init(config: PeerConfig, nginx: NginxProxy, mesh: Mesh?, notices: NoticeDispatcher?, clock: any PeerClock, logger: Logger) {
@@ -264,7 +264,7 @@ actor OriginTLSService: Service {
         let files = config.originFiles(fingerprint: installed.info.fingerprint)
         // Nor one whose signature no longer checks out (the signing operator's certificate expired or was revoked):
         // the others would refuse it on every resend.
-        if authorityChecked.map({ $0.fingerprint != installed.info.fingerprint || now - $0.at >= .seconds(60) }) ?? true {
+        if authorityChecked.map({ $0.authority != authority || now - $0.at >= .seconds(60) }) ?? true {
             let certificate = FileManager.default.contents(atPath: files.certificate).map { String(decoding: $0, as: UTF8.self) } ?? ""
             var refusal: String?
             do {
@@ -272,7 +272,7 @@ actor OriginTLSService: Service {
             } catch {
                 refusal = "\(error)"
             }
-            authorityChecked = (installed.info.fingerprint, now, refusal)
+            authorityChecked = (authority, now, refusal)
         }
         if let refusal = authorityChecked?.refusal {
             if authorityWarned.map({ now - $0 >= .seconds(3600) }) ?? true {
