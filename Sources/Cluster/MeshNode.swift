@@ -169,6 +169,13 @@ public struct MeshNode: Sendable {
         var directives: [Directive] = []
         switch datagram {
         case .swim(var envelope):
+            // Its own state first-hand needs no signature — unless it jumps far above the one held: a member's shell
+            // signs every state of its own, so an unsigned one there is a forgery with its key (or garbage), and taking
+            // it would leave this node holding an incarnation the member itself never refutes (see below).
+            if let held = swim.state(of: from), envelope.sender.incarnation > held.incarnation + Self.unsignedJump, !signed(envelope.sender) {
+                directives.append(.refused(from, relayedBy: from))
+                return directives
+            }
             // No more than SWIM takes (a datagram full of forged entries is not a signature check each).
             envelope.gossip = Array(envelope.gossip.prefix(max(swim.settings.maxGossip, swim.view.count) + 1))
             envelope.gossip = envelope.gossip.filter { update in

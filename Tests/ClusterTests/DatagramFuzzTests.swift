@@ -77,8 +77,8 @@ import Testing
             // As peerd does with what opened: decode, and drop what does not.
             guard let datagram = try? JSONDecoder().decode(MeshNode.Datagram.self, from: Data(bytes)) else { continue }
             decoded += 1
-            // Every claim taken as signed: the worst case, the most gets through.
-            let directives = sim.nodes[target]!.mesh.receive(datagram, from: member, now: sim.local(target)) { _ in true }
+            // Signatures checked as peerd does (what n2 sent unchanged checks out; what the fuzzer changed does not).
+            let directives = sim.receive(datagram, at: target, from: member, now: sim.local(target))
             for case .send(let reply, _) in directives {
                 let size = try JSONEncoder().encode(reply).count
                 #expect(size < 60_000, "round \(round): n1 sends a datagram of \(size) bytes")

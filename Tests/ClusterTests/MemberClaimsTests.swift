@@ -67,9 +67,10 @@ import Testing
     /// Only a member raises its incarnation: a relay that declares n3 dead at the highest incarnation receivers
     /// take (n3 could only refute past the bound, where nobody hears it) is not taken without n3's signature; and
     /// n1, told of itself at that incarnation, does not jump there. A state of its own a little above its
-    /// incarnation (its previous run's, under a key since rotated) it still refutes. Mutations: the incarnation
-    /// rule off (only a changed app needs a signature) — caught by the first expectation; no bound on the
-    /// unsigned jump for its own state — caught by the second.
+    /// incarnation (its previous run's, under a key since rotated) it still refutes; and a member's own state does
+    /// not jump far first-hand without its signature. Mutations: the incarnation rule off (only a changed app needs
+    /// a signature) — caught by the first expectation; no bound on the unsigned jump for its own state — caught by
+    /// the second; the first-hand rule off — caught by the last and by `DatagramFuzzTests` (no convergence).
     @Test func aRelayCannotRaiseAMembersIncarnation() throws {
         var (n1, n3) = Self.n1KnowingN3()
         var death = n3
@@ -89,5 +90,13 @@ import Testing
         previousRun.status = .dead
         _ = Self.relay([previousRun], to: &n1, seq: 4) { _ in false }
         #expect(n1.state.member(Self.ids[0])?.incarnation == mine.incarnation + 6, "a previous run's death is refuted")
+
+        // Nor does a member jump far first-hand without its signature (its shell signs every state of its own): n1
+        // would hold an incarnation n3 itself never refutes.
+        var jump = n3
+        jump.incarnation = Counter.limit
+        let envelope = MeshNode.Swim.Envelope(sender: jump, message: .ping(seq: 9), gossip: [])
+        _ = n1.receive(.swim(envelope), from: Self.ids[2], now: .zero + .milliseconds(40)) { _ in false }
+        #expect(n1.state.member(Self.ids[2])?.incarnation == 2)
     }
 }

@@ -176,6 +176,14 @@ struct MeshSimulation {
         }
     }
 
+    /// `datagram` from `from` read by `to`, with the signatures checked as the shell does: a claim counts as signed
+    /// when its owner signed it and `to` has verified the owner's certificate (it talked to it this run).
+    mutating func receive(_ datagram: MeshNode.Datagram, at to: MemberID, from: MemberID, now: Instant) -> [MeshNode.Directive] {
+        certificates[to, default: []].insert(from)
+        let (known, signed) = (certificates[to]!.union([to]), signed)
+        return nodes[to]!.mesh.receive(datagram, from: from, now: now) { state in known.contains(state.id) && signed.contains(Claim(state)) }
+    }
+
     /// A member that lies: it gossips to every other member that `about` serves another image, under a higher
     /// incarnation, and says nothing of its own but the truth. Nothing it says of `about` may be taken.
     mutating func forge(by id: MemberID, about: MemberID, deathAtTheLimit: Bool = false) {
@@ -265,11 +273,7 @@ struct MeshSimulation {
         let directives: [MeshNode.Directive]
         switch delivery.message {
         case .datagram(let datagram):
-            certificates[delivery.to, default: []].insert(delivery.from)
-            let (known, signed) = (certificates[delivery.to]!.union([delivery.to]), signed)
-            directives = nodes[delivery.to]!.mesh.receive(datagram, from: delivery.from, now: local) { state in
-                known.contains(state.id) && signed.contains(Claim(state))
-            }
+            directives = receive(datagram, at: delivery.to, from: delivery.from, now: local)
         case .connectionLost: directives = nodes[delivery.to]!.mesh.connectionLost(to: delivery.from, now: local)
         }
         carryOut(directives, from: delivery.to)
