@@ -1,3 +1,4 @@
+import Control
 import Foundation
 import PKI
 import PeerDaemon
@@ -128,6 +129,21 @@ import Testing
             }
             #expect(codes.count > 30, "load ran: \(codes.count) requests")
             #expect(codes.allSatisfy { $0 == "200" }, "\(codes.filter { $0 != "200" }.count) of \(codes.count) failed: \(Set(codes))")
+            #expect(addresses.map(served) == Array(repeating: rotated.fingerprint, count: 3))
+            // A pair signed as set before the one installed (the signing machine's clock behind) is refused with the
+            // reason: the others would keep the installed one and hand it back.
+            let late = try origin.issue(names: ["*.example.test"])
+            let backdated = try OriginAuthority.sign(
+                certificatePEM: late.certificatePEM, setAt: 1_000_000, keyPEM: try String(contentsOfFile: caKey, encoding: .utf8))
+            let body = try JSONEncoder().encode(ControlAPI.TLSRequest(certificatePEM: late.certificatePEM, keyPEM: late.keyPEM, authority: backdated))
+            try body.write(to: URL(fileURLWithPath: dir + "/backdated.json"))
+            let refusedLate = try Shell.run(
+                "curl",
+                [
+                    "-s", "--max-time", "20", "--unix-socket", cluster.nodes[1].directory + "/run/peerd.sock", "-X", "POST",
+                    "--data-binary", "@" + dir + "/backdated.json", "http://peerd/v1/tls",
+                ])
+            #expect(refusedLate.output.contains("clock is behind"), "\(refusedLate.output)")
             #expect(addresses.map(served) == Array(repeating: rotated.fingerprint, count: 3))
             let oldKey = "\(cluster.nodes[0].directory)/state/tls/origin-\(good.fingerprint.prefix(16))-key.pem"
             #expect(!FileManager.default.fileExists(atPath: oldKey), "the replaced key is removed")
