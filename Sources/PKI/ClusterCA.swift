@@ -180,7 +180,13 @@ public struct ClusterCA: Sendable {
 
     /// Checks that `leaf` chains to this CA and is valid at `now`; returns the identity it names.
     public func verify(_ leaf: Certificate, now: Date = Date()) async throws -> PeerIdentity {
-        var verifier = Verifier(rootCertificates: CertificateStore([certificate])) {
+        try await Self.verify(leaf, issuedBy: certificate, now: now)
+    }
+
+    /// Checks that `leaf` chains to the CA certificate `ca` (no key needed) and is valid at `now`; returns the
+    /// identity it names.
+    public static func verify(_ leaf: Certificate, issuedBy ca: Certificate, now: Date = Date()) async throws -> PeerIdentity {
+        var verifier = Verifier(rootCertificates: CertificateStore([ca])) {
             RFC5280Policy(validationTime: now)
         }
         switch await verifier.validate(leaf: leaf, intermediates: CertificateStore()) {

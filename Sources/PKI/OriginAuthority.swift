@@ -54,10 +54,7 @@ public struct OriginAuthority: Codable, Sendable, Hashable {
         } catch {
             throw ClusterCA.Failure(description: "the signing operator's certificate does not parse")
         }
-        var verifier = Verifier(rootCertificates: CertificateStore([ca])) { RFC5280Policy(validationTime: now) }
-        guard case .validCertificate = await verifier.validate(leaf: certificate, intermediates: CertificateStore()),
-            case .operator(let name) = PeerIdentity(certificate: certificate), PeerIdentity.operator(name).usageProblem(of: certificate) == nil
-        else {
+        guard case .operator(let name) = try? await ClusterCA.verify(certificate, issuedBy: ca, now: now) else {
             throw ClusterCA.Failure(description: "the origin certificate is signed by a certificate that is no valid operator's of this cluster")
         }
         if let refusal = revocations.refusal(of: certificate) { throw ClusterCA.Failure(description: refusal) }

@@ -35,11 +35,10 @@ extension MeshService {
             logger.trace("datagram dropped", metadata: ["mesh.remote": "\(datagram.remoteAddress)", "reason": "\(error)"])
             return
         }
-        var certificates = self.certificates
-        certificates[me] = certificate
+        let (certificates, me, mine) = (self.certificates, self.me, self.certificate)
         var refused = MeshStats.Refusals()
         let directives = node.receive(message, from: from, now: clock.now()) { state in
-            guard let certificate = certificates[state.id] else {
+            guard let certificate = state.id == me ? mine : certificates[state.id] else {
                 refused.certificateNotSeen += 1
                 return false
             }
