@@ -182,11 +182,12 @@ public struct MeshNode: Sendable {
                 // Only a member raises its own incarnation, and only it says what its app is: a relayed state that
                 // does either needs its signature. One that reports a suspicion or a death at the incarnation this node
                 // holds, with the app it holds, does not.
-                guard update.id != from, let held = swim.state(of: update.id) else { return true }
+                guard let held = swim.state(of: update.id) else { return true }
                 let unsigned: Bool
-                if update.id == me {
+                if update.id == me || update.id == from {
                     // A state of this node above its incarnation makes it refute above that: only its own signature
                     // (a previous run's) may make it jump far, or a relay could raise it past what receivers take.
+                    // The sender's own state in its gossip is first-hand, as its envelope's: the same rule as above.
                     unsigned = update.incarnation > held.incarnation + Self.unsignedJump && !signed(update)
                 } else {
                     unsigned =
