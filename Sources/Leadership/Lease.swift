@@ -18,11 +18,13 @@ import PeerCore
 /// - The term is the fencing token: ``validTerm(now:)`` says whether this node leads right now and under which
 ///   term; the shell asks it immediately before every DNS write and notification.
 public struct Lease: Sendable {
+    /// `position`: the sender's configuration (``Configuration/Position``); nil stands for the initial one (and is
+    /// what a peerd from before configurations sends, and what is sent while a cluster never changed its own).
     public enum Message: Sendable, Hashable, Codable {
-        case request(term: UInt64, attempt: UInt64)
-        case grant(term: UInt64, attempt: UInt64)
+        case request(term: UInt64, attempt: UInt64, position: Configuration.Position? = nil)
+        case grant(term: UInt64, attempt: UInt64, position: Configuration.Position? = nil)
         /// `promised`: the highest term the voter promised; `holder`: whom it currently grants to, if anyone.
-        case reject(term: UInt64, attempt: UInt64, promised: UInt64, holder: MemberID?)
+        case reject(term: UInt64, attempt: UInt64, promised: UInt64, holder: MemberID?, position: Configuration.Position? = nil)
         /// A campaign that did not reach a majority gives its grants back, so the voters can back someone else
         /// at once instead of after a lease duration.
         case release(term: UInt64)
@@ -30,12 +32,22 @@ public struct Lease: Sendable {
         /// Every number in it is within ``Counter/limit``: a term of `UInt64.max` from a broken or hostile voter
         /// would otherwise be promised, persisted, and overflow the next campaign's `+ 1` on every node.
         public var isPlausible: Bool {
+            let numbers =
+                switch self {
+                case .request(let term, let attempt, _), .grant(let term, let attempt, _):
+                    Counter.isPlausible(term) && Counter.isPlausible(attempt)
+                case .reject(let term, let attempt, let promised, _, _):
+                    Counter.isPlausible(term) && Counter.isPlausible(attempt) && Counter.isPlausible(promised)
+                case .release(let term): Counter.isPlausible(term)
+                }
+            return numbers && position.map { Counter.isPlausible($0.epoch) && Counter.isPlausible($0.term) } ?? true
+        }
+
+        /// The configuration the sender holds (nil: the initial one, or a release, which carries none).
+        public var position: Configuration.Position? {
             switch self {
-            case .request(let term, let attempt), .grant(let term, let attempt):
-                Counter.isPlausible(term) && Counter.isPlausible(attempt)
-            case .reject(let term, let attempt, let promised, _):
-                Counter.isPlausible(term) && Counter.isPlausible(attempt) && Counter.isPlausible(promised)
-            case .release(let term): Counter.isPlausible(term)
+            case .request(_, _, let position), .grant(_, _, let position), .reject(_, _, _, _, let position): position
+            case .release: nil
             }
         }
     }
@@ -55,8 +67,18 @@ public struct Lease: Sendable {
 
     public let settings: LeaseSettings
     public let me: MemberID
-    public let voters: [MemberID]
-    public let canLead: Bool
+    /// Every voter of the configurations this node holds (``quorums``), sorted.
+    public private(set) var voters: [MemberID]
+    /// The voter sets a majority is needed in: the configuration this node holds, and while a change is not yet
+    /// committed, the proposed one as well (joint consensus).
+    public private(set) var quorums: [[MemberID]]
+    /// The newest configuration this node holds: sent with every request, grant and refusal, and a voter grants
+    /// only to a candidate that holds one at least as new (so a node that missed a change cannot win a majority
+    /// that includes a voter who took it).
+    public private(set) var position: Configuration.Position
+    /// Runs the app (a witness does not): it may lead while it is a voter.
+    public private(set) var isAppNode: Bool
+    public private(set) var canLead: Bool
     private var rng: SplitMix64
 
     // Voter.
@@ -99,9 +121,15 @@ public struct Lease: Sendable {
 
     /// `promised`: the term persisted by a previous run (0 for a new node). `voters` includes this node if it
     /// votes.
-    public init(me: MemberID, voters: [MemberID], canLead: Bool, promised: UInt64, settings: LeaseSettings, seed: UInt64, now: Instant) {
+    public init(
+        me: MemberID, voters: [MemberID], canLead: Bool, promised: UInt64, settings: LeaseSettings, seed: UInt64, now: Instant,
+        position: Configuration.Position = .initial
+    ) {
         self.me = me
-        self.voters = voters.sorted()
+        self.voters = Array(Set(voters)).sorted()
+        self.quorums = [self.voters]
+        self.position = position
+        self.isAppNode = canLead
         self.canLead = canLead && voters.contains(me)
         self.settings = settings
         self.promised = promised
@@ -111,6 +139,41 @@ public struct Lease: Sendable {
     }
 
     public var majority: Int { voters.count / 2 + 1 }
+
+    /// Whether `grants` hold a majority of every voter set in ``quorums``.
+    public func isMajority(_ grants: Set<MemberID>) -> Bool {
+        quorums.allSatisfy { quorum in quorum.filter(grants.contains).count >= quorum.count / 2 + 1 }
+    }
+
+    /// What goes in this node's messages: nil for the initial configuration (the same bytes as before
+    /// configurations, which a peerd from before them reads).
+    private var sentPosition: Configuration.Position? { position == .initial ? nil : position }
+
+    /// The configurations this node holds changed (a change proposed, taken or committed): `quorums` are the voter
+    /// sets every majority must now be counted in, `position` the newest of them. What it promised and granted
+    /// stays: a voter stays bound to its grant, and a leader's lease stays valid — a majority of the old voters
+    /// backs it, and one change moves only one voter, so any majority of the new voters includes one of them
+    /// (``ConfiguredLease`` asks for a round under a configuration before the next change). A campaign under way is
+    /// given up (its grants were counted over other voters); a leader that is no longer a voter stops leading.
+    public mutating func reconfigure(quorums: [[MemberID]], position: Configuration.Position, appNode: Bool, now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        let before = voters
+        isAppNode = appNode
+        self.quorums = quorums.map { Array(Set($0)).sorted() }
+        self.voters = Array(Set(quorums.joined())).sorted()
+        self.position = position
+        canLead = isAppNode && voters.contains(me)
+        switch role {
+        case .candidate(let term, _, _, _):
+            abandonCampaign(term: term, now: now, into: &directives, voters: before)
+        case .leader where !canLead:
+            directives += stepDown(now: now, until: now, voters: before)
+        case .leader, .follower:
+            break
+        }
+        if !canLead { role = .follower(nextCampaign: nil) }
+        return directives
+    }
 
     /// The term under which this node leads at `now`, or nil: ask immediately before every fenced action.
     public func validTerm(now: Instant) -> UInt64? { view.validTerm(now: now) }
@@ -180,9 +243,11 @@ public struct Lease: Sendable {
         let renewTerm = above > 0 ? above + 1 : term
         attempt += 1
         var grants: Set<MemberID> = []
-        if vote(for: me, term: renewTerm, now: now, into: &directives) { grants.insert(me) }
+        if vote(for: me, term: renewTerm, position: position, now: now, into: &directives) { grants.insert(me) }
         role = .leader(term: term, validUntil: validUntil, renewing: (attempt, renewTerm, now, grants), nextRenew: now + settings.renewInterval)
-        for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: renewTerm, attempt: attempt))) }
+        for voter in voters where voter != me {
+            directives.append(.send(to: voter, .request(term: renewTerm, attempt: attempt, position: sentPosition)))
+        }
         checkRenewal(now: now, into: &directives)
     }
 
@@ -199,7 +264,9 @@ public struct Lease: Sendable {
 
     /// Gives up leading (or campaigning) until `until`: this node cannot do the leader's work (its DNS writes keep
     /// failing). Its voters are told, so another candidate can win at once rather than after the lease runs out.
-    public mutating func stepDown(now: Instant, until: Instant) -> [Directive] {
+    public mutating func stepDown(now: Instant, until: Instant) -> [Directive] { stepDown(now: now, until: until, voters: voters) }
+
+    private mutating func stepDown(now: Instant, until: Instant, voters: [MemberID]) -> [Directive] {
         var directives: [Directive] = []
         standingDownUntil = max(standingDownUntil ?? until, until)
         switch role {
@@ -211,7 +278,7 @@ public struct Lease: Sendable {
             if let grant, grant.to == me { self.grant = nil }
             for term in terms.sorted() { for voter in voters where voter != me { directives.append(.send(to: voter, .release(term: term))) } }
         case .candidate(let term, _, _, _):
-            abandonCampaign(term: term, now: now, into: &directives)
+            abandonCampaign(term: term, now: now, into: &directives, voters: voters)
             role = .follower(nextCampaign: until)
         case .follower:
             role = .follower(nextCampaign: until)
@@ -284,25 +351,26 @@ public struct Lease: Sendable {
         var directives: [Directive] = []
         guard voters.contains(from), from != me, message.isPlausible else { return directives }
         switch message {
-        case .request(let term, let attempt):
+        case .request(let term, let attempt, let theirs):
             highestSeen = max(highestSeen, term)
             // A campaign for a higher term wins over ours: give ours up (its grants back), so the two do not
             // hold each other's votes until both time out.
             if case .candidate(let mine, _, _, _) = role, term > mine { abandonCampaign(term: mine, now: now, into: &directives) }
-            if !suspended, vote(for: from, term: term, now: now, into: &directives) {
-                directives.append(.send(to: from, .grant(term: term, attempt: attempt)))
+            if !suspended, vote(for: from, term: term, position: theirs ?? .initial, now: now, into: &directives) {
+                directives.append(.send(to: from, .grant(term: term, attempt: attempt, position: sentPosition)))
             } else {
                 let holder = grant.flatMap { now < $0.until ? $0.to : nil }
-                directives.append(.send(to: from, .reject(term: term, attempt: attempt, promised: promised, holder: holder)))
+                directives.append(
+                    .send(to: from, .reject(term: term, attempt: attempt, promised: promised, holder: holder, position: sentPosition)))
             }
         // Someone else campaigns for a higher term while we lead: our voters may follow it once our lease is
         // over; nothing to do until then (our lease still holds by construction).
 
-        case .grant(let term, let attempt):
+        case .grant(let term, let attempt, _):
             switch role {
             case .candidate(let t, let a, let sent, var grants) where t == term && a == attempt:
                 grants.insert(from)
-                if grants.count >= majority {
+                if isMajority(grants) {
                     role = .leader(
                         term: term, validUntil: validity(sent: sent), renewing: nil, nextRenew: sent + settings.renewInterval)
                     confirmedAt = sent
@@ -319,7 +387,7 @@ public struct Lease: Sendable {
                 break
             }
 
-        case .reject(let term, let attempt, let promisedThere, _):
+        case .reject(let term, let attempt, let promisedThere, _, _):
             highestSeen = max(highestSeen, promisedThere)
             // Someone else already holds a higher term: this campaign cannot win.
             if case .candidate(let mine, let a, _, _) = role, mine == term, a == attempt, promisedThere > mine {
@@ -344,39 +412,44 @@ public struct Lease: Sendable {
     }
 
     private mutating func checkRenewal(now: Instant, into directives: inout [Directive]) {
-        guard case .leader(_, let validUntil, .some(let renewing), let nextRenew) = role, renewing.grants.count >= majority else { return }
+        guard case .leader(_, let validUntil, .some(let renewing), let nextRenew) = role, isMajority(renewing.grants) else { return }
         role = .leader(term: renewing.term, validUntil: max(validUntil, validity(sent: renewing.sent)), renewing: nil, nextRenew: nextRenew)
         confirmedAt = max(confirmedAt ?? renewing.sent, renewing.sent)
     }
 
     /// A campaign that did not win: back to follower, the votes it got given back.
-    private mutating func abandonCampaign(term: UInt64, now: Instant, into directives: inout [Directive]) {
+    private mutating func abandonCampaign(term: UInt64, now: Instant, into directives: inout [Directive], voters: [MemberID]? = nil) {
         role = .follower(nextCampaign: now + backoff())
         if let grant, grant.to == me, grant.term == term { self.grant = nil }
-        for voter in voters where voter != me { directives.append(.send(to: voter, .release(term: term))) }
+        for voter in voters ?? self.voters where voter != me { directives.append(.send(to: voter, .release(term: term))) }
     }
 
     private mutating func campaign(now: Instant, into directives: inout [Directive]) {
         let term = max(promised, highestSeen) + 1
         attempt += 1
         var grants: Set<MemberID> = []
-        guard vote(for: me, term: term, now: now, into: &directives) else {
+        guard vote(for: me, term: term, position: position, now: now, into: &directives) else {
             role = .follower(nextCampaign: now + backoff())
             return
         }
         grants.insert(me)
         role = .candidate(term: term, attempt: attempt, sent: now, grants: grants)
-        if grants.count >= majority {
+        if isMajority(grants) {
             role = .leader(term: term, validUntil: validity(sent: now), renewing: nil, nextRenew: now + settings.renewInterval)
             confirmedAt = now
             directives.append(.leadership(term: term))
             return
         }
-        for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: term, attempt: attempt))) }
+        for voter in voters where voter != me { directives.append(.send(to: voter, .request(term: term, attempt: attempt, position: sentPosition))) }
     }
 
     /// The voter's rule. Returns whether it grants.
-    private mutating func vote(for candidate: MemberID, term: UInt64, now: Instant, into directives: inout [Directive]) -> Bool {
+    private mutating func vote(
+        for candidate: MemberID, term: UInt64, position theirs: Configuration.Position, now: Instant, into directives: inout [Directive]
+    ) -> Bool {
+        // A candidate that holds an older configuration than this voter missed a change a majority took: it must
+        // not lead (it would count majorities over the wrong voters).
+        guard theirs >= position else { return false }
         // One candidate per term: the same term again only for the one it was promised to (its renewals).
         guard now >= quietUntil, term > promised || (term == promised && promisedTo == candidate) else { return false }
         if let grant, now < grant.until, grant.to != candidate { return false }
