@@ -27,6 +27,9 @@ public struct ClusterState: Sendable, Hashable {
     /// their DNS records point at, whatever they announce. A member the configuration gives none for: the address
     /// it announces.
     public var publicAddresses: [MemberID: String] = [:]
+    /// The cluster's committed configuration as this node holds it, and a change under way (``ConfiguredLease``).
+    public var configuration: Configuration?
+    public var pendingConfiguration: Configuration?
 
     public init(me: MemberID, members: [Member], appNodes: Set<MemberID>, lease: Lease.View, startedAt: Instant, startupGrace: Duration) {
         self.me = me

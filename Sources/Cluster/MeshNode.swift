@@ -14,7 +14,11 @@ public struct MeshNode: Sendable {
     /// What goes in a sealed datagram.
     public enum Datagram: Codable, Sendable, Hashable {
         case swim(Swim.Envelope)
-        case lease(Lease.Message)
+        /// `committed`: the epoch of the sender's committed configuration; nil for the first (what a peerd from
+        /// before configurations sends, and the same bytes).
+        case lease(Lease.Message, committed: UInt64? = nil)
+        /// A change of the cluster's configuration (``ConfiguredLease``); never a lease message.
+        case configuration(ConfiguredLease.Message)
     }
 
     public enum Directive: Sendable, Hashable {
@@ -36,34 +40,28 @@ public struct MeshNode: Sendable {
         case persistConfigurations([MemberID: String])
         /// `relayedBy` passed on a claim of `member`'s that does not carry its signature: not taken.
         case refused(MemberID, relayedBy: MemberID)
+        /// Persist the cluster's configuration, committed and proposed, before sending anything that follows.
+        case persistConfiguration(committed: Configuration, pending: Configuration?)
+        /// The committed configuration changed: members (who is admitted, where they are) follow it.
+        case configurationCommitted(Configuration)
     }
 
     /// A configured member.
-    public struct Member: Sendable, Hashable {
-        public var id: MemberID
-        /// Its mesh listener, `host:port`.
-        public var address: String
-        /// Runs the app and can lead (false for a witness, which only votes).
-        public var appNode: Bool
-        /// Its public address from the configuration (its DNS record), if the configuration says.
-        public var publicAddress: String?
-
-        public init(id: MemberID, address: String, appNode: Bool, publicAddress: String? = nil) {
-            self.id = id
-            self.address = address
-            self.appNode = appNode
-            self.publicAddress = publicAddress
-        }
-    }
+    public typealias Member = Configuration.Member
 
     public private(set) var swim: Swim
-    public private(set) var lease: Lease
-    public let appNodes: Set<MemberID>
+    /// The lease, bound to the cluster's configuration, and the protocol that changes it.
+    public private(set) var council: ConfiguredLease
+    public var lease: Lease { council.lease }
+    /// The app nodes of the committed configuration.
+    public private(set) var appNodes: Set<MemberID>
     /// The public addresses the configuration gives (``ClusterState/publicAddresses``).
-    public let publicAddresses: [MemberID: String]
+    public private(set) var publicAddresses: [MemberID: String]
     public let startedAt: Instant
-    /// The digest of this node's cluster configuration (its members, their addresses and roles), announced with
-    /// its status. nil: not compared (a test that does not care).
+    /// The digest of the member list this node was set up with (members, their addresses and roles), announced
+    /// with its status while the cluster runs its first configuration: nodes whose files list other members must
+    /// not elect each other. nil: not compared (a test that does not care). From the first committed change on,
+    /// the configuration is the cluster's own and this node announces its epoch instead (``announcedConfiguration``).
     public let configuration: String?
     /// The configuration each member last announced, as far as this node knows, this run or an earlier one.
     public private(set) var knownConfigurations: [MemberID: String]
@@ -78,34 +76,57 @@ public struct MeshNode: Sendable {
 
     /// `members`: the configuration, this node among them; every member votes. `promised`: the term this node
     /// persisted in an earlier run.
+    /// `members`: the member list this node was set up with, this node among them; every member votes. `stored`:
+    /// the cluster's configuration as this node persisted it (committed, and a change under way), when it has taken
+    /// part in one: it replaces `members`. `promised`: the term this node persisted in an earlier run.
     public init(
-        me: MemberID, members: [Member], swim settings: SWIMSettings, lease leaseSettings: LeaseSettings, promised: UInt64, seed: UInt64,
-        now: Instant, configuration: String? = nil, knownConfigurations: [MemberID: String] = [:]
+        me: MemberID, members: [Member], stored: (committed: Configuration, pending: Configuration?)? = nil, swim settings: SWIMSettings,
+        lease leaseSettings: LeaseSettings, promised: UInt64, seed: UInt64, now: Instant, configuration: String? = nil,
+        knownConfigurations: [MemberID: String] = [:]
     ) {
         var rng = SplitMix64(seed: seed)
-        let address = members.first { $0.id == me }?.address ?? ""
-        var app = AppStatus.none
-        app.configuration = configuration
+        let committed = stored?.committed ?? .initial(members)
+        let address = committed.member(me)?.address ?? members.first { $0.id == me }?.address ?? ""
         self.configuration = configuration
-        let listed = Set(members.map(\.id))
+        var app = AppStatus.none
+        app.configuration = Self.announced(configuration, committed: committed)
+        let listed = Set(committed.voters)
         self.knownConfigurations = knownConfigurations.filter { listed.contains($0.key) && $0.key != me }
         swim = Swim(
-            me: me, address: address, app: app, incarnation: 1, seeds: members.map { ($0.id, $0.address) }, settings: settings, seed: rng.next(),
-            now: now)
-        appNodes = Set(members.filter(\.appNode).map(\.id))
-        publicAddresses = Dictionary(members.compactMap { m in m.publicAddress.map { (m.id, $0) } }, uniquingKeysWith: { a, _ in a })
-        lease = Lease(
-            me: me, voters: members.map(\.id), canLead: appNodes.contains(me), promised: promised, settings: leaseSettings, seed: rng.next(),
-            now: now)
-        aliveCandidates = appNodes.sorted()
+            me: me, address: address, app: app, incarnation: 1, seeds: committed.members.map { ($0.id, $0.address) }, settings: settings,
+            seed: rng.next(), now: now)
+        council = ConfiguredLease(
+            me: me, committed: committed, pending: stored?.pending, promised: promised, settings: leaseSettings, seed: rng.next(), now: now)
+        appNodes = Set(committed.appNodes)
+        publicAddresses = Self.publicAddresses(committed)
+        aliveCandidates = council.appNodes.sorted()
         startedAt = now
-        if let configuration {
-            mismatched = self.knownConfigurations.filter { $0.value != configuration }.keys.sorted()
-            _ = lease.suspend(!mismatched.isEmpty, now: now)
+        if let configuration = announcedConfiguration {
+            mismatched = self.knownConfigurations.filter { Self.listsDiffer($0.value, configuration) }
+                .keys.sorted()
+            _ = council.suspend(!mismatched.isEmpty, now: now)
         }
     }
 
     public var me: MemberID { swim.me.id }
+
+    /// What this node announces of its configuration: the digest of its file's member list while the cluster runs
+    /// its first configuration, `epoch-N` from the first committed change on.
+    public var announcedConfiguration: String? { Self.announced(configuration, committed: council.committed, pending: council.pending) }
+
+    /// A node that took a proposal is in the change protocol too: one node becoming two holds the proposal while
+    /// the new node, started from its join file, announces that file's list (which names both).
+    static func announced(_ digest: String?, committed: Configuration, pending: Configuration? = nil) -> String? {
+        guard let digest else { return nil }
+        return committed.epoch == Configuration.Position.initial.epoch && pending == nil ? digest : "epoch-\(committed.epoch)"
+    }
+
+    /// Two members announce file lists that differ (an epoch is not a file list: see ``compareConfigurations``).
+    static func listsDiffer(_ a: String, _ b: String) -> Bool { a != b && !a.hasPrefix("epoch-") && !b.hasPrefix("epoch-") }
+
+    static func publicAddresses(_ configuration: Configuration) -> [MemberID: String] {
+        Dictionary(configuration.members.compactMap { m in m.publicAddress.map { (m.id, $0) } }, uniquingKeysWith: { a, _ in a })
+    }
 
     /// The cluster as this node sees it now.
     public var state: ClusterState {
@@ -115,6 +136,8 @@ public struct MeshNode: Sendable {
             startupGrace: swim.settings.startupGrace)
         state.otherConfigurations = mismatched
         state.publicAddresses = publicAddresses
+        state.configuration = council.committed
+        state.pendingConfiguration = council.pending
         return state
     }
 
@@ -139,7 +162,7 @@ public struct MeshNode: Sendable {
 
     /// When the node next has something to do (at the latest in a second): a tick before it changes nothing.
     public func nextDeadline(now: Instant) -> Instant {
-        min(swim.nextDeadline, lease.nextDeadline(now: now) ?? now + .seconds(1), now + .seconds(1))
+        min(swim.nextDeadline, council.nextDeadline(now: now) ?? now + .seconds(1), now + .seconds(1))
     }
 
     // MARK: - Events
@@ -148,7 +171,17 @@ public struct MeshNode: Sendable {
         var directives: [Directive] = []
         absorb(swim.tick(now: now), into: &directives)
         compareConfigurations(now: now, into: &directives)
-        absorb(lease.tick(now: now, aliveCandidates: aliveCandidates), into: &directives)
+        absorb(council.tick(now: now, aliveCandidates: aliveCandidates), now: now, into: &directives)
+        publishIfChanged(into: &directives)
+        return directives
+    }
+
+    /// Proposes `members` as the cluster's next configuration: only on the leader, one member added or removed at a
+    /// time (``ConfiguredLease/propose(_:now:)``). The change is committed when a majority of the old members and
+    /// one of the new ones accepted it (``Directive/configurationCommitted(_:)``).
+    public mutating func propose(_ members: [Member], now: Instant) throws(ConfiguredLease.Refusal) -> [Directive] {
+        var directives: [Directive] = []
+        absorb(try council.propose(members, now: now), now: now, into: &directives)
         publishIfChanged(into: &directives)
         return directives
     }
@@ -199,7 +232,13 @@ public struct MeshNode: Sendable {
             }
             absorb(swim.receive(envelope, from: from, now: now), into: &directives)
             compareConfigurations(now: now, into: &directives)
-        case .lease(let message): absorb(lease.receive(message, from: from, now: now), into: &directives)
+        case .lease(let message, let committed):
+            absorb(
+                council.receive(.lease(message, committed: committed ?? Configuration.Position.initial.epoch), from: from, now: now), now: now,
+                into: &directives)
+        case .configuration(let message):
+            if case .lease = message { break }
+            absorb(council.receive(message, from: from, now: now), now: now, into: &directives)
         }
         publishIfChanged(into: &directives)
         return directives
@@ -218,7 +257,16 @@ public struct MeshNode: Sendable {
     /// (``Lease/confirm(now:)``); the answer shows as the published lease's `confirmedAt`.
     public mutating func confirmLease(now: Instant) -> [Directive] {
         var directives: [Directive] = []
-        absorb(lease.confirm(now: now), into: &directives)
+        absorb(council.confirm(now: now), now: now, into: &directives)
+        publishIfChanged(into: &directives)
+        return directives
+    }
+
+    /// A proposal was refused as not confirmed yet: asks the voters for the round it needs
+    /// (``ConfiguredLease/confirmForChange(now:)``).
+    public mutating func confirmForChange(now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        absorb(council.confirmForChange(now: now), now: now, into: &directives)
         publishIfChanged(into: &directives)
         return directives
     }
@@ -226,7 +274,7 @@ public struct MeshNode: Sendable {
     /// This node cannot do the leader's work: it stops leading and does not campaign before `until`.
     public mutating func stepDown(now: Instant, until: Instant) -> [Directive] {
         var directives: [Directive] = []
-        absorb(lease.stepDown(now: now, until: until), into: &directives)
+        absorb(council.stepDown(now: now, until: until), now: now, into: &directives)
         publishIfChanged(into: &directives)
         return directives
     }
@@ -235,7 +283,7 @@ public struct MeshNode: Sendable {
     public mutating func announce(_ app: AppStatus, now: Instant) -> [Directive] {
         var directives: [Directive] = []
         var app = app
-        app.configuration = configuration
+        app.configuration = announcedConfiguration
         absorb(swim.setApp(app, now: now), into: &directives)
         publishIfChanged(into: &directives)
         return directives
@@ -250,16 +298,45 @@ public struct MeshNode: Sendable {
     /// removed from the lists (the status names it).
     /// `knownConfigurations` follows the members' state changes (``absorb(_:into:)``): only then is there
     /// anything to compare.
+    /// Only file lists are compared: a member that announces an epoch took part in committed changes, and the
+    /// change protocol keeps it from electing with anyone on another configuration.
     private mutating func compareConfigurations(now: Instant, into directives: inout [Directive]) {
-        guard let configuration, configurationsChanged else { return }
+        guard let configuration = announcedConfiguration, configurationsChanged else { return }
         configurationsChanged = false
         directives.append(.persistConfigurations(knownConfigurations))
-        let others = knownConfigurations.filter { $0.value != configuration }.keys.sorted()
+        let others = knownConfigurations.filter { Self.listsDiffer($0.value, configuration) }
+            .keys.sorted()
         guard others != mismatched else { return }
         mismatched = others
         membersChanged = true
         directives.append(.configurationMismatch(others))
-        absorb(lease.suspend(!others.isEmpty, now: now), into: &directives)
+        absorb(council.suspend(!others.isEmpty, now: now), now: now, into: &directives)
+    }
+
+    /// A change of the configuration was committed: membership follows it (new members probed, members that left
+    /// forgotten), and so do roles and public addresses.
+    private mutating func follow(_ committed: Configuration, now: Instant, into directives: inout [Directive]) {
+        swim.setMembers(committed.members.map { ($0.id, $0.address) }, now: now)
+        appNodes = Set(committed.appNodes)
+        publicAddresses = Self.publicAddresses(committed)
+        let listed = Set(committed.voters)
+        knownConfigurations = knownConfigurations.filter { listed.contains($0.key) }
+        configurationsChanged = true
+        aliveCandidates = swim.view.filter { $0.state.status == .alive && council.appNodes.contains($0.state.id) }.map(\.state.id)
+        membersChanged = true
+        directives.append(.configurationCommitted(committed))
+        reannounce(now: now, into: &directives)
+    }
+
+    /// What this node announces of its configuration follows the configurations it holds; its own comparison with
+    /// the others' is made again.
+    private mutating func reannounce(now: Instant, into directives: inout [Directive]) {
+        guard swim.me.app.configuration != announcedConfiguration else { return }
+        var app = swim.me.app
+        app.configuration = announcedConfiguration
+        absorb(swim.setApp(app, now: now), into: &directives)
+        configurationsChanged = true
+        compareConfigurations(now: now, into: &directives)
     }
 
     // MARK: - Directives
@@ -278,18 +355,26 @@ public struct MeshNode: Sendable {
                     configurationsChanged = true
                 }
                 if state.status != previous.status {
-                    aliveCandidates = swim.view.filter { $0.state.status == .alive && appNodes.contains($0.state.id) }.map(\.state.id)
+                    aliveCandidates = swim.view.filter { $0.state.status == .alive && council.appNodes.contains($0.state.id) }.map(\.state.id)
                 }
             }
         }
     }
 
-    private func absorb(_ leaseDirectives: [Lease.Directive], into directives: inout [Directive]) {
-        for directive in leaseDirectives {
+    private mutating func absorb(_ councilDirectives: [ConfiguredLease.Directive], now: Instant, into directives: inout [Directive]) {
+        for directive in councilDirectives {
             switch directive {
-            case .persist(let term): directives.append(.persistTerm(term))
-            case .send(let to, let message): directives.append(.send(.lease(message), to: to))
+            case .persistTerm(let term): directives.append(.persistTerm(term))
+            case .persistConfiguration(let committed, let pending):
+                directives.append(.persistConfiguration(committed: committed, pending: pending))
+                // The published state shows the configurations.
+                membersChanged = true
+                reannounce(now: now, into: &directives)
+            case .send(let to, .lease(let message, let committed)):
+                directives.append(.send(.lease(message, committed: committed == Configuration.Position.initial.epoch ? nil : committed), to: to))
+            case .send(let to, let message): directives.append(.send(.configuration(message), to: to))
             case .leadership(let term): directives.append(.leadership(term: term))
+            case .committed(let configuration): follow(configuration, now: now, into: &directives)
             }
         }
     }

@@ -106,6 +106,31 @@ public struct SWIM<App: SWIMPayload>: Sendable {
 
     // MARK: - Events
 
+    /// The configured members changed (a change of the cluster's configuration committed): a new member is taken as
+    /// alive at incarnation 0 until it speaks for itself, as at start; one that left is forgotten, with what was
+    /// under way about it (probes, suspicions, relays). Addresses follow the configuration.
+    public mutating func setMembers(_ seeds: [(MemberID, String)], now: Instant) {
+        let configured = Dictionary(seeds.filter { $0.0 != me.id }, uniquingKeysWith: { first, _ in first })
+        for id in members.keys where configured[id] == nil {
+            members[id] = nil
+            lastSeen[id] = nil
+            rtt[id] = nil
+            suspicions[id] = nil
+            pending[id] = nil
+        }
+        probes = probes.filter { configured[$0.value.target] != nil }
+        relays = relays.filter { configured[$0.value.target] != nil && configured[$0.value.requester] != nil }
+        probeOrder.removeAll { configured[$0] == nil }
+        for (id, address) in configured {
+            if members[id] == nil {
+                members[id] = MemberState<App>(id: id, address: address)
+                pending[me.id] = retransmits
+            } else {
+                members[id]?.address = address
+            }
+        }
+    }
+
     /// The app on this node changed (health or image): announced under a new incarnation.
     public mutating func setApp(_ app: App, now: Instant) -> [Directive] {
         var directives: [Directive] = []

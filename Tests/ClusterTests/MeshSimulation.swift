@@ -327,6 +327,9 @@ struct MeshSimulation {
                 nodes[id]?.published = state
             case .configurationMismatch, .refused:
                 break
+            case .persistConfiguration, .configurationCommitted:
+                // No change of the configuration is made here (ReconfigurationSimulationTests makes them).
+                break
             case .persistConfigurations(let known):
                 knownConfigurations[id] = known
             }
