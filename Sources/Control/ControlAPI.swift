@@ -136,6 +136,48 @@ public enum ControlAPI {
         }
     }
 
+    /// `GET /v1/configuration`: the cluster's configuration as this node holds it — the members every majority is
+    /// counted over — and a change under way.
+    public struct ClusterConfiguration: Codable, Sendable, Equatable {
+        public struct Member: Codable, Sendable, Equatable {
+            public var name: String
+            /// Its mesh address, `host:port`.
+            public var address: String
+            /// `node` or `witness`.
+            public var role: String
+            public var publicAddress: String?
+            public init(name: String, address: String, role: String, publicAddress: String? = nil) {
+                self.name = name
+                self.address = address
+                self.role = role
+                self.publicAddress = publicAddress
+            }
+        }
+        /// Counts committed changes: 1 is the member list every node was set up with.
+        public var epoch: UInt64
+        public var members: [Member]
+        /// A change proposed and not committed yet: its epoch and members.
+        public var pendingEpoch: UInt64?
+        public var pendingMembers: [Member]?
+
+        public init(epoch: UInt64, members: [Member], pendingEpoch: UInt64? = nil, pendingMembers: [Member]? = nil) {
+            self.epoch = epoch
+            self.members = members
+            self.pendingEpoch = pendingEpoch
+            self.pendingMembers = pendingMembers
+        }
+    }
+
+    /// `POST /v1/configuration/members`: one member added (or changed) or removed, committed through the leader.
+    public struct MemberChange: Codable, Sendable {
+        public var add: ClusterConfiguration.Member?
+        public var remove: String?
+        public init(add: ClusterConfiguration.Member? = nil, remove: String? = nil) {
+            self.add = add
+            self.remove = remove
+        }
+    }
+
     public struct DeployRequest: Codable, Sendable {
         public var image: String
         /// Who asked (an operator over the mesh); `peerctl on NODE` when absent.

@@ -70,6 +70,15 @@ public struct ControlClient: Sendable {
         try await get("/v1/who")
     }
 
+    public func configuration() async throws -> ControlAPI.ClusterConfiguration {
+        try await get("/v1/configuration")
+    }
+
+    /// Adds or removes a member through the leader; returns once the change is committed (or throws why not).
+    public func changeMembers(_ change: ControlAPI.MemberChange) async throws -> ControlAPI.ClusterConfiguration {
+        try await decoded(try await execute(try post("/v1/configuration/members", json: change), timeout: .seconds(30)), upTo: 1 << 20)
+    }
+
     public func history() async throws -> [DeployRecord] {
         try await get("/v1/deploys")
     }

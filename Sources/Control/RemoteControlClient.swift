@@ -26,6 +26,10 @@ public protocol ControlChannel: Sendable {
     func revocations() async throws -> ControlAPI.Revocations
     /// Hands revocations the cluster CA signed to the node, which sends them to every other.
     func revoke(_ revocations: [Revocation]) async throws -> ControlAPI.Revocations
+    /// The cluster's configuration the node holds.
+    func configuration() async throws -> ControlAPI.ClusterConfiguration
+    /// One member added or removed through the node, which must lead; returns once committed (or proposed).
+    func changeMembers(_ change: ControlAPI.MemberChange) async throws -> ControlAPI.ClusterConfiguration
 }
 
 extension ControlClient: ControlChannel {}
@@ -34,7 +38,8 @@ extension ControlClient: ControlChannel {}
 /// (the JSON of the result, or `{"error": …}`) — for a deploy, one frame per event — then the node closes.
 public struct OperatorRequest: Codable, Sendable {
     public enum Operation: String, Codable, Sendable {
-        case status, members, who, deploys, deploy, rollback, follow, cancel, tlsSet = "tls-set", revocations, revoke
+        case status, members, who, deploys, deploy, rollback, follow, cancel, tlsSet = "tls-set", revocations, revoke, configuration
+        case changeMembers = "change-members"
     }
     public var op: Operation
     public var image: String?
@@ -45,6 +50,8 @@ public struct OperatorRequest: Codable, Sendable {
     public var originAuthority: OriginAuthority?
     /// For `revoke`: revocations signed by the cluster CA.
     public var revocations: [Revocation]?
+    /// For `change-members`: the member added or removed.
+    public var change: ControlAPI.MemberChange?
 }
 
 /// `peerctl --peer HOST:PORT --cert operator.pem --key operator-key.pem --ca ca.pem …`: the control API over the
@@ -133,6 +140,15 @@ public struct RemoteControlClient: ControlChannel {
     }
     public func revocations() async throws -> ControlAPI.Revocations { try await one(.revocations) }
     public func revoke(_ revocations: [Revocation]) async throws -> ControlAPI.Revocations { try await one(.revoke, revocations: revocations) }
+    public func configuration() async throws -> ControlAPI.ClusterConfiguration { try await one(.configuration) }
+    public func changeMembers(_ change: ControlAPI.MemberChange) async throws -> ControlAPI.ClusterConfiguration {
+        var result: ControlAPI.ClusterConfiguration?
+        try await exchange(OperatorRequest(op: .changeMembers, change: change)) {
+            result = try ControlAPI.decoder.decode(ControlAPI.ClusterConfiguration.self, from: $0)
+        }
+        guard let result else { throw ControlClient.Failure(description: "the node closed the connection without answering", kind: .unreachable) }
+        return result
+    }
 
     public func deploy(image: String?, onEvent: (ControlAPI.Event) -> Void) async throws {
         try await exchange(OperatorRequest(op: image == nil ? .rollback : .deploy, image: image)) {

@@ -84,7 +84,7 @@ struct NodeCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a node's certificate and write a join file for it (peerctl join FILE on that node).",
             discussion:
-                "Run on a node that holds the CA key. The file holds the node's private key: copy it with scp and delete it once joined. Every existing node must then list the new member in mesh.members (printed below) and be restarted, one at a time."
+                "Run on a node that holds the CA key. The member is committed to the cluster's configuration online (through the leader: run it on the leader, peerctl who names it); no other node is edited or restarted. The file holds the node's private key: copy it with scp and delete it once joined."
         )
 
         @Argument(help: "The new node's name, e.g. web-2.")
@@ -105,6 +105,12 @@ struct NodeCommand: AsyncParsableCommand {
         @Option(help: "Where to write the join file. Default: ./NAME.peer-join")
         var out: String?
 
+        @Option(help: "The control socket, overriding the one in the config.")
+        var socket: String?
+
+        @Flag(help: "Only commit the member to the cluster's configuration (its certificate was issued where the CA key is).")
+        var memberOnly = false
+
         func run() async throws {
             // The paths in the join file are where the files go on the new node: absolute, whatever was typed here.
             let config = URL(fileURLWithPath: config).standardizedFileURL.path
@@ -116,8 +122,18 @@ struct NodeCommand: AsyncParsableCommand {
                 throw fail("\(error)")
             }
             guard let mesh = loaded.mesh else { throw fail("\(config) has no mesh: section; peerctl init writes one") }
-            let pki = try PKIDirectory.holding(mesh)
             let meshHost = meshAddress ?? address
+            // The member committed to the cluster's configuration, online, through this node's peerd (the leader).
+            let member = ControlAPI.ClusterConfiguration.Member(
+                name: name, address: PeerConfig.hostPortString(meshHost, mesh.port), role: witness ? "witness" : "node",
+                publicAddress: witness ? nil : address)
+            let connection = try Connection.parse(["--config", config] + (socket.map { ["--socket", $0] } ?? []))
+            if memberOnly {
+                let committed = try await connection.withClient { try await $0.changeMembers(.init(add: member)) }
+                print(Self.outcome(committed, member: member))
+                return
+            }
+            let pki = try PKIDirectory.holding(mesh)
             let derived: (config: String, member: String)
             do {
                 derived = try ClusterSetup.derivedConfig(from: text, name: name, address: address, meshHost: meshHost, witness: witness)
@@ -150,9 +166,27 @@ struct NodeCommand: AsyncParsableCommand {
             let bytes = Array(try encoder.encode(bundle))
             try AtomicFile.write(bytes, to: path, mode: 0o600)
             let check = String(sha256Hex(bytes).prefix(ClusterSetup.Bundle.checkLength))
+            print("wrote \(path) (0600: it holds \(name)'s private key\(files.count > 4 ? " and the secrets your config names" : ""))")
+            do {
+                let committed = try await connection.withClient { try await $0.changeMembers(.init(add: member)) }
+                print(
+                    """
+                    \(Self.outcome(committed, member: member))
+                    No other node needs editing or restarting.
+
+                    next:
+                      1. scp \(path) root@\(address):  then on \(name): peerctl join \((path as NSString).lastPathComponent) --sha256 \(check)
+                         and delete the file (--sha256 proves it is the file written here: one changed on the way is refused)
+                      2. on \(name): systemctl enable --now peerd; it fetches the cluster's configuration from the members,
+                         and peerctl deploy (any node) brings it the current version
+                    """)
+                return
+            } catch {
+                print("\n\(name) is not a member of the cluster's configuration yet: \(error)")
+                print("The join file is good. Run this again where the leader is to commit the member online, or edit the lists as below.")
+            }
             print(
                 """
-                wrote \(path) (0600: it holds \(name)'s private key\(files.count > 4 ? " and the secrets your config names" : ""))
 
                 next:
                   1. scp \(path) root@\(address):  then on \(name): peerctl join \((path as NSString).lastPathComponent) --sha256 \(check)
@@ -162,6 +196,13 @@ struct NodeCommand: AsyncParsableCommand {
                      and restart peerd there, one node at a time (systemctl restart peerd: the app keeps serving)
                   3. on \(name): systemctl enable --now peerd; peerctl deploy (any node) brings it the current version
                 """)
+        }
+
+        /// Committed, or proposed and waiting for the members that must accept it.
+        static func outcome(_ shown: ControlAPI.ClusterConfiguration, member: ControlAPI.ClusterConfiguration.Member) -> String {
+            shown.members.contains(member)
+                ? "\(member.name) is a member: the cluster's configuration is epoch \(shown.epoch) (\(shown.members.map(\.name).joined(separator: ", ")))."
+                : "\(member.name) is proposed as a member (epoch \(shown.pendingEpoch.map(String.init) ?? "?")): committed as soon as a majority of the members before and after the change accept it — with one node today, once \(member.name) is up."
         }
     }
 }
@@ -279,11 +320,28 @@ extension NodeCommand {
             guard name != config.node.name || connection.remote != nil else {
                 throw fail("\(name) is the node this runs on: run node remove on another node (its peerd hands the revocation on)")
             }
-            guard mesh.members.contains(where: { $0.name == name }) else {
-                throw fail("\(name) is not in mesh.members of \(connection.config): \(mesh.members.map(\.name).joined(separator: ", "))")
+            // The cluster's configuration when this node's peerd answers (members added online are in no file).
+            let shown = try? await connection.withClient { try await $0.configuration() }
+            let members = shown?.members.map(\.name) ?? mesh.members.map(\.name)
+            guard members.contains(name) else {
+                let source = shown.map { "the cluster's configuration (epoch \($0.epoch))" } ?? "mesh.members of \(connection.config)"
+                throw fail("\(name) is not in \(source): \(members.joined(separator: ", "))")
             }
             let pki = try PKIDirectory.holding(mesh)
             try await Cert.Revoke.perform(pki: pki, connection: connection, wait: wait) { try $0.revoke(.node(name)) }
+            // Out of the cluster's configuration, online, through this node's peerd (the leader).
+            do {
+                let committed = try await connection.withClient { try await $0.changeMembers(.init(remove: name)) }
+                print(
+                    """
+                    \(name) is cut off and out of the cluster's configuration: epoch \(committed.epoch) (\(committed.members.map(\.name).joined(separator: ", "))).
+                    Left: on \(name), if you can reach it: systemctl disable --now peerd (its app keeps running until you stop it).
+                    """)
+                return
+            } catch {
+                print("\(name) is still in the cluster's configuration: \(error)")
+                print("Run peerctl node remove \(name) again where the leader is, or edit the lists as below.")
+            }
             print(
                 """
                 \(name) is cut off. What is left:

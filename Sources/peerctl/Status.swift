@@ -82,10 +82,21 @@ struct Status: AsyncParsableCommand {
         guard let me = members.members.first(where: \.isSelf) else { return [] }
         let others = members.members.filter { !$0.isSelf && $0.status != "dead" }
         var lines: [String] = []
-        let lists = others.filter { $0.configuration != nil && me.configuration != nil && $0.configuration != me.configuration }.map(\.name)
+        // File lists (digests) while the cluster runs its first configuration; `epoch-N` once it changed its own.
+        func isEpoch(_ configuration: String?) -> Bool { configuration?.hasPrefix("epoch-") ?? false }
+        let lists = others.filter {
+            $0.configuration != nil && me.configuration != nil && $0.configuration != me.configuration && !isEpoch($0.configuration)
+                && !isEpoch(me.configuration)
+        }.map(\.name)
         if !lists.isEmpty {
             lines.append(
                 "DIFFERENT mesh.members on \(lists.joined(separator: ", ")): no leader until every node lists the same members (peerctl who)")
+        }
+        let epochs = others.filter { isEpoch(me.configuration) && $0.configuration != me.configuration }
+        if !epochs.isEmpty {
+            lines.append(
+                "on another configuration: \(epochs.map { "\($0.name) (\($0.configuration ?? "?"))" }.joined(separator: ", ")), this node \(me.configuration ?? "?") (a change is being taken; peerctl config show)"
+            )
         }
         let revocations = others.filter { $0.revocations != me.revocations }.map(\.name)
         if me.revocations != nil, !revocations.isEmpty {
@@ -122,7 +133,33 @@ struct Deploys: AsyncParsableCommand {
 
 struct ConfigCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "config", abstract: "Work with the node's config file.", subcommands: [Check.self])
+        commandName: "config", abstract: "Work with the node's config file and the cluster's configuration.", subcommands: [Check.self, Show.self])
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the cluster's configuration: its epoch, its members (every majority is counted over them), a change under way.")
+
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            let shown = try await connection.withClient { try await $0.configuration() }
+            func table(_ members: [ControlAPI.ClusterConfiguration.Member]) {
+                let rows = members.map { [$0.name, $0.role, $0.address, $0.publicAddress ?? "-"] }
+                let widths = (0..<4).map { column in
+                    ([["NAME", "ROLE", "MESH ADDRESS", "PUBLIC ADDRESS"][column]] + rows.map { $0[column] }).map(\.count).max()!
+                }
+                for row in [["NAME", "ROLE", "MESH ADDRESS", "PUBLIC ADDRESS"]] + rows {
+                    print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+                }
+            }
+            print("epoch \(shown.epoch)\(shown.epoch == 1 ? " (the member list the nodes were set up with)" : "")")
+            table(shown.members)
+            if let epoch = shown.pendingEpoch, let members = shown.pendingMembers {
+                print("\nchange under way to epoch \(epoch) (not committed yet):")
+                table(members)
+            }
+        }
+    }
 
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Validate the config file without starting anything.")

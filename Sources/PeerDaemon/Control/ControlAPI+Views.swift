@@ -3,6 +3,7 @@ import PeerConfiguration
 import Control
 import Foundation
 import Deployment
+import Leadership
 import Membership
 import PeerCore
 
@@ -93,5 +94,14 @@ extension ControlAPI.Members {
             },
             datagramsSent: counters.datagramsSent, bytesSent: counters.bytesSent, datagramsReceived: counters.datagramsReceived,
             bytesReceived: counters.bytesReceived, datagramsDropped: counters.datagramsDropped, rollout: summary)
+    }
+}
+
+extension ControlAPI.ClusterConfiguration {
+    init(_ configuration: Configuration, pending: Configuration?) {
+        func members(_ c: Configuration) -> [Member] {
+            c.members.map { Member(name: $0.id.name, address: $0.address, role: $0.appNode ? "node" : "witness", publicAddress: $0.publicAddress) }
+        }
+        self.init(epoch: configuration.epoch, members: members(configuration), pendingEpoch: pending?.epoch, pendingMembers: pending.map(members))
     }
 }

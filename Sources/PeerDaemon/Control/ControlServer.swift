@@ -15,6 +15,9 @@ import PKI
 ///     GET  /v1/deploys    deploy history, oldest first (JSON)
 ///     GET  /v1/members    the cluster's members as this node sees them (JSON)
 ///     GET  /v1/who        the leader, its term and lease, the voters (JSON)
+///     GET  /v1/configuration  the cluster's configuration: epoch, members, a change under way (JSON)
+///     POST /v1/configuration/members  {"add": {"name", "address", "role", "publicAddress"}} or {"remove": "NAME"}
+///                         → on the leader: the change proposed, and the configuration once committed (JSON)
 ///     POST /v1/deploy     {"image": "…"} → NDJSON stream: accepted, progress…, result
 ///     POST /v1/rollback   → the same stream, swapping back to the previous image
 ///     POST /v1/rollout/follow  {"id": "…"} (optional) → the stream of a running (or ended) rollout
@@ -79,6 +82,15 @@ enum ControlServer {
             return try json(try control.members())
         case (.GET, "/v1/who"):
             return try json(try control.who())
+        case (.GET, "/v1/configuration"):
+            return try json(try control.configuration())
+        case (.POST, "/v1/configuration/members"):
+            guard request.body.readableBytes <= 64 * 1024,
+                let change = try? ControlAPI.decoder.decode(ControlAPI.MemberChange.self, from: Data(buffer: request.body))
+            else {
+                throw NodeControl.Refusal.badRequest("expected a JSON body {\"add\": {\"name\", \"address\", \"role\"}} or {\"remove\": \"NAME\"}")
+            }
+            return try json(try await control.changeMembers(change))
         case (.POST, "/v1/deploy"):
             guard request.body.readableBytes <= 64 * 1024,
                 let deploy = try? ControlAPI.decoder.decode(ControlAPI.DeployRequest.self, from: Data(buffer: request.body))
@@ -94,6 +106,7 @@ enum ControlServer {
             let body = try rolloutRequest(request)
             return try json(try await control.cancel(body.id, requestedBy: body.requestedBy))
         case (_, "/v1/status"), (_, "/v1/tls"), (_, "/v1/revocations"), (_, "/v1/deploys"), (_, "/v1/members"), (_, "/v1/who"), (_, "/v1/deploy"),
+            (_, "/v1/configuration"), (_, "/v1/configuration/members"),
             (_, "/v1/rollback"),
             (_, "/v1/rollout/follow"), (_, "/v1/rollout/cancel"):
             return try json(ControlAPI.ErrorBody(error: "\(request.method) is not allowed on \(request.path)"), status: .methodNotAllowed)

@@ -57,6 +57,12 @@ struct OperatorGateway: Sendable {
                     guard let pair = request.origin else { throw NodeControl.Refusal.badRequest("tls-set without a certificate") }
                     try await send(try await control.setOriginTLS(pair, requestedBy: by, authority: request.originAuthority))
                 case .revocations: try await send(try control.revocations())
+                case .configuration: try await send(try control.configuration())
+                case .changeMembers:
+                    guard let change = request.change else {
+                        throw NodeControl.Refusal.badRequest("change-members needs a change: {\"add\": …} or {\"remove\": …}")
+                    }
+                    try await send(try await control.changeMembers(change))
                 case .revoke:
                     try await send(try await control.revoke(request.revocations ?? [], requestedBy: by))
                 case .deploy:
@@ -82,9 +88,10 @@ extension OperatorRequest.Operation {
     /// signature on them is what counts.
     var scope: OperatorScope {
         switch self {
-        case .status, .members, .who, .deploys, .revocations, .revoke: .read
+        case .status, .members, .who, .deploys, .revocations, .revoke, .configuration: .read
         case .deploy, .rollback, .follow, .cancel: .deploy
         case .tlsSet: .tls
+        case .changeMembers: .admin
         }
     }
 }

@@ -71,8 +71,27 @@ extension MeshService {
                     logger.error("cannot persist the lease term; not answering", metadata: ["error": "\(error)"])
                     persistFailed = true
                 }
+            case .persistConfiguration(let committed, let pending):
+                do {
+                    try state.write(StoredConfiguration(committed: committed, pending: pending), to: .configuration)
+                } catch {
+                    // Not persisted, not accepted: nothing that follows in this batch leaves.
+                    logger.error("cannot persist the cluster's configuration; not answering", metadata: ["error": "\(error)"])
+                    persistFailed = true
+                }
+                // A member a change under way adds is admitted and dialed at once: its acceptance may be needed to
+                // commit the change (one node becoming two).
+                follow(committed, pending: pending)
+            case .configurationCommitted(let configuration):
+                logger.info(
+                    "the cluster's configuration changed",
+                    metadata: [
+                        "configuration.epoch": "\(configuration.epoch)",
+                        "configuration.members":
+                            "\(configuration.members.map { $0.appNode ? $0.id.name : "\($0.id.name) (witness)" }.joined(separator: ","))",
+                    ])
             case .send(let datagram, let to):
-                if case .lease = datagram, persistFailed { continue }
+                if persistFailed, datagram.isLeaseOrConfiguration { continue }
                 await send(datagram, to: to)
             case .memberChanged(let state, let previous):
                 log(state, previous: previous)
@@ -107,6 +126,20 @@ extension MeshService {
                 }
             }
         }
+    }
+
+    /// Admission, addresses and dialers follow the configurations this node holds.
+    func follow(_ committed: Configuration, pending: Configuration?) {
+        let members = Self.members(committed, pending: pending)
+        admitted.withLockedValue { $0 = Set(members.map(\.id.name)) }
+        addresses = Self.socketAddresses(members)
+        membersChanged.wake()
+    }
+
+    /// The members of the committed configuration and of a change under way (its address where both name one).
+    static func members(_ committed: Configuration, pending: Configuration?) -> [Configuration.Member] {
+        let proposed = (pending?.members ?? []).filter { committed.member($0.id) == nil }
+        return committed.members + proposed
     }
 
     /// What a member's proof covers: its id, incarnation and app status.
@@ -169,5 +202,15 @@ extension MeshService {
         logger.warning(
             "this node's mesh certificate expires soon: renew it with peerctl cert issue",
             metadata: ["cert.days_left": "\(days)", "cert.file": "\(mesh.certificate)"])
+    }
+}
+
+extension MeshNode.Datagram {
+    /// A lease or configuration message: what must not leave after a failed persist.
+    var isLeaseOrConfiguration: Bool {
+        switch self {
+        case .swim: false
+        case .lease, .configuration: true
+        }
     }
 }

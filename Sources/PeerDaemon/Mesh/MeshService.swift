@@ -6,6 +6,7 @@ import Foundation
 import Leadership
 import Logging
 import Membership
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import PKI
@@ -34,7 +35,12 @@ actor MeshService: Service {
     nonisolated let certificate: Certificate
     nonisolated let logger: Logger
     nonisolated let clock: any PeerClock
-    nonisolated let addresses: [MemberID: SocketAddress]
+    /// The members' datagram addresses, as the committed configuration gives them.
+    var addresses: [MemberID: SocketAddress] = [:]
+    /// The node names the mesh's TLS admits: the committed configuration's members.
+    nonisolated let admitted: NIOLockedValueBox<Set<String>>
+    /// Wakes the dialer when the committed configuration changes.
+    let membersChanged = Wakeup()
     /// This node's public address (its DNS record), nil on a witness.
     nonisolated let publicAddress: String?
     nonisolated let state: StateDirectory
@@ -89,7 +95,21 @@ actor MeshService: Service {
             }
             return String(decoding: data, as: UTF8.self)
         }
-        let names = Set(mesh.members.map(\.name))
+        // The cluster's configuration as this node last persisted it; the file's member list until it took part in a
+        // change.
+        let stored: StoredConfiguration?
+        do {
+            stored = try state.read(.configuration)
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        let fileMembers = mesh.members.map {
+            MeshNode.Member(id: MemberID($0.name), address: $0.address, appNode: $0.role == .node, publicAddress: $0.publicAddress)
+        }
+        let committed = stored?.committed ?? .initial(fileMembers)
+        let members = Self.members(committed, pending: stored?.pending)
+        let admitted = NIOLockedValueBox(Set(members.map(\.id.name)))
+        self.admitted = admitted
         let certificatePEM = try read(mesh.certificate)
         let keyPEM = try read(mesh.key)
         do {
@@ -99,7 +119,7 @@ actor MeshService: Service {
                 revocations: revocationGuard
             ) { who in
                 switch who {
-                case .node(let name): names.contains(name)
+                case .node(let name): admitted.withLockedValue { $0.contains(name) }
                 case .operator: operatorHandler != nil
                 }
             }
@@ -114,16 +134,9 @@ actor MeshService: Service {
                     "\(config.path): mesh.cert \(mesh.certificate) is not a node certificate for \(config.node.name); issue one with: peerctl cert issue \(config.node.name) --address IP"
             )
         }
-        var addresses: [MemberID: SocketAddress] = [:]
-        for member in mesh.members {
-            addresses[MemberID(member.name)] = try SocketAddress(ipAddress: member.host, port: member.port)
-        }
-        self.addresses = addresses
-        let members = mesh.members.map {
-            MeshNode.Member(id: MemberID($0.name), address: $0.address, appNode: $0.role == .node, publicAddress: $0.publicAddress)
-        }
+        self.addresses = Self.socketAddresses(members)
         let me = self.me
-        self.publicAddress = members.contains { $0.id == me && $0.appNode } ? config.node.address : nil
+        self.publicAddress = (committed.member(me) ?? fileMembers.first { $0.id == me })?.appNode == true ? config.node.address : nil
         // The highest term this node promised survives restarts: terms only grow, so they can fence.
         let promised: UInt64
         do {
@@ -140,12 +153,31 @@ actor MeshService: Service {
         self.remembered = remembered
         var seed = SystemRandomNumberGenerator()
         let node = MeshNode(
-            me: me, members: members, swim: mesh.membership, lease: .profile(mesh.profile), promised: promised, seed: seed.next(),
+            me: me, members: fileMembers, stored: stored.map { ($0.committed, $0.pending) }, swim: mesh.membership, lease: .profile(mesh.profile),
+            promised: promised, seed: seed.next(),
             now: clock.now(), configuration: Self.configurationDigest(mesh.members),
             knownConfigurations: Dictionary(uniqueKeysWithValues: (remembered.configurations ?? [:]).map { (MemberID($0.key), $0.value) }))
         self.node = node
         datagrams = DatagramPeers(me: me.name, session: seed.next(), numbering: Set(remembered.numbering))
         cluster.publish(node.state)
+        if let stored, stored.committed.members != fileMembers {
+            logger.info(
+                "mesh.members in this node's file is not the cluster's configuration any more: the cluster's is used (peerctl members)",
+                metadata: ["configuration.epoch": "\(stored.committed.epoch)"])
+        }
+    }
+
+    /// Every member's datagram address (a member whose address is not one is left out: the configuration was
+    /// checked when it was proposed).
+    static func socketAddresses(_ members: [Configuration.Member]) -> [MemberID: SocketAddress] {
+        var addresses: [MemberID: SocketAddress] = [:]
+        for member in members {
+            guard let (host, port) = PeerConfig.hostPort(member.address), let address = try? SocketAddress(ipAddress: host, port: port) else {
+                continue
+            }
+            addresses[member.id] = address
+        }
+        return addresses
     }
 
     // MARK: - Running
@@ -168,15 +200,16 @@ actor MeshService: Service {
             }
         logger.info(
             "mesh listening",
-            metadata: ["mesh.listen": "\(mesh.host):\(mesh.port)", "mesh.members": "\(mesh.members.count)", "mesh.profile": "\(mesh.profile)"])
+            metadata: [
+                "mesh.listen": "\(mesh.host):\(mesh.port)", "mesh.members": "\(addresses.count)", "mesh.profile": "\(mesh.profile)",
+                "configuration.epoch": "\(node.council.committed.epoch)",
+            ])
         try await cancelWhenGracefulShutdown {
             try await channel.executeThenClose { inbound, outbound in
                 await self.attach(outbound)
                 try await withThrowingDiscardingTaskGroup { group in
                     group.addTask { try await self.listen() }
-                    for member in self.mesh.members where member.name != self.me.name {
-                        group.addTask { await self.keepConnected(to: member) }
-                    }
+                    group.addTask { await self.dialMembers() }
                     group.addTask { try await self.tickLoop() }
                     group.addTask { try await self.announceLoop() }
                     group.addTask { await self.leaseRequestLoop() }
@@ -245,7 +278,20 @@ actor MeshService: Service {
                 await carryOut(node.stepDown(now: clock.now(), until: stepDown.until))
             }
             if asked.confirmations != seen.confirmations { await carryOut(node.confirmLease(now: clock.now())) }
-            seen = asked
+            if let proposal = asked.proposal, proposal.id != seen.proposal?.id {
+                var refusal: ConfiguredLease.Refusal?
+                do {
+                    await carryOut(try node.propose(proposal.members, now: clock.now()))
+                    logger.info(
+                        "proposing a change of the cluster's configuration",
+                        metadata: ["configuration.members": "\(proposal.members.map(\.id.name).joined(separator: ","))"])
+                } catch {
+                    refusal = error
+                    if error == .notConfirmed { await carryOut(node.confirmForChange(now: clock.now())) }
+                }
+                leaseRequests.update { $0.answer = .init(id: proposal.id, refusal: refusal) }
+            }
+            seen = leaseRequests.current
             deadlinesMayHaveMoved()
         }
     }
@@ -276,18 +322,42 @@ actor MeshService: Service {
         }
     }
 
-    /// Keeps one outbound connection to `member`, redialing with backoff (100 ms up to 2 s).
-    private func keepConnected(to member: PeerConfig.Mesh.Member) async {
-        let id = MemberID(member.name)
+    /// The member `id` as the configurations this node holds give it (nil: no member of them).
+    func configured(_ id: MemberID) -> Configuration.Member? {
+        node.council.committed.member(id) ?? node.council.pending?.member(id)
+    }
+
+    /// Keeps a connection to every member of the configurations this node holds: one dialer per member, started
+    /// when a change adds it (a dialer stops when a change removes its member).
+    private func dialMembers() async {
+        await withDiscardingTaskGroup { group in
+            var dialing: Set<MemberID> = []
+            while !Task.isCancelled {
+                for member in Self.members(node.council.committed, pending: node.council.pending)
+                where member.id != me && !dialing.contains(member.id) {
+                    dialing.insert(member.id)
+                    group.addTask { await self.keepConnected(to: member.id) }
+                }
+                await membersChanged.wait(atMost: .seconds(3600), clock: clock)
+                dialing = dialing.filter { configured($0) != nil }
+            }
+        }
+    }
+
+    /// Keeps one outbound connection to `id`, redialing with backoff (100 ms up to 2 s), while it is a member.
+    private func keepConnected(to id: MemberID) async {
         var backoff = Duration.milliseconds(100)
         while !Task.isCancelled {
+            // The committed configuration's address, each time: a change may have moved or removed the member.
+            guard let member = configured(id) else { return }
+            guard let (host, port) = PeerConfig.hostPort(member.address) else { return }
             do {
-                let connection = try await Mesh.dial(host: member.host, port: member.port, tls: tls)
-                guard connection.peer == .node(member.name) else {
+                let connection = try await Mesh.dial(host: host, port: port, tls: tls)
+                guard connection.peer == .node(id.name) else {
                     await connection.close()
                     logger.error(
                         "mesh member answers with another identity",
-                        metadata: ["mesh.member": "\(member.name)", "mesh.address": "\(member.address)", "mesh.identity": "\(connection.peer)"])
+                        metadata: ["mesh.member": "\(id)", "mesh.address": "\(member.address)", "mesh.identity": "\(connection.peer)"])
                     try? await clock.sleep(for: .seconds(5))
                     continue
                 }
@@ -306,7 +376,7 @@ actor MeshService: Service {
                 if Self.isRefusal(error) {
                     await lost(id, why: "connection refused")
                 } else {
-                    logger.debug("mesh dial failed", metadata: ["mesh.member": "\(member.name)", "error": "\(error)"])
+                    logger.debug("mesh dial failed", metadata: ["mesh.member": "\(id)", "error": "\(error)"])
                 }
             }
             try? await clock.sleep(for: backoff)

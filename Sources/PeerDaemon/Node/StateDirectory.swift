@@ -2,6 +2,7 @@ import Deployment
 import PeerCore
 import Control
 import Foundation
+import Leadership
 import PeerFiles
 
 /// Every file peerd keeps in its state folder (`state_dir`), read and written one way: JSON with peer's ISO 8601
@@ -105,7 +106,21 @@ public struct MeshPeers: Codable, Sendable, Equatable {
     }
 }
 
+/// The cluster's configuration as this node took part in it (`configuration.json`): the committed one, and a
+/// change under way that it accepted. Written before this node says so to anyone.
+public struct StoredConfiguration: Codable, Sendable, Equatable {
+    public var committed: Configuration
+    public var pending: Configuration?
+
+    public init(committed: Configuration, pending: Configuration?) {
+        self.committed = committed
+        self.pending = pending
+    }
+}
+
 extension StateDirectory.File {
+    public static var configuration: StateDirectory.File<StoredConfiguration> { .init("configuration.json") }
+
     public static var meshPeers: StateDirectory.File<MeshPeers> { .init("mesh-peers.json") }
 
     /// What serves on this node and its deploy history (``NodeState``).
