@@ -129,8 +129,25 @@ public enum ClusterSetup {
     /// The new node's config, from this node's: its own name, address, mesh listener and certificate, with
     /// itself added to `mesh.members`. Everything else (app, nginx, dns, notify, rollout) is the cluster's and
     /// stays as it is.
+    /// A member of the cluster's configuration, as the new node's `mesh.members` lists it.
+    public struct ListedMember: Sendable, Hashable {
+        public var name: String
+        public var address: String
+        public var witness: Bool
+        public var publicAddress: String?
+        public init(name: String, address: String, witness: Bool, publicAddress: String?) {
+            self.name = name
+            self.address = address
+            self.witness = witness
+            self.publicAddress = publicAddress
+        }
+    }
+
+    /// `listed`: the cluster's configuration (its members, as the leader replicates them), which the new node's
+    /// list is made of when given: a member added online since this node's file was written is in it. Without it,
+    /// this node's file list.
     public static func derivedConfig(
-        from text: String, name: String, address: String, meshHost: String, witness: Bool
+        from text: String, name: String, address: String, meshHost: String, witness: Bool, listed: [ListedMember]? = nil
     ) throws -> (config: String, member: String) {
         guard var root = try Yams.compose(yaml: text), root.mapping != nil else {
             throw Failure(description: "the config is not a YAML mapping")
@@ -140,7 +157,7 @@ public enum ClusterSetup {
         else {
             throw Failure(description: "this node's config has no mesh: section with listen and members; set one up first (peerctl init writes one)")
         }
-        if members.contains(where: { $0["name"]?.string == name }) {
+        if listed == nil, members.contains(where: { $0["name"]?.string == name }) {
             throw Failure(description: "\(name) is already in mesh.members; choose another name, or remove it from every node first")
         }
         let meshListen = PeerConfig.hostPortString(meshHost, port)
@@ -158,7 +175,16 @@ public enum ClusterSetup {
         } else {
             entry["public_address"] = Node(canonicalIPAddress(address))
         }
-        mesh["members"] = Node.sequence(Node.Sequence(Array(members) + [entry]))
+        let others: [Node] =
+            listed.map { listed in
+                listed.filter { $0.name != name }.map { member in
+                    var node = Node.mapping(Node.Mapping([(Node("name"), Node(member.name)), (Node("address"), Node(member.address))]))
+                    if member.witness { node["role"] = Node("witness") }
+                    if let publicAddress = member.publicAddress { node["public_address"] = Node(publicAddress) }
+                    return node
+                }
+            } ?? Array(members)
+        mesh["members"] = Node.sequence(Node.Sequence(others + [entry]))
         root["mesh"] = mesh
         if witness {
             // A witness runs no app and no nginx, never leads, so never edits DNS or notifies: it gets no tokens.

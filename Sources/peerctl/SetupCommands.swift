@@ -134,9 +134,18 @@ struct NodeCommand: AsyncParsableCommand {
                 return
             }
             let pki = try PKIDirectory.holding(mesh)
+            // The new node's list is the cluster's configuration when this node's peerd answers (members added online
+            // are in no file), this node's file list otherwise.
+            let cluster = try? await connection.withClient { try await $0.configuration() }
+            let listed = cluster.map { shown in
+                shown.members.map {
+                    ClusterSetup.ListedMember(name: $0.name, address: $0.address, witness: $0.role == "witness", publicAddress: $0.publicAddress)
+                }
+            }
             let derived: (config: String, member: String)
             do {
-                derived = try ClusterSetup.derivedConfig(from: text, name: name, address: address, meshHost: meshHost, witness: witness)
+                derived = try ClusterSetup.derivedConfig(
+                    from: text, name: name, address: address, meshHost: meshHost, witness: witness, listed: listed)
             } catch {
                 throw fail("\(error)")
             }
@@ -181,9 +190,12 @@ struct NodeCommand: AsyncParsableCommand {
                          and peerctl deploy (any node) brings it the current version
                     """)
                 return
+            } catch let error as ControlClient.Failure where error.kind == .unreachable {
+                print("\n\(name) is not a member yet: this node's peerd does not answer (\(error)). Start it, or edit the lists as below.")
             } catch {
                 print("\n\(name) is not a member of the cluster's configuration yet: \(error)")
-                print("The join file is good. Run this again where the leader is to commit the member online, or edit the lists as below.")
+                print("The join file is good: commit the member with peerctl node add \(name) --address \(address) --member-only … on the leader.")
+                return
             }
             print(
                 """
@@ -200,7 +212,7 @@ struct NodeCommand: AsyncParsableCommand {
 
         /// Committed, or proposed and waiting for the members that must accept it.
         static func outcome(_ shown: ControlAPI.ClusterConfiguration, member: ControlAPI.ClusterConfiguration.Member) -> String {
-            shown.members.contains(member)
+            shown.members.contains { $0.name == member.name && $0.address == member.address && $0.role == member.role }
                 ? "\(member.name) is a member: the cluster's configuration is epoch \(shown.epoch) (\(shown.members.map(\.name).joined(separator: ", ")))."
                 : "\(member.name) is proposed as a member (epoch \(shown.pendingEpoch.map(String.init) ?? "?")): committed as soon as a majority of the members before and after the change accept it — with one node today, once \(member.name) is up."
         }
@@ -293,12 +305,13 @@ extension NodeCommand {
     /// `peerctl node remove`: the member's certificates revoked everywhere at once; the list edits that remain.
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Cut a node off the cluster at once: revoke every certificate of it on every node.",
+            abstract: "Take a node out of the cluster: out of its configuration, and every certificate of it revoked on every node.",
             discussion: """
-                Run where the CA key is (as node add). Every node refuses the node's certificates from then on, closes \
-                its connections and drops its datagram key: it is dead everywhere within seconds and the leader \
-                removes its DNS record. Then remove it from mesh.members on every other node and restart them one at \
-                a time (printed below).
+                Run on the leader, where the CA key is (as node add). The removal is committed first (while the node \
+                may still take part: with two voters, both must accept), then its certificates are revoked: every \
+                node refuses them from then on, closes its connections and drops its datagram key, and the leader \
+                removes its DNS record. Run elsewhere, or when the removal cannot be committed (a majority of the \
+                members is down), the node is still cut off by the revocation.
                 """)
 
         @Argument(help: "The node's name.")
@@ -328,19 +341,33 @@ extension NodeCommand {
                 throw fail("\(name) is not in \(source): \(members.joined(separator: ", "))")
             }
             let pki = try PKIDirectory.holding(mesh)
+            // Out of the cluster's configuration first, online, through this node's peerd (the leader): cut off
+            // before, the node could not accept its own removal, which a cluster of two voters needs.
+            var outcome: String
+            var removed = false
+            if shown == nil {
+                outcome = "\(name) is still in the cluster's configuration: this node's peerd does not answer"
+            } else {
+                do {
+                    let after = try await connection.withClient { try await $0.changeMembers(.init(remove: name)) }
+                    removed = !after.members.contains { $0.name == name }
+                    outcome =
+                        removed
+                        ? "\(name) is out of the cluster's configuration: epoch \(after.epoch) (\(after.members.map(\.name).joined(separator: ", ")))."
+                        : "\(name)'s removal is proposed, not committed yet (a majority of the members must accept it: peerctl config show)."
+                } catch {
+                    outcome = "\(name) is still in the cluster's configuration: \(error)"
+                }
+            }
             try await Cert.Revoke.perform(pki: pki, connection: connection, wait: wait) { try $0.revoke(.node(name)) }
-            // Out of the cluster's configuration, online, through this node's peerd (the leader).
-            do {
-                let committed = try await connection.withClient { try await $0.changeMembers(.init(remove: name)) }
+            print(outcome)
+            if removed || shown?.epoch ?? 1 > 1 {
                 print(
                     """
-                    \(name) is cut off and out of the cluster's configuration: epoch \(committed.epoch) (\(committed.members.map(\.name).joined(separator: ", "))).
+                    \(name) is cut off\(removed ? "" : ": run peerctl node remove \(name) again on the leader (peerctl who) to take it out of the configuration").
                     Left: on \(name), if you can reach it: systemctl disable --now peerd (its app keeps running until you stop it).
                     """)
                 return
-            } catch {
-                print("\(name) is still in the cluster's configuration: \(error)")
-                print("Run peerctl node remove \(name) again where the leader is, or edit the lists as below.")
             }
             print(
                 """

@@ -174,6 +174,38 @@ import Testing
             + "\nmesh:\n  listen: 10.0.0.5:7946\n  ca: \(pki)/ca.pem\n  cert: \(pki)/web-1.pem\n  key: \(pki)/web-1-key.pem\n\(extra)  members:\n\(members)"
     }
 
+    /// A join file's list is the cluster's configuration when the issuing node's peerd gives it (a member added
+    /// online is in no file: a new witness that did not list it would refuse it at TLS and never catch up), its
+    /// own file's list otherwise; the new node comes last, once.
+    @Test func aJoinFileListsTheClusterConfigurationWhenGiven() throws {
+        let pki = try Self.pkiFiles()
+        defer { try? FileManager.default.removeItem(atPath: pki) }
+        let text = Self.meshYAML(pki)
+        let listed = [
+            ClusterSetup.ListedMember(name: "web-1", address: "10.0.0.5:7946", witness: false, publicAddress: "203.0.113.10"),
+            ClusterSetup.ListedMember(name: "web-3", address: "10.0.0.8:7946", witness: false, publicAddress: "203.0.113.13"),
+            ClusterSetup.ListedMember(name: "vote-1", address: "10.0.0.7:7946", witness: true, publicAddress: nil),
+        ]
+        let derived = try ClusterSetup.derivedConfig(
+            from: text, name: "vote-2", address: "203.0.113.14", meshHost: "10.0.0.9", witness: true, listed: listed)
+        // The new nodes' certificate files, where their configs name them.
+        for name in ["vote-2", "web-3"] {
+            for suffix in [".pem", "-key.pem"] {
+                try FileManager.default.copyItem(atPath: "\(pki)/web-1\(suffix)", toPath: "\(pki)/\(name)\(suffix)")
+            }
+        }
+        let mesh = try #require(try parse(derived.config).mesh)
+        #expect(mesh.members.map(\.name) == ["web-1", "web-3", "vote-1", "vote-2"])
+        #expect(mesh.members.map(\.role) == [.node, .node, .witness, .witness])
+        #expect(mesh.members.first { $0.name == "web-3" }?.publicAddress == "203.0.113.13")
+        // Without the cluster's list: the file's (web-1, web-2), and a name already there refused.
+        let fromFile = try ClusterSetup.derivedConfig(from: text, name: "web-3", address: "203.0.113.13", meshHost: "10.0.0.8", witness: false)
+        #expect(try #require(try parse(fromFile.config).mesh).members.map(\.name) == ["web-1", "web-2", "web-3"])
+        #expect(throws: (any Error).self) {
+            try ClusterSetup.derivedConfig(from: text, name: "web-2", address: "203.0.113.11", meshHost: "10.0.0.6", witness: false)
+        }
+    }
+
     @Test func meshSectionIsReadWithTheLANProfileByDefault() throws {
         let pki = try Self.pkiFiles()
         defer { try? FileManager.default.removeItem(atPath: pki) }

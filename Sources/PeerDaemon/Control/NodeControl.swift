@@ -118,6 +118,19 @@ struct NodeControl: Sendable {
         default:
             throw Refusal.badRequest("expected a JSON body {\"add\": {\"name\", \"address\", \"role\"}} or {\"remove\": \"NAME\"}")
         }
+        // While a change is pending, the lease needs a majority of the old members and of the new: a member added
+        // that never comes up, with too few of the others alive, would leave the cluster with no leader — and nobody
+        // to take the change back. Refused then, unless one node is becoming two (inherent: the second must be up).
+        let state = mesh.cluster.current
+        let alive = Set(state.members.filter { $0.status == .alive }.map(\.id))
+        let next = Configuration(epoch: before.epoch + 1, term: 0, members: members)
+        let added = Set(next.voters).subtracting(before.voters)
+        if !added.isEmpty, before.voters.count > 1, !next.isMajority(alive.intersection(before.voters)) {
+            let down = before.voters.filter { !alive.contains($0) }.map(\.name)
+            throw Refusal.conflict(
+                "adding \(added.map(\.name).sorted().joined(separator: ", ")) now would leave no leader until it is up: \(down.joined(separator: ", ")) \(down.count == 1 ? "is" : "are") down, and the members alive are not a majority of the \(next.voters.count) members after the change. Bring \(down.count == 1 ? "it" : "them") back (or remove \(down.count == 1 ? "it" : "them") first), then add."
+            )
+        }
         let wakeup = Wakeup()
         mesh.cluster.watch(wakeup)
         mesh.leaseRequests.watch(wakeup)

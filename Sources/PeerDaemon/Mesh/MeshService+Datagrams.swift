@@ -65,19 +65,27 @@ extension MeshService {
             switch directive {
             case .persistTerm(let term):
                 do {
-                    try state.writePromisedTerm(term)
+                    // The node's own promise, never lower than this batch's: another batch, carried out while this one
+                    // awaited a send, may have promised a higher term already.
+                    try state.writePromisedTerm(max(term, node.lease.promised))
                 } catch {
                     // Not persisted, not promised: no lease message of this batch leaves.
                     logger.error("cannot persist the lease term; not answering", metadata: ["error": "\(error)"])
                     persistFailed = true
                 }
-            case .persistConfiguration(let committed, let pending):
+            case .persistConfiguration:
+                // What the node holds now (a later batch, carried out while this one awaited a send, may hold a newer
+                // one): never an older configuration written over a newer.
+                let (committed, pending) = (node.council.committed, node.council.pending)
                 do {
                     try state.write(StoredConfiguration(committed: committed, pending: pending), to: .configuration)
                 } catch {
-                    // Not persisted, not accepted: nothing that follows in this batch leaves.
-                    logger.error("cannot persist the cluster's configuration; not answering", metadata: ["error": "\(error)"])
-                    persistFailed = true
+                    // Not persisted, not accepted — and the node holds it all the same: from now on it takes no part in
+                    // leases or changes (an acceptance a restart forgets could let two configurations commit).
+                    logger.error(
+                        "cannot persist the cluster's configuration: this node stops voting and leading until it is restarted with a writable state_dir",
+                        metadata: ["error": "\(error)"])
+                    configurationUnwritable = true
                 }
                 // A member a change under way adds is admitted and dialed at once: its acceptance may be needed to
                 // commit the change (one node becoming two).
@@ -91,7 +99,7 @@ extension MeshService {
                             "\(configuration.members.map { $0.appNode ? $0.id.name : "\($0.id.name) (witness)" }.joined(separator: ","))",
                     ])
             case .send(let datagram, let to):
-                if persistFailed, datagram.isLeaseOrConfiguration { continue }
+                if persistFailed || configurationUnwritable, datagram.isLeaseOrConfiguration { continue }
                 await send(datagram, to: to)
             case .memberChanged(let state, let previous):
                 log(state, previous: previous)

@@ -41,6 +41,8 @@ actor MeshService: Service {
     nonisolated let admitted: NIOLockedValueBox<Set<String>>
     /// Wakes the dialer when the committed configuration changes.
     let membersChanged = Wakeup()
+    /// The configuration could not be persisted once: this node sends no lease or configuration message any more.
+    var configurationUnwritable = false
     /// This node's public address (its DNS record), nil on a witness.
     nonisolated let publicAddress: String?
     nonisolated let state: StateDirectory
@@ -291,7 +293,8 @@ actor MeshService: Service {
                 }
                 leaseRequests.update { $0.answer = .init(id: proposal.id, refusal: refusal) }
             }
-            seen = leaseRequests.current
+            // What was asked while the above awaited is carried out on the next round (the wakeup fired for it).
+            seen = asked
             deadlinesMayHaveMoved()
         }
     }
