@@ -77,7 +77,9 @@ public enum Daemon {
         let meshView = config.mesh.map {
             NodeControl.MeshView(cluster: cluster, leaseRequests: leaseRequests, stats: stats, profile: $0.profile, clock: clock)
         }
-        let control = NodeControl(config: config, engine: engine, mesh: meshView, rollouts: rollouts, origin: origin, revoking: revocations)
+        let membership = meshView.map { MembershipChanges(mesh: $0, links: links, logger: logger) }
+        let control = NodeControl(
+            config: config, engine: engine, mesh: meshView, rollouts: rollouts, origin: origin, revoking: revocations, membership: membership)
 
         // Both there exactly when the config has a mesh: section.
         if let mesh = config.mesh, let revocations {
@@ -89,6 +91,7 @@ public enum Daemon {
                     links: links, stats: stats,
                     logger: logger, operatorHandler: { connection, name in await gateway.serve(connection, operator: name) }))
             services.append(revocations)
+            if let membership { services.append(membership) }
             services.append(AppAnnouncer(engine: engine, rollouts: rollouts, announcements: announcements, clock: clock, logger: logger))
             if let notices {
                 services.append(NoticeService(dispatcher: notices))

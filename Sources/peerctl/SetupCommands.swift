@@ -84,7 +84,7 @@ struct NodeCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Issue a node's certificate and write a join file for it (peerctl join FILE on that node).",
             discussion:
-                "Run on a node that holds the CA key. The member is committed to the cluster's configuration online (through the leader: run it on the leader, peerctl who names it); no other node is edited or restarted. The file holds the node's private key: copy it with scp and delete it once joined."
+                "Run on a node that holds the CA key. The member is committed to the cluster's configuration online, through the leader (asked over the mesh when this node does not lead); no other node is edited or restarted. The file holds the node's private key: copy it with scp and delete it once joined."
         )
 
         @Argument(help: "The new node's name, e.g. web-2.")
@@ -194,7 +194,7 @@ struct NodeCommand: AsyncParsableCommand {
                 print("\n\(name) is not a member yet: this node's peerd does not answer (\(error)). Start it, or edit the lists as below.")
             } catch {
                 print("\n\(name) is not a member of the cluster's configuration yet: \(error)")
-                print("The join file is good: commit the member with peerctl node add \(name) --address \(address) --member-only … on the leader.")
+                print("The join file is good: commit the member later with peerctl node add \(name) --address \(address) --member-only.")
                 return
             }
             print(
@@ -307,7 +307,7 @@ extension NodeCommand {
         static let configuration = CommandConfiguration(
             abstract: "Take a node out of the cluster: out of its configuration, and every certificate of it revoked on every node.",
             discussion: """
-                Run on the leader, where the CA key is (as node add). The removal is committed first (while the node \
+                Run where the CA key is (as node add). The removal is committed first, through the leader (while the node \
                 may still take part: with two voters, both must accept), then its certificates are revoked: every \
                 node refuses them from then on, closes its connections and drops its datagram key, and the leader \
                 removes its DNS record. Run elsewhere, or when the removal cannot be committed (a majority of the \
@@ -361,10 +361,10 @@ extension NodeCommand {
             }
             try await Cert.Revoke.perform(pki: pki, connection: connection, wait: wait) { try $0.revoke(.node(name)) }
             print(outcome)
-            if removed || shown?.epoch ?? 1 > 1 {
+            if removed || shown != nil {
                 print(
                     """
-                    \(name) is cut off\(removed ? "" : ": run peerctl node remove \(name) again on the leader (peerctl who) to take it out of the configuration").
+                    \(name) is cut off\(removed ? "" : ": run peerctl node remove \(name) again once there is a leader (peerctl who) to take it out of the configuration").
                     Left: on \(name), if you can reach it: systemctl disable --now peerd (its app keeps running until you stop it).
                     """)
                 return

@@ -46,6 +46,17 @@ struct NodeControl: Sendable {
             }
         }
 
+        /// A refusal that came over the mesh with its ``code``.
+        static func from(code: String?, _ why: String) -> Refusal {
+            switch code {
+            case "not-found": .notFound(why)
+            case "bad-request": .badRequest(why)
+            case "refused": .conflict(why)
+            case "forbidden": .forbidden(why)
+            default: .unavailable(why)
+            }
+        }
+
         init(_ failure: RolloutService.Failure) {
             switch failure {
             case .refused(let why): self = .conflict(why)
@@ -61,6 +72,7 @@ struct NodeControl: Sendable {
     let rollouts: RolloutService?
     let origin: OriginTLSService?
     let revoking: RevocationService?
+    let membership: MembershipChanges?
 
     func status() async -> ControlAPI.NodeStatus {
         let installed = await origin?.current()
@@ -83,99 +95,12 @@ struct NodeControl: Sendable {
         return ControlAPI.ClusterConfiguration(configuration, pending: mesh.cluster.current.pendingConfiguration)
     }
 
-    /// One member added (or its addresses or role changed) or removed: proposed by this node's mesh, which must
-    /// lead, and committed once a majority of the members before and after the change accepted it. Returns the
-    /// committed configuration; refused with the reason otherwise (not leading, another change under way, …).
+    /// One member added (or its addresses or role changed) or removed, through the leader (``MembershipChanges``).
     func changeMembers(_ change: ControlAPI.MemberChange) async throws -> ControlAPI.ClusterConfiguration {
-        guard let mesh, let before = mesh.cluster.current.configuration else {
+        guard let membership else {
             throw Refusal.notFound("this node has no mesh: section in its config, so it has no members; see docs/configuration.md")
         }
-        var members = before.members
-        switch (change.add, change.remove) {
-        case (let add?, nil):
-            guard isValidPeerName(add.name) else {
-                throw Refusal.badRequest("\(add.name) is not a node name (1-63 lowercase letters, digits, '-')")
-            }
-            guard let (host, _) = PeerConfig.hostPort(add.address) else {
-                throw Refusal.badRequest("\(add.address) is not a mesh address: IP:PORT, e.g. 10.0.0.4:7946")
-            }
-            guard add.role == "node" || add.role == "witness" else { throw Refusal.badRequest("role \(add.role): node or witness") }
-            if let other = members.first(where: { $0.id.name != add.name && $0.address == add.address }) {
-                throw Refusal.badRequest("\(add.address) is \(other.id)'s mesh address already")
-            }
-            let publicAddress = add.publicAddress.map(canonicalIPAddress)
-            if let publicAddress, ipAddressBytes(publicAddress) == nil { throw Refusal.badRequest("\(publicAddress) is not an IP address") }
-            if add.role == "witness", publicAddress != nil { throw Refusal.badRequest("a witness has no public address (it serves nothing)") }
-            _ = host
-            members.removeAll { $0.id.name == add.name }
-            members.append(
-                Configuration.Member(id: MemberID(add.name), address: add.address, appNode: add.role == "node", publicAddress: publicAddress))
-        case (nil, let name?):
-            guard members.contains(where: { $0.id.name == name }) else {
-                throw Refusal.notFound("\(name) is not a member of the cluster's configuration (epoch \(before.epoch)): peerctl config show")
-            }
-            members.removeAll { $0.id.name == name }
-        default:
-            throw Refusal.badRequest("expected a JSON body {\"add\": {\"name\", \"address\", \"role\"}} or {\"remove\": \"NAME\"}")
-        }
-        // While a change is pending, the lease needs a majority of the old members and of the new: a member added
-        // that never comes up, with too few of the others alive, would leave the cluster with no leader — and nobody
-        // to take the change back. Refused then, unless one node is becoming two (inherent: the second must be up).
-        let state = mesh.cluster.current
-        let alive = Set(state.members.filter { $0.status == .alive }.map(\.id))
-        let next = Configuration(epoch: before.epoch + 1, term: 0, members: members)
-        let added = Set(next.voters).subtracting(before.voters)
-        if !added.isEmpty, before.voters.count > 1, !next.isMajority(alive.intersection(before.voters)) {
-            let down = before.voters.filter { !alive.contains($0) }.map(\.name)
-            throw Refusal.conflict(
-                "adding \(added.map(\.name).sorted().joined(separator: ", ")) now would leave no leader until it is up: \(down.joined(separator: ", ")) \(down.count == 1 ? "is" : "are") down, and the members alive are not a majority of the \(next.voters.count) members after the change. Bring \(down.count == 1 ? "it" : "them") back (or remove \(down.count == 1 ? "it" : "them") first), then add."
-            )
-        }
-        let wakeup = Wakeup()
-        mesh.cluster.watch(wakeup)
-        mesh.leaseRequests.watch(wakeup)
-        defer {
-            mesh.cluster.unwatch(wakeup)
-            mesh.leaseRequests.unwatch(wakeup)
-        }
-        let deadline = mesh.clock.now() + .seconds(10)
-        // A leader that just committed a change confirms its lease under it before the next one: a few tries.
-        var proposed = false
-        while !proposed {
-            let id = UInt64.random(in: 1...UInt64.max)
-            mesh.leaseRequests.update { $0.proposal = .init(id: id, members: members) }
-            while mesh.leaseRequests.current.answer?.id != id {
-                guard mesh.clock.now() < deadline else { throw Refusal.unavailable("this node's mesh did not take the change in 10 s") }
-                await wakeup.wait(atMost: .milliseconds(200), clock: mesh.clock)
-            }
-            switch mesh.leaseRequests.current.answer?.refusal {
-            case nil: proposed = true
-            case .notConfirmed?:
-                guard mesh.clock.now() < deadline else { throw Refusal.unavailable(ConfiguredLease.Refusal.notConfirmed.description) }
-                try await mesh.clock.sleep(for: .milliseconds(100))
-            case .notLeader?:
-                let leader = mesh.cluster.current.lease.knownLeader(now: mesh.clock.now())?.id
-                throw Refusal.conflict(
-                    "this node does not lead\(leader.map { ": run it on \($0)" } ?? " (no leader right now: peerctl who)")"
-                        + " — only the leader changes the cluster's configuration")
-            case let refusal?:
-                throw Refusal.conflict(refusal.description)
-            }
-        }
-        while true {
-            if let now = mesh.cluster.current.configuration, now.epoch > before.epoch {
-                guard now.members == Configuration(epoch: 0, term: 0, members: members).members else {
-                    throw Refusal.conflict("another change was committed first (epoch \(now.epoch)): peerctl config show, then retry")
-                }
-                return ControlAPI.ClusterConfiguration(now, pending: mesh.cluster.current.pendingConfiguration)
-            }
-            // Not committed yet (one node becoming two needs the new one up to accept it): proposed, and committed as
-            // soon as a majority of the members before and after the change accepted it.
-            guard mesh.clock.now() < deadline else {
-                return ControlAPI.ClusterConfiguration(before, pending: mesh.cluster.current.pendingConfiguration)
-            }
-            await wakeup.wait(atMost: .milliseconds(500), clock: mesh.clock)
-        }
+        return try await membership.change(change)
     }
 
     func who() throws -> ControlAPI.Who {

@@ -7,9 +7,10 @@ import PeerCore
 /// mutual-TLS connections. The mesh registers each open connection and hands over what arrives; a service sends
 /// and receives here without knowing the mesh.
 final class MemberLinks: Sendable {
-    /// Which service a message is for: told by its JSON's top-level key (`origin`, `rollout…`, `revocations`).
+    /// Which service a message is for: told by its JSON's top-level key (`origin`, `rollout…`, `revocations`,
+    /// `configuration`).
     enum Topic: Sendable, CaseIterable {
-        case origin, rollout, revocations
+        case origin, rollout, revocations, configuration
 
         init?(_ message: ByteBuffer) {
             guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: message)) as? [String: Any], object.count == 1,
@@ -21,6 +22,8 @@ final class MemberLinks: Sendable {
                 self = .rollout
             } else if key == "revocations" {
                 self = .revocations
+            } else if key == "configuration" {
+                self = .configuration
             } else {
                 return nil
             }
