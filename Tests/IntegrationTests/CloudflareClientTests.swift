@@ -9,7 +9,7 @@ import PeerTestKit
 import Testing
 
 /// The real Cloudflare client and notification backends against the test kit's stand-ins, over HTTP.
-@Suite(.serialized) struct CloudflareClientTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct CloudflareClientTests {
     static let token = "test-token-abcdef"
 
     /// Runs a stub while `body` runs, with a client for it.

@@ -4,7 +4,7 @@ import Foundation
 import PeerTestKit
 import Testing
 
-@Suite(.serialized) struct DockerClientTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct DockerClientTests {
     @Test func negotiatesAnAPIVersionTheEngineAccepts() async throws {
         try await TestBed.require()
         let docker = DockerClient(http: TestBed.http)

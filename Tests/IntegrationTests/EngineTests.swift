@@ -5,7 +5,7 @@ import PeerTestKit
 import Testing
 
 /// The swap with the real dockerd, registry and nginx: what an operator relies on when a deploy goes well or badly.
-@Suite(.serialized) struct EngineTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct EngineTests {
     @Test func swapsVersionsUnderTrafficWithoutAFailedRequest() async throws {
         let node = try TestNode()
         defer { node.tearDown() }
@@ -247,7 +247,7 @@ import Testing
     }
 }
 
-@Suite(.serialized) struct PortClashTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct PortClashTests {
     /// Another program holds the listen address: nginx validates the config but cannot bind on reload. The
     /// verify step notices (the answer does not carry the new generation) and nothing is left half-done.
     @Test func listenAddressHeldByAnotherProgramIsDetectedAndUndone() async throws {

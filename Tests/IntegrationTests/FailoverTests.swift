@@ -8,7 +8,7 @@ import Testing
 /// Three real peerd processes, each with its own nginx and the test app in dockerd, in one mesh with real
 /// certificates; DNS at the Cloudflare stub (the real client code talks to it over HTTP), notifications to the
 /// stub's ntfy and Discord endpoints. kill -9 a follower, then the leader.
-@Suite(.serialized) struct FailoverTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct FailoverTests {
     static let zone = MeshCluster.zone
     static let name = MeshCluster.name
     static let token = MeshCluster.token

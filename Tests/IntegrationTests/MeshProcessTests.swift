@@ -6,7 +6,7 @@ import Testing
 
 /// Real `peerd` processes on 127.0.4.x with real certificates (`peerctl ca init`, `peerctl cert issue`) and mutual
 /// TLS, started by `cluster/testbed-mesh`; killed with SIGKILL, cut off and made lossy with iptables.
-@Suite(.serialized) struct MeshProcessTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct MeshProcessTests {
     static let prefix = "127.0.4."
 
     final class Mesh: Sendable {

@@ -9,7 +9,7 @@ import Testing
 /// Origin CA) reaches every node over the mesh and real nginx serves it on 443 of each node's loopback address;
 /// wrong pairs change nothing; a new pair under HTTPS load drops nothing; a node that was down gets the current
 /// pair when it is back; the leader warns before expiry. Checked with curl and openssl, not with peer's code.
-@Suite(.serialized) struct OriginTLSTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct OriginTLSTests {
     static let host = MeshCluster.name
 
     /// The certificate the HTTPS listener at `address:443` presents, by SHA-256 (lowercase hex), from openssl.

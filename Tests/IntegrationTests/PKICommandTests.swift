@@ -5,7 +5,7 @@ import PeerTestKit
 import Testing
 
 /// `peerctl ca init` / `cert issue` / `cert issue-operator` as an operator runs them, checked with openssl.
-@Suite struct PKICommandTests {
+@Suite(.timeLimit(.minutes(6))) struct PKICommandTests {
     func peerctl(_ arguments: [String]) throws -> Shell.Result {
         try Shell.run(PeerdProcess.binDirectory + "/peerctl", arguments)
     }

@@ -6,7 +6,7 @@ import PeerTestKit
 import Testing
 
 /// The real `peerd` and `peerctl` binaries: what an operator types, and what happens when peerd dies.
-@Suite(.serialized) struct PeerdProcessTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct PeerdProcessTests {
     /// The test bed checked, the node's nginx up and its peerd adopted and answering.
     func started(_ node: TestNode, _ arguments: [String] = []) async throws -> PeerdProcess {
         try await TestBed.require()

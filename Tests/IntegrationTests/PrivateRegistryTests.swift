@@ -5,7 +5,7 @@ import Testing
 
 /// Pulls from a registry that requires a login: refused without or with wrong credentials (with a message that
 /// says where credentials go), accepted with the right ones, and the secret never shows up anywhere.
-@Suite(.serialized) struct PrivateRegistryTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct PrivateRegistryTests {
     let image = "\(TestBed.authRegistry)/private-app:v1"
 
     func node(passwordFile: String?) throws -> TestNode {

@@ -12,7 +12,7 @@ struct Ping: Codable, Sendable, Equatable {
 }
 
 /// Real TLS 1.3 on loopback: a listener for node n1 and dialers with good and bad certificates.
-@Suite(.serialized) struct MeshTests {
+@Suite(.serialized, .timeLimit(.minutes(6))) struct MeshTests {
     static let host = "127.0.0.2"
 
     struct Fixture {

@@ -69,35 +69,41 @@ final class MembershipChanges: Service, Sendable {
         }
     }
 
-    /// Requests from members (this node leads, or led when they asked) and answers to this node's.
+    /// Requests from members (this node leads, or led when they asked) and answers to this node's, until the
+    /// graceful shutdown.
     func run() async throws {
-        for await (from, message) in links.inbound(.configuration) {
-            guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(buffer: message)) else { continue }
-            switch envelope.configuration {
-            case .answer(let id, _, _, _):
-                answers.withLockedValue { answers in
-                    // Only answers someone waits for are kept (at most a handful at once).
-                    if answers.count < 64 { answers[id] = envelope.configuration }
-                }
-                answered.wake()
-            case .request(let id, let change):
-                logger.info("a member asks for a change of the cluster's configuration", metadata: ["mesh.member": "\(from)"])
-                let reply: Message
-                do {
-                    // Never forwarded again: a request goes one hop, to the node its sender took for the leader.
-                    guard mesh.cluster.current.lease.validTerm(now: mesh.clock.now()) != nil else {
-                        throw NodeControl.Refusal.unavailable("it does not lead any more: retry (peerctl who)")
-                    }
-                    reply = .answer(id: id, configuration: try await local(change), error: nil, code: nil)
-                } catch let refusal as NodeControl.Refusal {
-                    reply = .answer(id: id, configuration: nil, error: refusal.description, code: refusal.code)
-                } catch {
-                    reply = .answer(id: id, configuration: nil, error: "\(error)", code: nil)
-                }
-                var buffer = ByteBuffer()
-                buffer.writeBytes(try JSONEncoder().encode(Envelope(configuration: reply)))
-                _ = await links.send(buffer, to: from)
+        await cancelWhenGracefulShutdown {
+            for await (from, message) in self.links.inbound(.configuration) { await self.received(message, from: from) }
+        }
+    }
+
+    private func received(_ message: ByteBuffer, from: MemberID) async {
+        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(buffer: message)) else { return }
+        switch envelope.configuration {
+        case .answer(let id, _, _, _):
+            answers.withLockedValue { answers in
+                // Only answers someone waits for are kept (at most a handful at once).
+                if answers.count < 64 { answers[id] = envelope.configuration }
             }
+            answered.wake()
+        case .request(let id, let change):
+            logger.info("a member asks for a change of the cluster's configuration", metadata: ["mesh.member": "\(from)"])
+            let reply: Message
+            do {
+                // Never forwarded again: a request goes one hop, to the node its sender took for the leader.
+                guard mesh.cluster.current.lease.validTerm(now: mesh.clock.now()) != nil else {
+                    throw NodeControl.Refusal.unavailable("it does not lead any more: retry (peerctl who)")
+                }
+                reply = .answer(id: id, configuration: try await local(change), error: nil, code: nil)
+            } catch let refusal as NodeControl.Refusal {
+                reply = .answer(id: id, configuration: nil, error: refusal.description, code: refusal.code)
+            } catch {
+                reply = .answer(id: id, configuration: nil, error: "\(error)", code: nil)
+            }
+            guard let encoded = try? JSONEncoder().encode(Envelope(configuration: reply)) else { return }
+            var buffer = ByteBuffer()
+            buffer.writeBytes(encoded)
+            _ = await links.send(buffer, to: from)
         }
     }
 
