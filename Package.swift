@@ -74,7 +74,7 @@ let package = Package(
         // The node's own file: loading and validation with file:line errors, setup bundles.
         .target(
             name: "PeerConfiguration",
-            dependencies: ["PeerCore", "Deployment", "Membership", "Nginx", .product(name: "Yams", package: "Yams")],
+            dependencies: ["PeerCore", "Deployment", "Membership", "Leadership", "Nginx", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         // The control API: its request and response types, and the clients peerctl uses (unix socket, mesh).
@@ -174,7 +174,7 @@ let package = Package(
         .executableTarget(
             name: "peerctl",
             dependencies: [
-                "Control", "PeerConfiguration", "Deployment", "PKI", "PeerFiles", "PeerCore",
+                "Control", "PeerConfiguration", "Deployment", "Leadership", "PKI", "PeerFiles", "PeerCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

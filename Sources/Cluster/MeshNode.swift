@@ -54,9 +54,11 @@ public struct MeshNode: Sendable {
     public private(set) var council: ConfiguredLease
     public var lease: Lease { council.lease }
     /// The app nodes of the committed configuration.
-    public private(set) var appNodes: Set<MemberID>
-    /// The public addresses the configuration gives (``ClusterState/publicAddresses``).
-    public private(set) var publicAddresses: [MemberID: String]
+    public var appNodes: Set<MemberID> { Set(council.committed.appNodes) }
+    /// The public addresses the committed configuration gives (``ClusterState/publicAddresses``).
+    public var publicAddresses: [MemberID: String] {
+        Dictionary(council.committed.members.compactMap { m in m.publicAddress.map { (m.id, $0) } }, uniquingKeysWith: { a, _ in a })
+    }
     public let startedAt: Instant
     /// The digest of the member list this node was set up with (members, their addresses and roles), announced
     /// with its status while the cluster runs its first configuration: nodes whose files list other members must
@@ -74,8 +76,6 @@ public struct MeshNode: Sendable {
     private var published: ClusterState?
     private var membersChanged = true
 
-    /// `members`: the configuration, this node among them; every member votes. `promised`: the term this node
-    /// persisted in an earlier run.
     /// `members`: the member list this node was set up with, this node among them; every member votes. `stored`:
     /// the cluster's configuration as this node persisted it (committed, and a change under way), when it has taken
     /// part in one: it replaces `members`. `promised`: the term this node persisted in an earlier run.
@@ -85,20 +85,19 @@ public struct MeshNode: Sendable {
         knownConfigurations: [MemberID: String] = [:]
     ) {
         var rng = SplitMix64(seed: seed)
+        let (swimSeed, leaseSeed) = (rng.next(), rng.next())
         let committed = stored?.committed ?? .initial(members)
         let address = committed.member(me)?.address ?? members.first { $0.id == me }?.address ?? ""
         self.configuration = configuration
+        council = ConfiguredLease(
+            me: me, committed: committed, pending: stored?.pending, promised: promised, settings: leaseSettings, seed: leaseSeed, now: now)
         var app = AppStatus.none
-        app.configuration = Self.announced(configuration, committed: committed)
+        app.configuration = Self.announced(configuration, committed: council.committed, pending: council.pending)
         let listed = Set(committed.voters)
         self.knownConfigurations = knownConfigurations.filter { listed.contains($0.key) && $0.key != me }
         swim = Swim(
             me: me, address: address, app: app, incarnation: 1, seeds: committed.members.map { ($0.id, $0.address) }, settings: settings,
-            seed: rng.next(), now: now)
-        council = ConfiguredLease(
-            me: me, committed: committed, pending: stored?.pending, promised: promised, settings: leaseSettings, seed: rng.next(), now: now)
-        appNodes = Set(committed.appNodes)
-        publicAddresses = Self.publicAddresses(committed)
+            seed: swimSeed, now: now)
         aliveCandidates = council.appNodes.sorted()
         startedAt = now
         if let configuration = announcedConfiguration {
@@ -116,7 +115,7 @@ public struct MeshNode: Sendable {
 
     /// A node that took a proposal is in the change protocol too: one node becoming two holds the proposal while
     /// the new node, started from its join file, announces that file's list (which names both).
-    static func announced(_ digest: String?, committed: Configuration, pending: Configuration? = nil) -> String? {
+    static func announced(_ digest: String?, committed: Configuration, pending: Configuration?) -> String? {
         guard let digest else { return nil }
         return committed.epoch == Configuration.Position.initial.epoch && pending == nil ? digest : "epoch-\(committed.epoch)"
     }
@@ -124,12 +123,9 @@ public struct MeshNode: Sendable {
     /// Two members announce file lists that differ (an epoch is not a file list: see ``compareConfigurations``).
     static func listsDiffer(_ a: String, _ b: String) -> Bool { a != b && !a.hasPrefix("epoch-") && !b.hasPrefix("epoch-") }
 
-    static func publicAddresses(_ configuration: Configuration) -> [MemberID: String] {
-        Dictionary(configuration.members.compactMap { m in m.publicAddress.map { (m.id, $0) } }, uniquingKeysWith: { a, _ in a })
-    }
-
     /// The cluster as this node sees it now.
     public var state: ClusterState {
+        let appNodes = self.appNodes
         var state = ClusterState(
             me: me, members: swim.view.map { appNodes.contains($0.state.id) ? $0.state : Self.witnessed($0.state) }, appNodes: appNodes,
             lease: lease.view, startedAt: startedAt,
@@ -317,12 +313,10 @@ public struct MeshNode: Sendable {
     /// forgotten), and so do roles and public addresses.
     private mutating func follow(_ committed: Configuration, now: Instant, into directives: inout [Directive]) {
         swim.setMembers(committed.members.map { ($0.id, $0.address) }, now: now)
-        appNodes = Set(committed.appNodes)
-        publicAddresses = Self.publicAddresses(committed)
         let listed = Set(committed.voters)
         knownConfigurations = knownConfigurations.filter { listed.contains($0.key) }
         configurationsChanged = true
-        aliveCandidates = swim.view.filter { $0.state.status == .alive && council.appNodes.contains($0.state.id) }.map(\.state.id)
+        refreshCandidates()
         membersChanged = true
         directives.append(.configurationCommitted(committed))
         reannounce(now: now, into: &directives)
@@ -337,6 +331,12 @@ public struct MeshNode: Sendable {
         absorb(swim.setApp(app, now: now), into: &directives)
         configurationsChanged = true
         compareConfigurations(now: now, into: &directives)
+    }
+
+    /// The lease's candidates: the app nodes of the configurations held that membership sees alive.
+    private mutating func refreshCandidates() {
+        let appNodes = council.appNodes
+        aliveCandidates = swim.view.filter { $0.state.status == .alive && appNodes.contains($0.state.id) }.map(\.state.id)
     }
 
     // MARK: - Directives
@@ -354,9 +354,7 @@ public struct MeshNode: Sendable {
                     knownConfigurations[state.id] = theirs
                     configurationsChanged = true
                 }
-                if state.status != previous.status {
-                    aliveCandidates = swim.view.filter { $0.state.status == .alive && council.appNodes.contains($0.state.id) }.map(\.state.id)
-                }
+                if state.status != previous.status { refreshCandidates() }
             }
         }
     }

@@ -75,7 +75,10 @@ public struct Configuration: Sendable, Hashable, Codable {
     }
 
     /// Whether `grants` hold a majority of this configuration's voters.
-    public func isMajority(_ grants: Set<MemberID>) -> Bool {
+    public func isMajority(_ grants: Set<MemberID>) -> Bool { Self.isMajority(grants, of: voters) }
+
+    /// Whether `grants` hold a majority of `voters`: more than half of them.
+    public static func isMajority(_ grants: Set<MemberID>, of voters: [MemberID]) -> Bool {
         voters.filter(grants.contains).count >= voters.count / 2 + 1
     }
 }

@@ -105,13 +105,10 @@ public struct ConfiguredLease: Sendable {
         me: MemberID, committed: Configuration, pending: Configuration? = nil, promised: UInt64, settings: LeaseSettings, seed: UInt64,
         now: Instant
     ) {
-        let pending = pending.flatMap { $0.epoch == committed.epoch + 1 ? $0 : nil }
         self.committed = committed
-        self.pending = pending
-        let appNode = (pending?.member(me) ?? committed.member(me))?.appNode ?? false
-        lease = Lease(
-            me: me, voters: committed.voters, canLead: appNode, promised: promised, settings: settings, seed: seed, now: now,
-            position: (pending ?? committed).position)
+        self.pending = pending.flatMap { $0.epoch == committed.epoch + 1 ? $0 : nil }
+        // Voters, role and position come from the configurations (reconfigure, below).
+        lease = Lease(me: me, voters: committed.voters, canLead: false, promised: promised, settings: settings, seed: seed, now: now)
         confirmAfter = now
         _ = lease.reconfigure(quorums: quorums, position: position, appNode: isAppNode, now: now)
     }

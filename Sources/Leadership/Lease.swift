@@ -142,7 +142,7 @@ public struct Lease: Sendable {
 
     /// Whether `grants` hold a majority of every voter set in ``quorums``.
     public func isMajority(_ grants: Set<MemberID>) -> Bool {
-        quorums.allSatisfy { quorum in quorum.filter(grants.contains).count >= quorum.count / 2 + 1 }
+        quorums.allSatisfy { Configuration.isMajority(grants, of: $0) }
     }
 
     /// What goes in this node's messages: nil for the initial configuration (the same bytes as before

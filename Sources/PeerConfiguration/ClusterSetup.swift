@@ -1,4 +1,5 @@
 import Foundation
+import Leadership
 import PeerCore
 import Yams
 
@@ -129,25 +130,11 @@ public enum ClusterSetup {
     /// The new node's config, from this node's: its own name, address, mesh listener and certificate, with
     /// itself added to `mesh.members`. Everything else (app, nginx, dns, notify, rollout) is the cluster's and
     /// stays as it is.
-    /// A member of the cluster's configuration, as the new node's `mesh.members` lists it.
-    public struct ListedMember: Sendable, Hashable {
-        public var name: String
-        public var address: String
-        public var witness: Bool
-        public var publicAddress: String?
-        public init(name: String, address: String, witness: Bool, publicAddress: String?) {
-            self.name = name
-            self.address = address
-            self.witness = witness
-            self.publicAddress = publicAddress
-        }
-    }
-
     /// `listed`: the cluster's configuration (its members, as the leader replicates them), which the new node's
     /// list is made of when given: a member added online since this node's file was written is in it. Without it,
     /// this node's file list.
     public static func derivedConfig(
-        from text: String, name: String, address: String, meshHost: String, witness: Bool, listed: [ListedMember]? = nil
+        from text: String, name: String, address: String, meshHost: String, witness: Bool, listed: [Configuration.Member]? = nil
     ) throws -> (config: String, member: String) {
         guard var root = try Yams.compose(yaml: text), root.mapping != nil else {
             throw Failure(description: "the config is not a YAML mapping")
@@ -177,9 +164,9 @@ public enum ClusterSetup {
         }
         let others: [Node] =
             listed.map { listed in
-                listed.filter { $0.name != name }.map { member in
-                    var node = Node.mapping(Node.Mapping([(Node("name"), Node(member.name)), (Node("address"), Node(member.address))]))
-                    if member.witness { node["role"] = Node("witness") }
+                listed.filter { $0.id.name != name }.map { member in
+                    var node = Node.mapping(Node.Mapping([(Node("name"), Node(member.id.name)), (Node("address"), Node(member.address))]))
+                    if !member.appNode { node["role"] = Node("witness") }
                     if let publicAddress = member.publicAddress { node["public_address"] = Node(publicAddress) }
                     return node
                 }

@@ -4,6 +4,7 @@ import PKI
 import PeerCore
 import Control
 import Deployment
+import Leadership
 import PeerConfiguration
 import PeerFiles
 
@@ -139,7 +140,7 @@ struct NodeCommand: AsyncParsableCommand {
             let cluster = try? await connection.withClient { try await $0.configuration() }
             let listed = cluster.map { shown in
                 shown.members.map {
-                    ClusterSetup.ListedMember(name: $0.name, address: $0.address, witness: $0.role == "witness", publicAddress: $0.publicAddress)
+                    Configuration.Member(id: MemberID($0.name), address: $0.address, appNode: $0.role != "witness", publicAddress: $0.publicAddress)
                 }
             }
             let derived: (config: String, member: String)

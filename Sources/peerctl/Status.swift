@@ -71,8 +71,7 @@ struct Status: AsyncParsableCommand {
                 m.rolloutPhase ?? "-", m.originFingerprint ?? "-",
             ])
         }
-        let widths = (0..<table[0].count).map { c in table.map { $0[c].count }.max() ?? 0 }
-        for row in table { print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")) }
+        printTable(table)
         for line in Self.disagreements(members) { print(line) }
     }
 
@@ -144,13 +143,8 @@ struct ConfigCommand: AsyncParsableCommand {
         func run() async throws {
             let shown = try await connection.withClient { try await $0.configuration() }
             func table(_ members: [ControlAPI.ClusterConfiguration.Member]) {
-                let rows = members.map { [$0.name, $0.role, $0.address, $0.publicAddress ?? "-"] }
-                let widths = (0..<4).map { column in
-                    ([["NAME", "ROLE", "MESH ADDRESS", "PUBLIC ADDRESS"][column]] + rows.map { $0[column] }).map(\.count).max()!
-                }
-                for row in [["NAME", "ROLE", "MESH ADDRESS", "PUBLIC ADDRESS"]] + rows {
-                    print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
-                }
+                printTable(
+                    [["NAME", "ROLE", "MESH ADDRESS", "PUBLIC ADDRESS"]] + members.map { [$0.name, $0.role, $0.address, $0.publicAddress ?? "-"] })
             }
             print("epoch \(shown.epoch)\(shown.epoch == 1 ? " (the member list the nodes were set up with)" : "")")
             table(shown.members)
@@ -226,10 +220,7 @@ struct Members: AsyncParsableCommand {
                 m.configuration.map { String($0.prefix(8)) + (mine != nil && $0 != mine ? " (DIFFERS)" : "") } ?? "-",
             ])
         }
-        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        for row in rows {
-            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
-        }
+        printTable(rows)
     }
 }
 
@@ -268,4 +259,11 @@ struct Who: AsyncParsableCommand {
             )
         }
     }
+}
+
+/// Rows as columns two spaces apart, each as wide as its widest cell (the first row is the header).
+func printTable(_ rows: [[String]]) {
+    guard let first = rows.first else { return }
+    let widths = (0..<first.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+    for row in rows { print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")) }
 }

@@ -1,6 +1,8 @@
 import PeerConfiguration
 import Deployment
 import Foundation
+import Leadership
+import PeerCore
 import Membership
 import Nginx
 import PeerDaemon
@@ -182,9 +184,9 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: pki) }
         let text = Self.meshYAML(pki)
         let listed = [
-            ClusterSetup.ListedMember(name: "web-1", address: "10.0.0.5:7946", witness: false, publicAddress: "203.0.113.10"),
-            ClusterSetup.ListedMember(name: "web-3", address: "10.0.0.8:7946", witness: false, publicAddress: "203.0.113.13"),
-            ClusterSetup.ListedMember(name: "vote-1", address: "10.0.0.7:7946", witness: true, publicAddress: nil),
+            Configuration.Member(id: MemberID("web-1"), address: "10.0.0.5:7946", appNode: true, publicAddress: "203.0.113.10"),
+            Configuration.Member(id: MemberID("web-3"), address: "10.0.0.8:7946", appNode: true, publicAddress: "203.0.113.13"),
+            Configuration.Member(id: MemberID("vote-1"), address: "10.0.0.7:7946", appNode: false),
         ]
         let derived = try ClusterSetup.derivedConfig(
             from: text, name: "vote-2", address: "203.0.113.14", meshHost: "10.0.0.9", witness: true, listed: listed)

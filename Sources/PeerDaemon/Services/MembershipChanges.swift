@@ -118,7 +118,7 @@ final class MembershipChanges: Service, Sendable {
             guard isValidPeerName(add.name) else {
                 throw NodeControl.Refusal.badRequest("\(add.name) is not a node name (1-63 lowercase letters, digits, '-')")
             }
-            guard let (host, _) = PeerConfig.hostPort(add.address) else {
+            guard PeerConfig.hostPort(add.address) != nil else {
                 throw NodeControl.Refusal.badRequest("\(add.address) is not a mesh address: IP:PORT, e.g. 10.0.0.4:7946")
             }
             guard add.role == "node" || add.role == "witness" else { throw NodeControl.Refusal.badRequest("role \(add.role): node or witness") }
@@ -132,7 +132,6 @@ final class MembershipChanges: Service, Sendable {
             if add.role == "witness", publicAddress != nil {
                 throw NodeControl.Refusal.badRequest("a witness has no public address (it serves nothing)")
             }
-            _ = host
             members.removeAll { $0.id.name == add.name }
             members.append(
                 Configuration.Member(id: MemberID(add.name), address: add.address, appNode: add.role == "node", publicAddress: publicAddress))
@@ -181,7 +180,8 @@ final class MembershipChanges: Service, Sendable {
                 guard mesh.clock.now() < deadline else {
                     throw NodeControl.Refusal.unavailable(ConfiguredLease.Refusal.notConfirmed.description)
                 }
-                try await mesh.clock.sleep(for: .milliseconds(100))
+                // The mesh asked its voters for the round; its lease shows it once they answered.
+                await wakeup.wait(atMost: .milliseconds(200), clock: mesh.clock)
             case .notLeader?:
                 let leader = mesh.cluster.current.lease.knownLeader(now: mesh.clock.now())?.id
                 throw NodeControl.Refusal.conflict(
@@ -193,7 +193,7 @@ final class MembershipChanges: Service, Sendable {
         }
         while true {
             if let now = mesh.cluster.current.configuration, now.epoch > before.epoch {
-                guard now.members == Configuration(epoch: 0, term: 0, members: members).members else {
+                guard now.members == next.members else {
                     throw NodeControl.Refusal.conflict("another change was committed first (epoch \(now.epoch)): peerctl config show, then retry")
                 }
                 return ControlAPI.ClusterConfiguration(now, pending: mesh.cluster.current.pendingConfiguration)
