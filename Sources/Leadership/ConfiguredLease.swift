@@ -84,8 +84,14 @@ public struct ConfiguredLease: Sendable {
     }
 
     public private(set) var lease: Lease
-    public private(set) var committed: Configuration
-    public private(set) var pending: Configuration?
+    public private(set) var committed: Configuration {
+        didSet { appNodes = Self.appNodes(committed, pending) }
+    }
+    public private(set) var pending: Configuration? {
+        didSet { appNodes = Self.appNodes(committed, pending) }
+    }
+    /// The app nodes of the configurations held: the lease's candidates (asked on every tick, kept as they change).
+    public private(set) var appNodes: Set<MemberID> = []
     /// Leader: the voters that accepted `pending`.
     private var accepted: Set<MemberID> = []
     /// Leader: when `pending` is next sent again to the voters that have not accepted it.
@@ -107,6 +113,7 @@ public struct ConfiguredLease: Sendable {
     ) {
         self.committed = committed
         self.pending = pending.flatMap { $0.epoch == committed.epoch + 1 ? $0 : nil }
+        appNodes = Self.appNodes(committed, self.pending)
         // Voters, role and position come from the configurations (reconfigure, below).
         lease = Lease(me: me, voters: committed.voters, canLead: false, promised: promised, settings: settings, seed: seed, now: now)
         confirmAfter = now
@@ -120,7 +127,9 @@ public struct ConfiguredLease: Sendable {
     private var isAppNode: Bool { (pending?.member(me) ?? committed.member(me))?.appNode ?? false }
 
     /// The app nodes of the configurations this node holds (the lease's candidates).
-    public var appNodes: Set<MemberID> { Set(committed.appNodes + (pending?.appNodes ?? [])) }
+    private static func appNodes(_ committed: Configuration, _ pending: Configuration?) -> Set<MemberID> {
+        Set(committed.appNodes + (pending?.appNodes ?? []))
+    }
 
     public func nextDeadline(now: Instant) -> Instant? {
         [lease.nextDeadline(now: now), isDueToSend(now: now) ? now : resendAt].compactMap { $0 }.min()

@@ -16,6 +16,7 @@ public struct Notice: Sendable, Hashable, Codable {
         case deployFailed = "deploy-failed"
         case deployRolledBack = "deploy-rolled-back"
         case certificateExpiring = "certificate-expiring"
+        case configurationBehind = "configuration-behind"
         case allUnhealthy = "all-unhealthy"
         case dnsError = "dns-error"
     }

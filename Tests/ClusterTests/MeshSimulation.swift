@@ -360,13 +360,14 @@ struct MeshSimulation {
             {
                 frozenLeader[id] = nil
             }
+            guard deep else { continue }
             // And the members' status and app it published are the ones it knows.
             let view = node.mesh.swim.view.map(\.state)
-            if deep, node.published.members.map(\.status) != view.map(\.status) || node.published.members.map(\.app) != view.map(\.app) {
+            if node.published.members.map(\.status) != view.map(\.status) || node.published.members.map(\.app) != view.map(\.app) {
                 violations.append("at \(now): \(id) published members whose status or app differ from its view")
             }
             // Members speak only for themselves: what it holds of another is what that member said.
-            if deep, let taken = view.first(where: { forged.contains(Claim($0)) }) {
+            if let taken = view.first(where: { forged.contains(Claim($0)) }) {
                 violations.append("at \(now): \(id) took a forged claim of \(taken.id): \(taken.app.image ?? "-")")
             }
         }

@@ -165,7 +165,8 @@ struct ReconfigurationCluster {
                         nodes[id]!.pausedUntil = nil
                     }
                     let now = local(id)
-                    let candidates = alive.filter { nodes[id]!.lease.appNodes.contains($0) }
+                    let appNodes = nodes[id]!.lease.appNodes
+                    let candidates = alive.filter(appNodes.contains)
                     let directives = nodes[id]!.lease.tick(now: now, aliveCandidates: candidates)
                     handle(directives, from: id)
                 }

@@ -58,4 +58,38 @@ import Testing
         #expect(told(2, 1) == ["cert/web-2/1"])
         #expect(told(200, 199).isEmpty)
     }
+
+    /// A member on another configuration than the leader's for 30 s is told once (one that catches up within a
+    /// lease renewal is not); a follower tells nothing, nor does a dead member count.
+    @Test func aMemberThatStaysOnAnotherConfigurationIsToldOnce() {
+        func cluster(leading term: UInt64?, theirs: String?, status: MemberStatus = .alive) -> ClusterState {
+            var s = state(leading: term)
+            s.members[0].app.configuration = "epoch-3"
+            s.members[1].app.configuration = theirs
+            s.members[1].status = status
+            return s
+        }
+        var lagging: [MemberID: LeaderNotices.Lag] = [:]
+        func told(_ s: ClusterState, at seconds: Double) -> [String] {
+            let at = Instant(nanoseconds: Int64(seconds * 1e9))
+            var s = s
+            s.lease.holding?.validUntil = at + .seconds(2)
+            return LeaderNotices.configurationNotices(s, lagging: &lagging, now: at).map(\.key)
+        }
+        // Behind for a moment, then on the cluster's: nothing.
+        #expect(told(cluster(leading: 3, theirs: "epoch-2"), at: 1).isEmpty)
+        #expect(told(cluster(leading: 3, theirs: "epoch-3"), at: 2).isEmpty)
+        #expect(told(cluster(leading: 3, theirs: "epoch-2"), at: 30).isEmpty)
+        #expect(LeaderNotices.nextConfigurationCheck(lagging) == Instant(nanoseconds: 60_000_000_000))
+        #expect(told(cluster(leading: 3, theirs: "epoch-2"), at: 59).isEmpty)
+        #expect(told(cluster(leading: 3, theirs: "epoch-2"), at: 60) == ["configuration/web-2/epoch-2/epoch-3"])
+        #expect(told(cluster(leading: 3, theirs: "epoch-2"), at: 200).isEmpty, "told twice")
+        #expect(LeaderNotices.nextConfigurationCheck(lagging) == nil)
+        // Dead members and followers tell nothing.
+        lagging = [:]
+        #expect(told(cluster(leading: 3, theirs: "epoch-1", status: .dead), at: 0).isEmpty)
+        #expect(told(cluster(leading: 3, theirs: "epoch-1", status: .dead), at: 100).isEmpty)
+        #expect(told(cluster(leading: nil, theirs: "epoch-1"), at: 0).isEmpty)
+        #expect(told(cluster(leading: nil, theirs: "epoch-1"), at: 100).isEmpty)
+    }
 }

@@ -52,6 +52,55 @@ enum LeaderNotices {
         return notices
     }
 
+    /// A member that announces another configuration than the leader's, since when, and whether it was told.
+    struct Lag: Equatable {
+        var theirs: String
+        var since: Instant
+        var told = false
+    }
+
+    /// How long a member may announce another configuration than the leader's before the leader tells: a change
+    /// reaches every member within a lease renewal or two, so one that stays behind this long does not take them
+    /// (a state folder it cannot write, a node started from another cluster's files).
+    static let configurationPatience = Duration.seconds(30)
+
+    /// A member that stays on another configuration than the leader's (its `epoch-N`) for
+    /// ``configurationPatience``: told once per member and pair of configurations. `lagging` is the caller's memory
+    /// between calls. While the cluster runs its first configuration, differing file lists stop elections: there is
+    /// no leader to tell, and `peerctl status` names them.
+    static func configurationNotices(_ state: ClusterState, lagging: inout [MemberID: Lag], now: Instant) -> [Notice] {
+        guard state.lease.validTerm(now: now) != nil, let ours = state.member(state.me)?.app.configuration, ours.hasPrefix("epoch-")
+        else {
+            lagging = [:]
+            return []
+        }
+        var notices: [Notice] = []
+        var next: [MemberID: Lag] = [:]
+        for member in state.members where member.id != state.me && member.status != .dead {
+            guard let theirs = member.app.configuration, theirs != ours else { continue }
+            var lag = lagging[member.id].flatMap { $0.theirs == theirs ? $0 : nil } ?? Lag(theirs: theirs, since: now)
+            if !lag.told, now - lag.since >= configurationPatience {
+                lag.told = true
+                let who = member.id.name
+                notices.append(
+                    Notice(
+                        kind: .configurationBehind, title: "\(who) is on another configuration (\(theirs), the cluster \(ours))",
+                        body:
+                            "\(who) has not taken the cluster's configuration for \(configurationPatience.compactDescription): see its log, "
+                            + "and peerctl status and peerctl config show on \(who).",
+                        key: "configuration/\(who)/\(theirs)/\(ours)"))
+            }
+            next[member.id] = lag
+        }
+        lagging = next
+        return notices
+    }
+
+    /// When the next member that lags would be told, if one lags.
+    static func nextConfigurationCheck(_ lagging: [MemberID: Lag]) -> Instant? {
+        lagging.values.filter { !$0.told }.map { $0.since + configurationPatience }.min()
+    }
+
     /// Once when a member's mesh certificate crosses 30, 7 and 1 days left.
     private static func certificateNotices(_ state: ClusterState.Member, previous: ClusterState.Member) -> [Notice] {
         guard let days = state.app.certificateDaysLeft, days <= 30 else { return [] }
@@ -82,10 +131,14 @@ struct LeaderNoticeService: Service {
 
     private func loop(_ wakeup: Wakeup) async {
         var previous = cluster.current
+        var lagging: [MemberID: LeaderNotices.Lag] = [:]
         while !Task.isCancelled {
-            await wakeup.wait(atMost: .seconds(3600), clock: clock)
+            let check = LeaderNotices.nextConfigurationCheck(lagging).map { $0 - clock.now() } ?? .seconds(3600)
+            await wakeup.wait(atMost: min(check, .seconds(3600)), clock: clock)
             let next = cluster.current
-            for notice in LeaderNotices.notices(from: previous, to: next, now: clock.now()) { await dispatcher.post(notice) }
+            let now = clock.now()
+            for notice in LeaderNotices.notices(from: previous, to: next, now: now) { await dispatcher.post(notice) }
+            for notice in LeaderNotices.configurationNotices(next, lagging: &lagging, now: now) { await dispatcher.post(notice) }
             previous = next
         }
     }
