@@ -2,6 +2,7 @@ import Control
 import Foundation
 import PeerDaemon
 import PeerTestKit
+import Synchronization
 import Testing
 
 /// Real `peerd` processes on 127.0.4.x with real certificates (`peerctl ca init`, `peerctl cert issue`) and mutual
@@ -365,42 +366,169 @@ import Testing
         #expect(mesh.who("m1")?.voters == ["m1", "m2"])
     }
 
-    /// docs/getting-started.md step 3: one node becoming two. The change cannot be committed before the second node
-    /// is up (a majority of two is both): `node add` says it is proposed; the second node, started from a file
-    /// that lists both, accepts it, and both are on epoch 2 with a leader.
-    @Test func oneNodeBecomesTwoOnceTheSecondIsUp() async throws {
-        let mesh = try Mesh(size: 1)
-        defer { mesh.down() }
-        func peerctl(_ arguments: [String]) throws -> Shell.Result { try Shell.run(PeerdProcess.binDirectory + "/peerctl", arguments) }
-        func epoch(_ node: String) -> String? {
-            try? peerctl(["config", "show", "--config", "\(mesh.dir)/\(node)/peer.yml"]).output.split(separator: "\n").first.map(String.init)
+    /// Watches who leads while a test runs: every node's `peerctl who`, over and over on a thread of its own. A node
+    /// that says it leads with `leaseRemainingMs` left holds the lease at least from the end of that call to the
+    /// call's start plus what was left; two nodes whose such spans overlap led at the same instant.
+    final class LeaderWatch: Sendable {
+        struct Claim: CustomStringConvertible {
+            var node: String
+            var term: UInt64
+            var from: Date
+            var until: Date
+            var description: String { "\(node) (term \(term)) \(from.timeIntervalSince1970)…\(until.timeIntervalSince1970)" }
         }
-        #expect(await eventually(within: .seconds(10)) { mesh.who("m1")?.leader == "m1" }, "m1 alone does not lead")
-        #expect(try peerctl(["cert", "issue", "--dir", "\(mesh.dir)/pki", "m2", "--address", Self.prefix + "2"]).status == 0)
-        let added = try peerctl(
-            ["node", "add", "m2", "--address", Self.prefix + "2", "--config", "\(mesh.dir)/m1/peer.yml", "--member-only"])
-        #expect(added.status == 0 && added.output.contains("m2 is proposed as a member (epoch 2)"), "\(added.output)")
-        let shown = try peerctl(["config", "show", "--config", "\(mesh.dir)/m1/peer.yml"]).output
-        #expect(shown.contains("change under way to epoch 2"), "\(shown)")
-        // m2's file, as peerctl join writes it: m1's list and m2.
-        let template = try String(contentsOfFile: "\(mesh.dir)/m1/peer.yml", encoding: .utf8)
-        try FileManager.default.createDirectory(atPath: "\(mesh.dir)/m2", withIntermediateDirectories: true)
-        try
-            (template.replacingOccurrences(of: "m1", with: "m2").replacingOccurrences(of: Self.prefix + "1", with: Self.prefix + "2")
-            .replacingOccurrences(of: "  members:\n", with: "  members:\n    - name: m1\n      address: \(Self.prefix)1:7946\n"))
-            .write(toFile: "\(mesh.dir)/m2/peer.yml", atomically: true, encoding: .utf8)
-        chmod("\(mesh.dir)/m2/peer.yml", 0o600)
-        try mesh.start("m2")
-        #expect(
-            await eventually(within: .seconds(15)) {
-                epoch("m1") == "epoch 2" && epoch("m2") == "epoch 2" && mesh.who("m1")?.leader != nil
-                    && mesh.who("m2")?.leader == mesh.who("m1")?.leader
-            }, "m1: \(String(describing: epoch("m1"))), m2: \(String(describing: epoch("m2")))")
-        #expect(mesh.status(of: "m2", by: "m1") == "alive" && mesh.status(of: "m1", by: "m2") == "alive")
-        #expect(mesh.who("m2")?.voters == ["m1", "m2"])
+        struct State {
+            var nodes: [String] = []
+            var claims: [Claim] = []
+            var overlaps: [String] = []
+            var stopped = false
+            var finished = false
+        }
+        let state = Mutex(State())
+        let dir: String
+
+        init(dir: String) {
+            self.dir = dir
+            Thread.detachNewThread { [self] in
+                while !state.withLock({ $0.stopped }) {
+                    for node in state.withLock({ $0.nodes }) { observe(node) }
+                }
+                state.withLock { $0.finished = true }
+            }
+        }
+
+        func watch(_ node: String) { state.withLock { if !$0.nodes.contains(node) { $0.nodes.append(node) } } }
+
+        private func observe(_ node: String) {
+            let asked = Date()
+            guard
+                let result = try? Shell.run(
+                    PeerdProcess.binDirectory + "/peerctl", ["who", "--config", "\(dir)/\(node)/peer.yml", "--json"]),
+                result.status == 0, let who = try? ControlAPI.decoder.decode(ControlAPI.Who.self, from: Data(result.output.utf8)),
+                who.thisNodeLeads, let term = who.term, let left = who.leaseRemainingMs
+            else { return }
+            let claim = Claim(node: node, term: term, from: Date(), until: asked.addingTimeInterval(Double(left) / 1000))
+            guard claim.from < claim.until else { return }
+            state.withLock { state in
+                for other in state.claims.suffix(200) where other.node != node && other.from < claim.until && claim.from < other.until {
+                    state.overlaps.append("\(other) and \(claim)")
+                }
+                state.claims.append(claim)
+            }
+        }
+
+        /// Stops watching; what it saw: every lead it observed, and any two at once.
+        func stop() async -> (claims: [Claim], overlaps: [String]) {
+            state.withLock { $0.stopped = true }
+            _ = await TestBed.eventually(within: .seconds(10)) { state.withLock { $0.finished } }
+            return state.withLock { ($0.claims, $0.overlaps) }
+        }
     }
 
-    /// What one process uses: CPU (% of a core over `seconds`), open descriptors, resident memory (KiB).
+    /// A cluster grown 1 → 3 → 5 and shrunk to 3 online, one `peerctl node add`/`remove` at a time, no member
+    /// restarted for it: one node becoming two (the change waits for the second node, started from a file listing
+    /// both); two new voters started from hand-written files that list all five **before** their changes are made
+    /// (they are refused at TLS and, two of five, elect no one); the leader killed between the two adds. A thread
+    /// watches every node's lease all along: never two leaders at one instant.
+    @Test func growingOneToThreeToFiveAndBackToThreeOnlineNeverMakesTwoLeaders() async throws {
+        let mesh = try Mesh(size: 1)
+        defer { mesh.down() }
+        let watch = LeaderWatch(dir: mesh.dir)
+        watch.watch("m1")
+        func peerctl(_ arguments: [String]) throws -> Shell.Result { try Shell.run(PeerdProcess.binDirectory + "/peerctl", arguments) }
+        func on(_ node: String) -> [String] { ["--config", "\(mesh.dir)/\(node)/peer.yml"] }
+        func epoch(_ node: String) -> String? {
+            try? peerctl(["config", "show"] + on(node)).output.split(separator: "\n").first.map(String.init)
+        }
+        func pid(_ node: String) -> String? { try? String(contentsOfFile: "\(mesh.dir)/\(node)/pid", encoding: .utf8) }
+        func leader(among nodes: [String]) -> String? {
+            let seen = Set(nodes.map { mesh.who($0)?.leader })
+            guard seen.count == 1, let only = seen.first else { return nil }
+            return only
+        }
+        /// A node's file as the test bed writes it (m1's, renamed), listing `members`; started, and watched.
+        func start(_ node: String, listing members: [String]) throws {
+            #expect(try peerctl(["cert", "issue", "--dir", "\(mesh.dir)/pki", node, "--address", Self.prefix + node.dropFirst()]).status == 0)
+            let template = try String(contentsOfFile: "\(mesh.dir)/m1/peer.yml", encoding: .utf8)
+            let head = String(template[..<template.range(of: "  members:\n")!.upperBound])
+                .replacingOccurrences(of: "m1", with: node).replacingOccurrences(of: Self.prefix + "1", with: Self.prefix + node.dropFirst())
+            let list = members.map { "    - name: \($0)\n      address: \(Self.prefix)\($0.dropFirst()):7946\n" }.joined()
+            try FileManager.default.createDirectory(atPath: "\(mesh.dir)/\(node)", withIntermediateDirectories: true)
+            try (head + list).write(toFile: "\(mesh.dir)/\(node)/peer.yml", atomically: true, encoding: .utf8)
+            chmod("\(mesh.dir)/\(node)/peer.yml", 0o600)
+            try mesh.start(node)
+            watch.watch(node)
+        }
+        func aliveEverywhere(_ nodes: [String]) -> Bool { nodes.allSatisfy { n in nodes.allSatisfy { mesh.status(of: $0, by: n) == "alive" } } }
+        #expect(await eventually(within: .seconds(10)) { mesh.who("m1")?.leader == "m1" }, "m1 alone does not lead")
+
+        // 1 → 2: the change cannot be committed before the second node is up (a majority of two is both).
+        let added = try peerctl(["node", "add", "m2", "--address", Self.prefix + "2", "--member-only"] + on("m1"))
+        #expect(added.status == 0 && added.output.contains("m2 is proposed as a member (epoch 2)"), "\(added.output)")
+        let shown = try peerctl(["config", "show"] + on("m1")).output
+        #expect(shown.contains("change under way to epoch 2"), "\(shown)")
+        try start("m2", listing: ["m1", "m2"])
+        #expect(
+            await eventually(within: .seconds(15)) {
+                epoch("m1") == "epoch 2" && epoch("m2") == "epoch 2" && leader(among: ["m1", "m2"]) != nil
+            }, "m1: \(String(describing: epoch("m1"))), m2: \(String(describing: epoch("m2")))")
+        #expect(mesh.who("m2")?.voters == ["m1", "m2"])
+
+        // 2 → 3, from the follower.
+        let follower = leader(among: ["m1", "m2"]) == "m1" ? "m2" : "m1"
+        let third = try peerctl(["node", "add", "m3", "--address", Self.prefix + "3", "--member-only"] + on(follower))
+        #expect(third.status == 0 && third.output.contains("epoch 3 (m1, m2, m3)"), "\(third.output)")
+        try start("m3", listing: ["m1", "m3"])
+        let three = ["m1", "m2", "m3"]
+        #expect(await eventually(within: .seconds(15)) { aliveEverywhere(three) && three.allSatisfy { epoch($0) == "epoch 3" } })
+        let pids = Dictionary(uniqueKeysWithValues: three.map { ($0, pid($0)) })
+
+        // Two new voters started before their changes, from files that list all five (as a guide that edits lists
+        // would have it): the members refuse them, and two of five elect no one.
+        let five = ["m1", "m2", "m3", "m4", "m5"]
+        try start("m4", listing: five)
+        try start("m5", listing: five)
+        // They campaign between them (a term promised), and lose: the watch sees neither lead before its change.
+        #expect(
+            await eventually(within: .seconds(15)) { ["m4", "m5"].contains { (mesh.who($0)?.promisedTerm ?? 0) > 0 } },
+            "the new nodes never campaigned")
+        let first = try #require(leader(among: three))
+        let changed = Date()
+        let fourth = try peerctl(["node", "add", "m4", "--address", Self.prefix + "4", "--member-only"] + on(first))
+        #expect(fourth.status == 0 && fourth.output.contains("epoch 4 (m1, m2, m3, m4)"), "\(fourth.output)")
+        let four = Array(five.prefix(4))
+        #expect(await eventually(within: .seconds(15)) { aliveEverywhere(four) && epoch("m4") == "epoch 4" }, "m4 did not join")
+
+        // The leader killed between the two adds: the others elect one, which adds m5 (up all along).
+        try mesh.kill(first)
+        let rest = four.filter { $0 != first }
+        #expect(await eventually(within: .seconds(15)) { leader(among: rest).map { $0 != first } == true }, "no leader without \(first)")
+        let second = try #require(leader(among: rest))
+        let fifth = try peerctl(["node", "add", "m5", "--address", Self.prefix + "5", "--member-only"] + on(second))
+        #expect(fifth.status == 0 && fifth.output.contains("epoch 5 (m1, m2, m3, m4, m5)"), "\(fifth.output)")
+        try mesh.start(first)
+        #expect(
+            await eventually(within: .seconds(20)) { aliveEverywhere(five) && five.allSatisfy { epoch($0) == "epoch 5" } },
+            "\(five.map { "\($0): \(epoch($0) ?? "-")" })")
+        #expect(leader(among: five) != nil)
+
+        // 5 → 3: two removals, asked on a node that stays.
+        for (gone, at) in [("m5", "epoch 6"), ("m4", "epoch 7")] {
+            let removed = try peerctl(["node", "remove", gone, "--wait", "10"] + on(first))
+            #expect(removed.status == 0 && removed.output.contains("out of the cluster's configuration: \(at)"), "\(removed.output)")
+        }
+        #expect(await eventually(within: .seconds(10)) { three.allSatisfy { epoch($0) == "epoch 7" } && leader(among: three) != nil })
+        #expect(mesh.who(first)?.voters == three)
+        // No member was restarted for any of it (but the one killed on purpose).
+        for node in three where node != first { #expect(pid(node) == pids[node], "\(node) was restarted") }
+
+        let (claims, overlaps) = await watch.stop()
+        #expect(overlaps.isEmpty, "two leaders at once: \(overlaps.prefix(3))")
+        #expect(Set(claims.map(\.node)).count >= 2, "leaders seen: \(claims.map(\.node))")
+        let early = claims.filter { ["m4", "m5"].contains($0.node) && $0.from < changed }
+        #expect(early.isEmpty, "a node led before it was a member: \(early.prefix(3))")
+    }
+
     static func usage(pid: String, over seconds: Int) async throws -> (cpu: Int, descriptors: Int, residentKiB: Int) {
         func ticks() -> Int {
             let fields = ((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? "").split(separator: ")").last?.split(separator: " ")
