@@ -6,9 +6,16 @@ extension ClusterState {
     /// members, this node's lease while it holds, and whether its view has settled. The DNS service and the
     /// simulations build it here, so both step the reconciler on the same view.
     public func dnsView(now: Instant) -> DNSReconciler.View {
-        let members = appMembers.map { m in
+        var members = appMembers.map { m in
             // A suspect still serves: only a death (which a live member cannot fail to refute) removes a record.
             DNSMember(name: m.id.name, address: publicAddresses[m.id] ?? m.app.address, serving: m.status != .dead && m.app.healthy == true)
+        }
+        // Members taken out of the cluster serve no more: their records go (known by the comment that names them,
+        // or by the public address they had — unless a member serves at that address now).
+        let addresses = Set(members.compactMap(\.address))
+        for gone in configuration?.removed ?? [] where !members.contains(where: { $0.name == gone.id.name }) {
+            let address = gone.publicAddress.flatMap { addresses.contains($0) ? nil : $0 }
+            members.append(DNSMember(name: gone.id.name, address: address, serving: false))
         }
         let held = lease.holding.flatMap { h in
             lease.validTerm(now: now) == h.term

@@ -46,12 +46,28 @@ public struct Configuration: Sendable, Hashable, Codable {
     public var term: UInt64
     /// Sorted by id, each id once.
     public private(set) var members: [Member]
+    /// The members committed changes took out, as they last were (sorted, none of them a member): their DNS records
+    /// are the leader's to take away — nobody else would, once they are no member. A member added again leaves it.
+    /// Nil while there are none (a configuration without removals has the same bytes as before there were any).
+    public private(set) var removed: [Member]?
 
-    public init(epoch: UInt64, term: UInt64, members: [Member]) {
+    public init(epoch: UInt64, term: UInt64, members: [Member], removed: [Member] = []) {
         self.epoch = epoch
         self.term = term
         var seen = Set<MemberID>()
         self.members = members.sorted().filter { seen.insert($0.id).inserted }
+        // The first of an id wins (``next(members:term:)`` puts the newest first), then sorted.
+        let gone = removed.filter { seen.insert($0.id).inserted }.sorted()
+        self.removed = gone.isEmpty ? nil : gone
+    }
+
+    /// The configuration that follows this one with `members`: the next epoch, proposed under `term`; the members it
+    /// leaves out join ``removed``.
+    public func next(members: [Member], term: UInt64) -> Configuration {
+        let kept = Set(members.map(\.id))
+        // The newest state of a member first: one removed, added again and removed again is kept as it was last.
+        let gone = self.members.filter { !kept.contains($0.id) } + (removed ?? [])
+        return Configuration(epoch: epoch + 1, term: term, members: members, removed: gone)
     }
 
     /// A cluster's first configuration: the member list every node was set up with.

@@ -157,7 +157,7 @@ public struct ConfiguredLease: Sendable {
         var directives: [Directive] = []
         guard let holding = lease.view.holding, now < holding.validUntil else { throw .notLeader }
         if let pending { throw .changeUnderWay(pending.position) }
-        let next = Configuration(epoch: committed.epoch + 1, term: holding.term, members: members)
+        let next = committed.next(members: members, term: holding.term)
         guard next.members != committed.members else { throw .unchanged }
         guard committed.isOneStep(to: next.members) else {
             let old = Set(committed.voters)

@@ -57,6 +57,47 @@ import Testing
         #expect(addresses == ["web-1": "203.0.113.1", "web-2": "203.0.113.2", "web-3": "198.51.100.66"])
     }
 
+    /// `peerctl node remove`: the member leaves the membership, and its DNS record goes with it — nobody else would
+    /// take it away once it is no member (a record whose comment names no member is left alone). Added again, it is
+    /// a member like any other.
+    @Test func aMemberTakenOutOfTheClusterLosesItsRecord() {
+        let web2 = MemberID("web-2")
+        let first = Configuration.initial([
+            .init(id: me, address: "10.0.0.1:7946", appNode: true), .init(id: web2, address: "10.0.0.2:7946", appNode: true, publicAddress: "203.0.113.2"),
+            .init(id: MemberID("web-3"), address: "10.0.0.3:7946", appNode: true),
+        ])
+        #expect(first.removed == nil)
+        let without = first.next(members: first.members.filter { $0.id != web2 }, term: 4)
+        #expect(without.epoch == 2 && without.removed?.map(\.id) == [web2])
+        #expect(without.removed?.first?.publicAddress == "203.0.113.2")
+
+        var state = state(holding: .init(term: 4, validUntil: Instant(nanoseconds: 2_000_000_000), confirmedAt: .zero))
+        state.members[0].app.healthy = true
+        state.members[0].app.address = "203.0.113.1"
+        state.configuration = without
+        let view = state.dnsView(now: .zero)
+        #expect(view.members.contains(DNSMember(name: "web-2", address: "203.0.113.2", serving: false)), "\(view.members)")
+        var planner = DNSPlanner(holdDown: .zero)
+        let records = [
+            DNSRecord(id: "1", type: "A", name: "shop.example", content: "203.0.113.1", comment: DNSPlanner.comment(member: "web-1", term: 3)),
+            DNSRecord(id: "2", type: "A", name: "shop.example", content: "203.0.113.2", comment: DNSPlanner.comment(member: "web-2", term: 3)),
+        ]
+        let plan = planner.plan(members: view.members, records: records, name: "shop.example", now: .zero)
+        #expect(plan.batch?.deletes.map(\.id) == ["2"], "\(plan)")
+
+        // Its address taken by a member that serves: only the record its comment names can be its.
+        state.members[0].app.address = "203.0.113.2"
+        #expect(state.dnsView(now: .zero).members.contains(DNSMember(name: "web-2", address: nil, serving: false)))
+        // Added again: a member, no longer removed.
+        let back = without.next(members: first.members, term: 5)
+        #expect(back.removed == nil && back.members == first.members)
+        // Removed again with another address: as it was last.
+        var moved = first.members
+        moved[1].publicAddress = "203.0.113.22"
+        let again = back.next(members: moved, term: 6).next(members: moved.filter { $0.id != web2 }, term: 6)
+        #expect(again.removed?.map(\.publicAddress) == ["203.0.113.22"])
+    }
+
     @Test func theStateSettlesAfterTheStartupGrace() {
         let state = state(holding: nil)
         #expect(!state.settled(now: Instant(nanoseconds: 5_500_000_000), margin: .seconds(1)))

@@ -100,6 +100,30 @@ import Testing
         }
     }
 
+    /// `peerctl node remove` of a node that still runs and serves (a VPS being retired): the removal is committed and
+    /// the leader takes its record away — the node is no member, so nothing else would — and leaves the others'.
+    @Test func aNodeRemovedFromTheClusterLeavesDNS() async throws {
+        try await TestBed.require()
+        let stub = CloudflareStub(token: Self.token, zone: Self.zone)
+        try await stub.serving { port in
+            let cluster = try await cluster(stubPort: port)
+            defer { cluster.tearDown() }
+            let all = Set(cluster.nodes.map(\.address))
+            #expect(await eventually(within: .seconds(30)) { addresses(stub) == all }, "\(stub.records)")
+            let leader = try #require(cluster.who(cluster.peers[0])?.leader)
+            let retired = try #require(cluster.names.first { $0 != leader })
+            let retiredAddress = cluster.nodes[cluster.names.firstIndex(of: retired)!].address
+            let removed = try cluster.peer(leader).peerctl(["node", "remove", retired, "--wait", "10"])
+            #expect(removed.status == 0 && removed.output.contains("\(retired) is out of the cluster's configuration"), "\(removed.output)")
+            #expect(
+                await eventually(within: .seconds(15)) { addresses(stub) == all.subtracting([retiredAddress]) },
+                "\(addresses(stub))\n\(cluster.peer(leader).log().suffix(1500))")
+            // It still runs and serves locally: only the cluster let it go.
+            #expect(try await cluster.nodes[cluster.names.firstIndex(of: retired)!].get("/").status == 200)
+            for m in stub.mutations { #expect(m.after.contains { $0.name == Self.name }, "a write left no record: \(m)") }
+        }
+    }
+
     /// The leader is cut off from the other two (iptables), but not from the DNS API: it must stop writing when
     /// its lease runs out — it sees the others as dead and would remove their records — while the other two
     /// elect a new leader under a higher term, which removes the cut-off node's record.

@@ -149,7 +149,7 @@ final class MembershipChanges: Service, Sendable {
         // to take the change back. Refused then, unless one node is becoming two (inherent: the second must be up).
         let state = mesh.cluster.current
         let alive = Set(state.members.filter { $0.status == .alive }.map(\.id))
-        let next = Configuration(epoch: before.epoch + 1, term: 0, members: members)
+        let next = before.next(members: members, term: 0)
         let added = Set(next.voters).subtracting(before.voters)
         if !added.isEmpty, before.voters.count > 1, !next.isMajority(alive.intersection(before.voters)) {
             let down = before.voters.filter { !alive.contains($0) }.map(\.name)
