@@ -63,7 +63,8 @@ import Testing
     @Test func aMemberTakenOutOfTheClusterLosesItsRecord() {
         let web2 = MemberID("web-2")
         let first = Configuration.initial([
-            .init(id: me, address: "10.0.0.1:7946", appNode: true), .init(id: web2, address: "10.0.0.2:7946", appNode: true, publicAddress: "203.0.113.2"),
+            .init(id: me, address: "10.0.0.1:7946", appNode: true),
+            .init(id: web2, address: "10.0.0.2:7946", appNode: true, publicAddress: "203.0.113.2"),
             .init(id: MemberID("web-3"), address: "10.0.0.3:7946", appNode: true),
         ])
         #expect(first.removed == nil)
