@@ -159,12 +159,17 @@ public enum ControlAPI {
         /// A change proposed and not committed yet: its epoch and members.
         public var pendingEpoch: UInt64?
         public var pendingMembers: [Member]?
+        /// Members changes took out (as they last were): the leader takes their DNS records away.
+        public var removed: [Member]?
 
-        public init(epoch: UInt64, members: [Member], pendingEpoch: UInt64? = nil, pendingMembers: [Member]? = nil) {
+        public init(
+            epoch: UInt64, members: [Member], pendingEpoch: UInt64? = nil, pendingMembers: [Member]? = nil, removed: [Member]? = nil
+        ) {
             self.epoch = epoch
             self.members = members
             self.pendingEpoch = pendingEpoch
             self.pendingMembers = pendingMembers
+            self.removed = removed
         }
     }
 

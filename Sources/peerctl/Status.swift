@@ -152,6 +152,11 @@ struct ConfigCommand: AsyncParsableCommand {
                 print("\nchange under way to epoch \(epoch) (not committed yet):")
                 table(members)
             }
+            if let removed = shown.removed, !removed.isEmpty {
+                print(
+                    "\nremoved (their DNS records are taken away): \(removed.map { "\($0.name)\($0.publicAddress.map { " (\($0))" } ?? "")" }.joined(separator: ", "))"
+                )
+            }
         }
     }
 

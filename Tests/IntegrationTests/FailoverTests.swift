@@ -118,6 +118,8 @@ import Testing
             #expect(
                 await eventually(within: .seconds(15)) { addresses(stub) == all.subtracting([retiredAddress]) },
                 "\(addresses(stub))\n\(cluster.peer(leader).log().suffix(1500))")
+            let shown = try cluster.peer(leader).peerctl(["config", "show"]).output
+            #expect(shown.contains("removed (their DNS records are taken away): \(retired)"), "\(shown)")
             // It still runs and serves locally: only the cluster let it go.
             #expect(try await cluster.nodes[cluster.names.firstIndex(of: retired)!].get("/").status == 200)
             for m in stub.mutations { #expect(m.after.contains { $0.name == Self.name }, "a write left no record: \(m)") }

@@ -99,9 +99,11 @@ extension ControlAPI.Members {
 
 extension ControlAPI.ClusterConfiguration {
     init(_ configuration: Configuration, pending: Configuration?) {
-        func members(_ c: Configuration) -> [Member] {
-            c.members.map { Member(name: $0.id.name, address: $0.address, role: $0.appNode ? "node" : "witness", publicAddress: $0.publicAddress) }
+        func members(_ list: [Configuration.Member]) -> [Member] {
+            list.map { Member(name: $0.id.name, address: $0.address, role: $0.appNode ? "node" : "witness", publicAddress: $0.publicAddress) }
         }
-        self.init(epoch: configuration.epoch, members: members(configuration), pendingEpoch: pending?.epoch, pendingMembers: pending.map(members))
+        self.init(
+            epoch: configuration.epoch, members: members(configuration.members), pendingEpoch: pending?.epoch,
+            pendingMembers: pending.map { members($0.members) }, removed: configuration.removed.map(members))
     }
 }
