@@ -10,10 +10,12 @@ extension ClusterState {
             // A suspect still serves: only a death (which a live member cannot fail to refute) removes a record.
             DNSMember(name: m.id.name, address: publicAddresses[m.id] ?? m.app.address, serving: m.status != .dead && m.app.healthy == true)
         }
-        // Members taken out of the cluster serve no more: their records go (known by the comment that names them,
-        // or by the public address they had — unless a member serves at that address now).
+        // Members taken out of the cluster, and witnesses (a node made one online), serve no more: their records go
+        // — known by the comment that names them, or by the public address the configuration gave them, unless an
+        // app node is at that address now.
         let addresses = Set(members.compactMap(\.address))
-        for gone in configuration?.removed ?? [] where !members.contains(where: { $0.name == gone.id.name }) {
+        let retired = (configuration?.removed ?? []) + (configuration?.members.filter { !$0.appNode } ?? [])
+        for gone in retired where !members.contains(where: { $0.name == gone.id.name }) {
             let address = gone.publicAddress.flatMap { addresses.contains($0) ? nil : $0 }
             members.append(DNSMember(name: gone.id.name, address: address, serving: false))
         }

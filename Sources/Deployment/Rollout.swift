@@ -139,7 +139,9 @@ public enum Rollout {
             return [.failed, .rolledBack, .waiting].contains(r.phase)
         }
         if let reason = intent.cancelled { return undone ? .cancelled(reason: reason) : .running }
-        if let (node, failure) = mine.first(where: { $0.value.phase == .failed }).map({ ($0.key, $0.value) }) {
+        // Only the intent's own nodes fail it: a node that joined after it began (and follows it, below) does not
+        // take the whole cluster back when its catch-up fails.
+        if let (node, failure) = mine.first(where: { $0.value.phase == .failed && intent.order.contains($0.key) }).map({ ($0.key, $0.value) }) {
             return undone ? .failed(node: node, reason: failure.reason ?? "failed") : .running
         }
         let skipped = { (name: String) in intent.skipDown == true && alive.map { !$0.contains(name) } == true }
@@ -155,7 +157,7 @@ public enum Rollout {
         doneSince: [String: Instant], downSince: [String: Instant]
     ) -> Decision {
         let mine = reports[me].flatMap { $0.intent == intent.id ? $0 : nil }
-        let failed = reports.first { $0.value.intent == intent.id && $0.value.phase == .failed }
+        let failed = reports.first { $0.value.intent == intent.id && $0.value.phase == .failed && intent.order.contains($0.key) }
 
         // A failure anywhere, or a cancellation: undo this node's part.
         let stop = intent.cancelled.map { "rollout cancelled: \($0)" } ?? failed.flatMap { $0.key == me ? nil : "rollout failed at \($0.key)" }
@@ -173,12 +175,13 @@ public enum Rollout {
         if let mine, [.done, .failed, .rolledBack].contains(mine.phase) {
             return .wait(report: mine.phase, why: "finished")
         }
-        guard let position = intent.order.firstIndex(of: me) else {
-            return .wait(report: .waiting, why: "not in this rollout's order")
-        }
-        // Our turn when every node of the batches before ours is done and has been for the settle time.
+        // Our turn when every node of the batches before ours is done and has been for the settle time. A node
+        // the intent does not name joined the cluster after it began (added online): it follows once every node
+        // of the intent is done and settled, and so serves what they serve.
         let batch = max(1, intent.parallel ?? 1)
-        for name in intent.order[..<(position / batch * batch)] {
+        let position = intent.order.firstIndex(of: me)
+        let before = position.map { intent.order[..<($0 / batch * batch)] } ?? intent.order[...]
+        for name in before {
             let report = reports[name].flatMap { $0.intent == intent.id ? $0 : nil }
             if report?.phase == .done {
                 let since = doneSince[name] ?? now
@@ -188,11 +191,11 @@ public enum Rollout {
                 continue
             }
             if !alive.contains(name), intent.skipDown == true { continue }  // it catches up when it is back
-            if !alive.contains(name), let since = downSince[name], now - since >= .milliseconds(intent.nodeTimeoutMs) {
+            if position != nil, !alive.contains(name), let since = downSince[name], now - since >= .milliseconds(intent.nodeTimeoutMs) {
                 // The whole rollout fails (and is undone) rather than leave the cluster half-updated.
                 return .report(.failed, reason: "\(name) was down for more than \(intent.nodeTimeoutMs / 1000) s before its turn")
             }
-            return .wait(report: .waiting, why: "waiting for \(name)")
+            return .wait(report: .waiting, why: position == nil ? "joined after this rollout began: waiting for \(name)" : "waiting for \(name)")
         }
         if mine?.phase == .swapping { return .wait(report: .swapping, why: "swapping") }
         return .swap(image: intent.image, report: .swapping)

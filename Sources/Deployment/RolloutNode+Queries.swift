@@ -2,10 +2,11 @@ import PeerCore
 
 /// What a node reads off the members' gossip: reports, the newest intent, whether one is replicated.
 extension RolloutNode {
-    /// Every node of the intent but this one has done its part (and there is at least one).
+    /// Every node of the intent but this one has done its part (and there is at least one). A node the intent
+    /// does not name (it joined after the rollout began) is behind once they all have.
     static func othersDone(_ intent: RolloutIntent, me: String, reports: [String: RolloutReport]) -> Bool {
         let others = intent.order.filter { $0 != me }
-        return intent.order.contains(me) && !others.isEmpty && others.allSatisfy { reports[$0]?.intent == intent.id && reports[$0]?.phase == .done }
+        return !others.isEmpty && others.allSatisfy { reports[$0]?.intent == intent.id && reports[$0]?.phase == .done }
     }
 
     /// Every member's report as gossiped, this node's own as it stands (its gossip may lag).

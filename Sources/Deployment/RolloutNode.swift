@@ -262,7 +262,11 @@ public struct RolloutNode: Sendable {
             fresh = false
             missed = report?.phase == .waiting && Self.othersDone(intent, me: me, reports: reports)
         }
-        if report?.intent == intent.id, [.done, .rolledBack, .failed].contains(report?.phase) { missed = false }
+        // Caught up, or (a node of the intent) back with the others. A node that joined after the intent began and
+        // could not catch up stays behind — out of DNS — rather than serve another version than the others.
+        if report?.intent == intent.id, report?.phase == .done || (intent.order.contains(me) && [.rolledBack, .failed].contains(report?.phase)) {
+            missed = false
+        }
         for member in view.members {
             if reports[member.name]?.intent == intent.id, reports[member.name]?.phase == .done {
                 if doneSince[member.name] == nil { doneSince[member.name] = now }

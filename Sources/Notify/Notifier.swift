@@ -17,6 +17,8 @@ public struct Notice: Sendable, Hashable, Codable {
         case deployRolledBack = "deploy-rolled-back"
         case certificateExpiring = "certificate-expiring"
         case configurationBehind = "configuration-behind"
+        /// A member taken out of the cluster's configuration lost its DNS record (planned: not urgent).
+        case memberRetired = "member-retired"
         case allUnhealthy = "all-unhealthy"
         case dnsError = "dns-error"
     }

@@ -89,6 +89,12 @@ import Testing
         // Its address taken by a member that serves: only the record its comment names can be its.
         state.members[0].app.address = "203.0.113.2"
         #expect(state.dnsView(now: .zero).members.contains(DNSMember(name: "web-2", address: nil, serving: false)))
+        // Made a witness online: it serves no app, and its record goes the same way.
+        var demoted = first.members
+        demoted[1].appNode = false
+        state.configuration = first.next(members: demoted, term: 4)
+        state.members[0].app.address = "203.0.113.1"
+        #expect(state.dnsView(now: .zero).members.contains(DNSMember(name: "web-2", address: "203.0.113.2", serving: false)))
         // Added again: a member, no longer removed.
         let back = without.next(members: first.members, term: 5)
         #expect(back.removed == nil && back.members == first.members)

@@ -78,6 +78,55 @@ import Testing
         }
     }
 
+    /// A node added online (`peerctl node add`) starts with no app: it takes up the rollout the others ran —
+    /// whether it joins after the rollout ended or while it runs — once every node of it is done, and is held out
+    /// of DNS (behind) until it serves the same image. The rollout's outcome never waits for it.
+    @Test func aNodeAddedOnlineServesWhatTheOthersServe() {
+        for seed in UInt64(0)..<Self.seeds {
+            var world = Self.world(size: 4, seed: seed)
+            world.crash("n4")
+            world.outside = ["n4"]
+            world.run(for: .seconds(3))
+            world.deploy(via: "n2")
+            // Half the seeds join it while the rollout runs, half after it ended.
+            if seed % 2 == 0 {
+                world.run(for: .milliseconds(300 + Int64(seed % 7) * 200))
+                world.join("n4")
+            }
+            world.run(for: .seconds(60)) { $0.clients[0].result != nil }
+            #expect(world.clients[0].result == true, "seed \(seed): \(world.clients[0])")
+            if seed % 2 == 1 { world.join("n4") }
+            world.run(for: .seconds(30)) { $0.serving["n4"] == "app:2" && $0.nodes["n4"]!.engine.swap == nil }
+            #expect(world.serving["n4"] == "app:2", "seed \(seed): n4 serves \(world.serving["n4"] ?? "-")")
+            #expect(world.names.allSatisfy { world.serving[$0] == "app:2" }, "seed \(seed): \(world.serving)")
+            #expect(world.nodes["n4"]!.rollout.missed == false, "seed \(seed): n4 still behind")
+            if seed % 2 == 1 { #expect(world.missedSeen.contains("n4"), "seed \(seed): n4 was never held back") }
+            #expect(world.violations.isEmpty, "seed \(seed): \(world.violations)")
+        }
+    }
+
+    /// A new node whose catch-up fails (its pulls fail) stays behind — out of DNS — and takes nobody back: the
+    /// others keep serving the new image.
+    @Test func aNewNodeThatCannotCatchUpTakesNobodyBack() {
+        for seed in UInt64(0)..<Self.seeds {
+            var world = Self.world(size: 4, seed: seed)
+            world.crash("n4")
+            world.outside = ["n4"]
+            world.failing = ["n4"]
+            world.run(for: .seconds(3))
+            world.deploy(via: "n1")
+            world.run(for: .seconds(60)) { $0.clients[0].result != nil }
+            #expect(world.clients[0].result == true, "seed \(seed): \(world.clients[0])")
+            world.join("n4")
+            world.run(for: .seconds(30)) { $0.nodes["n4"]!.rollout.report?.phase == .failed }
+            world.run(for: .seconds(5))
+            #expect(world.nodes["n4"]!.rollout.report?.phase == .failed, "seed \(seed): \(String(describing: world.nodes["n4"]!.rollout.report))")
+            #expect(["n1", "n2", "n3"].allSatisfy { world.serving[$0] == "app:2" }, "seed \(seed): \(world.serving)")
+            #expect(world.nodes["n4"]!.rollout.missed, "seed \(seed): n4 would serve another version in DNS")
+            #expect(world.violations.isEmpty, "seed \(seed): \(world.violations)")
+        }
+    }
+
     @Test func twoAtATime() {
         for seed in UInt64(0)..<Self.seeds {
             var world = Self.world(size: 5, seed: seed)

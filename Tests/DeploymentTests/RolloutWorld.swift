@@ -82,6 +82,10 @@ struct RolloutWorld {
     /// The most forward swaps seen at once, and whether any node was ever taken for behind while it served.
     var mostAtOnce = 0
     var missedSeen: Set<String> = []
+    /// Not members yet (added online later, ``join(_:)``): in no view, not running.
+    var outside: Set<String> = []
+    /// Nodes whose every swap fails (a pull that cannot succeed there).
+    var failing: Set<String> = []
 
     init(size: Int, seed: UInt64) {
         names = (1...size).map { "n\($0)" }
@@ -125,6 +129,13 @@ struct RolloutWorld {
             clients[p.client].answer = "leader crashed"
             return true
         }
+    }
+
+    /// Made a member online and started for the first time: no rollout state, no app (`none`).
+    mutating func join(_ name: String) {
+        outside.remove(name)
+        nodes[name] = Node(rollout: RolloutNode(me: name), engine: Engine(serving: "none"), announced: (nil, nil), startedAt: now)
+        nodes[name]!.term = lease?.term ?? 1
     }
 
     /// Back: the node's rollout state comes from its disk and what its engine serves, through the node's own
@@ -203,7 +214,7 @@ struct RolloutWorld {
 
     func view(of name: String) -> RolloutNode.View {
         let node = nodes[name]!
-        let members = names.map { other -> RolloutNode.Member in
+        let members = names.filter { !outside.contains($0) }.map { other -> RolloutNode.Member in
             if other == name {
                 return RolloutNode.Member(name: name, alive: true, intent: node.announced.intent, report: node.announced.report)
             }
@@ -271,7 +282,7 @@ struct RolloutWorld {
             // Swaps ending.
             if let swap = nodes[name]!.engine.swap, now >= swap.until {
                 nodes[name]!.engine.swap = nil
-                let ok = swap.swap.image != "bad"
+                let ok = swap.swap.image != "bad" && !failing.contains(name)
                 if ok { nodes[name]!.engine.serving = swap.swap.image }
                 var node = nodes[name]!
                 let directives = node.rollout.swapFinished(swap.swap, succeeded: ok, reason: ok ? nil : "health check never passed")
@@ -370,7 +381,8 @@ struct RolloutWorld {
             case .running: continue
             case .succeeded:
                 clients[index].result = true
-                let serving = names.map { nodes[$0]!.engine.serving }
+                // The intent's nodes (one that joined after it began follows it later).
+                let serving = intent.order.map { nodes[$0]!.engine.serving }
                 let movedOn = newestAccepted.map { $0.isNewer(than: intent) } ?? false
                 if !skipDown, !movedOn, serving.contains(where: { $0 != client.image }) {
                     violations.append("\(now): client \(index) told \(client.image) succeeded, nodes serve \(serving)")

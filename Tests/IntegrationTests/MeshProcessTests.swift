@@ -366,23 +366,33 @@ import Testing
         #expect(mesh.who("m1")?.voters == ["m1", "m2"])
     }
 
-    /// Watches who leads while a test runs: every node's `peerctl who`, over and over on a thread of its own. A node
-    /// that says it leads with `leaseRemainingMs` left holds the lease at least from the end of that call to the
-    /// call's start plus what was left; two nodes whose such spans overlap led at the same instant.
+    /// Watches who leads while a test runs: every node's `peerctl who`, round after round on a thread of its own.
+    /// A node seen leading under one term, then another node seen leading, then the first again under the same term
+    /// led all along (a term that lapsed cannot come back once voters promised a higher one): two leaders at once.
+    /// (A lease's remaining time is no proof: a leader that lets go — leaving the configuration — ends it early.)
     final class LeaderWatch: Sendable {
         struct Claim: CustomStringConvertible {
             var node: String
             var term: UInt64
-            var from: Date
-            var until: Date
-            var description: String { "\(node) (term \(term)) \(from.timeIntervalSince1970)…\(until.timeIntervalSince1970)" }
+            /// The call that saw it lead: started, answered.
+            var asked: Date
+            var answered: Date
+            var description: String { "\(node) (term \(term)) at \(asked.timeIntervalSince1970)" }
         }
         struct State {
             var nodes: [String] = []
+            /// Every lead seen, in order.
             var claims: [Claim] = []
-            var overlaps: [String] = []
+            /// Per node, the first and the latest call of its current run of leads under one term.
+            var runs: [String: (first: Claim, last: Claim)] = [:]
+            /// Closed runs: the node led at least from the first call's answer to the last call's start.
+            var spans: [(first: Claim, last: Claim)] = []
             var stopped = false
             var finished = false
+
+            mutating func close(_ node: String) {
+                if let run = runs.removeValue(forKey: node), run.last.asked > run.first.answered { spans.append(run) }
+            }
         }
         let state = Mutex(State())
         let dir: String
@@ -392,6 +402,7 @@ import Testing
             Thread.detachNewThread { [self] in
                 while !state.withLock({ $0.stopped }) {
                     for node in state.withLock({ $0.nodes }) { observe(node) }
+                    Thread.sleep(forTimeInterval: 0.05)
                 }
                 state.withLock { $0.finished = true }
             }
@@ -401,27 +412,41 @@ import Testing
 
         private func observe(_ node: String) {
             let asked = Date()
-            guard
-                let result = try? Shell.run(
-                    PeerdProcess.binDirectory + "/peerctl", ["who", "--config", "\(dir)/\(node)/peer.yml", "--json"]),
-                result.status == 0, let who = try? ControlAPI.decoder.decode(ControlAPI.Who.self, from: Data(result.output.utf8)),
-                who.thisNodeLeads, let term = who.term, let left = who.leaseRemainingMs
-            else { return }
-            let claim = Claim(node: node, term: term, from: Date(), until: asked.addingTimeInterval(Double(left) / 1000))
-            guard claim.from < claim.until else { return }
+            let who = (try? Shell.run(PeerdProcess.binDirectory + "/peerctl", ["who", "--config", "\(dir)/\(node)/peer.yml", "--json"]))
+                .flatMap { $0.status == 0 ? try? ControlAPI.decoder.decode(ControlAPI.Who.self, from: Data($0.output.utf8)) : nil }
             state.withLock { state in
-                for other in state.claims.suffix(200) where other.node != node && other.from < claim.until && claim.from < other.until {
-                    state.overlaps.append("\(other) and \(claim)")
-                }
+                guard let who, who.thisNodeLeads, let term = who.term else { return state.close(node) }
+                let claim = Claim(node: node, term: term, asked: asked, answered: Date())
                 state.claims.append(claim)
+                if let run = state.runs[node], run.first.term == term {
+                    state.runs[node] = (run.first, claim)
+                } else {
+                    state.close(node)
+                    state.runs[node] = (claim, claim)
+                }
             }
         }
 
-        /// Stops watching; what it saw: every lead it observed, and any two at once.
+        /// Stops watching (idempotent).
+        func cancel() { state.withLock { $0.stopped = true } }
+
+        /// Stops watching; what it saw: every lead, and any two nodes that led at once.
         func stop() async -> (claims: [Claim], overlaps: [String]) {
-            state.withLock { $0.stopped = true }
+            cancel()
             _ = await TestBed.eventually(within: .seconds(10)) { state.withLock { $0.finished } }
-            return state.withLock { ($0.claims, $0.overlaps) }
+            return state.withLock { state in
+                for node in state.runs.keys { state.close(node) }
+                var overlaps: [String] = []
+                for (i, a) in state.spans.enumerated() {
+                    for b in state.spans[(i + 1)...] where a.first.node != b.first.node {
+                        // Both surely led over their spans; spans that meet overlap.
+                        if a.first.answered < b.last.asked && b.first.answered < a.last.asked {
+                            overlaps.append("\(a.first)…\(a.last) and \(b.first)…\(b.last)")
+                        }
+                    }
+                }
+                return (state.claims, overlaps)
+            }
         }
     }
 
@@ -434,6 +459,7 @@ import Testing
         let mesh = try Mesh(size: 1)
         defer { mesh.down() }
         let watch = LeaderWatch(dir: mesh.dir)
+        defer { watch.cancel() }
         watch.watch("m1")
         func peerctl(_ arguments: [String]) throws -> Shell.Result { try Shell.run(PeerdProcess.binDirectory + "/peerctl", arguments) }
         func on(_ node: String) -> [String] { ["--config", "\(mesh.dir)/\(node)/peer.yml"] }
@@ -492,6 +518,7 @@ import Testing
         #expect(
             await eventually(within: .seconds(15)) { ["m4", "m5"].contains { (mesh.who($0)?.promisedTerm ?? 0) > 0 } },
             "the new nodes never campaigned")
+        #expect(await eventually(within: .seconds(10)) { leader(among: three) != nil })
         let first = try #require(leader(among: three))
         let changed = Date()
         let fourth = try peerctl(["node", "add", "m4", "--address", Self.prefix + "4", "--member-only"] + on(first))
@@ -504,13 +531,14 @@ import Testing
         let rest = four.filter { $0 != first }
         #expect(await eventually(within: .seconds(15)) { leader(among: rest).map { $0 != first } == true }, "no leader without \(first)")
         let second = try #require(leader(among: rest))
+        let fifthAdded = Date()
         let fifth = try peerctl(["node", "add", "m5", "--address", Self.prefix + "5", "--member-only"] + on(second))
         #expect(fifth.status == 0 && fifth.output.contains("epoch 5 (m1, m2, m3, m4, m5)"), "\(fifth.output)")
         try mesh.start(first)
         #expect(
             await eventually(within: .seconds(20)) { aliveEverywhere(five) && five.allSatisfy { epoch($0) == "epoch 5" } },
             "\(five.map { "\($0): \(epoch($0) ?? "-")" })")
-        #expect(leader(among: five) != nil)
+        #expect(await eventually(within: .seconds(10)) { leader(among: five) != nil })
 
         // 5 → 3: two removals, asked on a node that stays.
         for (gone, at) in [("m5", "epoch 6"), ("m4", "epoch 7")] {
@@ -525,7 +553,7 @@ import Testing
         let (claims, overlaps) = await watch.stop()
         #expect(overlaps.isEmpty, "two leaders at once: \(overlaps.prefix(3))")
         #expect(Set(claims.map(\.node)).count >= 2, "leaders seen: \(claims.map(\.node))")
-        let early = claims.filter { ["m4", "m5"].contains($0.node) && $0.from < changed }
+        let early = claims.filter { ($0.node == "m4" && $0.asked < changed) || ($0.node == "m5" && $0.asked < fifthAdded) }
         #expect(early.isEmpty, "a node led before it was a member: \(early.prefix(3))")
     }
 

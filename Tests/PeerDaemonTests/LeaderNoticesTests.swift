@@ -85,6 +85,11 @@ import Testing
         #expect(told(cluster(leading: 3, theirs: "epoch-2"), at: 60) == ["configuration/web-2/epoch-2/epoch-3"])
         #expect(told(cluster(leading: 3, theirs: "epoch-2"), at: 200).isEmpty, "told twice")
         #expect(LeaderNotices.nextConfigurationCheck(lagging) == nil)
+        // The cluster moves on without it: another pair, told again once it has lasted.
+        var further = cluster(leading: 3, theirs: "epoch-2")
+        further.members[0].app.configuration = "epoch-4"
+        #expect(told(further, at: 210).isEmpty)
+        #expect(told(further, at: 240) == ["configuration/web-2/epoch-2/epoch-4"])
         // Dead members and followers tell nothing.
         lagging = [:]
         #expect(told(cluster(leading: 3, theirs: "epoch-1", status: .dead), at: 0).isEmpty)

@@ -55,6 +55,7 @@ enum LeaderNotices {
     /// A member that announces another configuration than the leader's, since when, and whether it was told.
     struct Lag: Equatable {
         var theirs: String
+        var ours: String
         var since: Instant
         var told = false
     }
@@ -78,7 +79,7 @@ enum LeaderNotices {
         var next: [MemberID: Lag] = [:]
         for member in state.members where member.id != state.me && member.status != .dead {
             guard let theirs = member.app.configuration, theirs != ours else { continue }
-            var lag = lagging[member.id].flatMap { $0.theirs == theirs ? $0 : nil } ?? Lag(theirs: theirs, since: now)
+            var lag = lagging[member.id].flatMap { $0.theirs == theirs && $0.ours == ours ? $0 : nil } ?? Lag(theirs: theirs, ours: ours, since: now)
             if !lag.told, now - lag.since >= configurationPatience {
                 lag.told = true
                 let who = member.id.name

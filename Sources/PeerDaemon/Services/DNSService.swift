@@ -156,10 +156,17 @@ actor DNSService: Service {
             logger.info(
                 "DNS record removed",
                 metadata: ["dns.name": "\(name)", "dns.content": "\(record.content)", "member.name": "\(member)", "lease.term": "\(term)"])
+            // Taken out of the cluster (peerctl node remove, or made a witness): planned, nobody to wake.
+            let configuration = cluster.current.configuration
+            let retired =
+                configuration?.removed?.contains { $0.id.name == member } == true
+                || configuration?.member(MemberID(member)).map { !$0.appNode } == true
             await notices?.post(
                 Notice(
-                    kind: .nodeRemoved, title: "\(member) removed from \(name)",
-                    body: "\(member) (\(record.content)) is down or unhealthy; its DNS record was removed.",
+                    kind: retired ? .memberRetired : .nodeRemoved, title: "\(member) removed from \(name)",
+                    body: retired
+                        ? "\(member) (\(record.content)) no longer serves the app in the cluster's configuration; its DNS record was removed."
+                        : "\(member) (\(record.content)) is down or unhealthy; its DNS record was removed.",
                     key: "removed/\(record.content)/\(record.id)"))
         case .restored(let member, let record, let term):
             logger.info(

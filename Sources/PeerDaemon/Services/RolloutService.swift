@@ -204,7 +204,7 @@ public actor RolloutService: Service {
         var record: DeployRecord?
         do {
             // The intent's image came over the network: it enters the domain here.
-            let (_, events) = try await engine.submit(.deploy, image: try ImageReference(parsing: swap.image))
+            let (_, events) = try await submit(try ImageReference(parsing: swap.image))
             for await event in events {
                 switch event {
                 case .result(let finished): record = finished
@@ -220,6 +220,28 @@ public actor RolloutService: Service {
         let ok = record?.result == .succeeded
         await carryOut(node.swapFinished(swap, succeeded: ok, reason: record?.reason ?? (record == nil ? "the swap did not start" : nil)))
         notifyWatchers()
+    }
+
+    /// Hands the swap to the engine — which may be busy for a moment: starting (a new node restoring the image its
+    /// config names), or a deploy asked on this node. The swap waits for it (at most a minute) rather than fail the
+    /// rollout for the whole cluster.
+    private func submit(_ image: ImageReference) async throws -> (String, AsyncStream<DeployEvent>) {
+        let deadline = clock.now() + .seconds(60)
+        var waiting = false
+        while true {
+            let reason: String
+            do {
+                return try await engine.submit(.deploy, image: image)
+            } catch let error as NodeEngine.Busy where clock.now() < deadline {
+                reason = error.description
+            } catch let error as NodeEngine.Refused where clock.now() < deadline {
+                guard await engine.startingReason != nil else { throw error }
+                reason = error.description
+            }
+            if !waiting { logger.info("rollout swap waits for the engine", metadata: ["reason": "\(reason)"]) }
+            waiting = true
+            try await clock.sleep(for: .milliseconds(250))
+        }
     }
 
     /// Carries out the node's directives in order. A persist that fails keeps back the announcements after
