@@ -14,8 +14,7 @@ extension ClusterState {
         // — known by the comment that names them, or by the public address the configuration gave them, unless an
         // app node is at that address now.
         let addresses = Set(members.compactMap(\.address))
-        let retired = (configuration?.removed ?? []) + (configuration?.members.filter { !$0.appNode } ?? [])
-        for gone in retired where !members.contains(where: { $0.name == gone.id.name }) {
+        for gone in configuration?.withoutApp ?? [] where !members.contains(where: { $0.name == gone.id.name }) {
             let address = gone.publicAddress.flatMap { addresses.contains($0) ? nil : $0 }
             members.append(DNSMember(name: gone.id.name, address: address, serving: false))
         }

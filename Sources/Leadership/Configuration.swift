@@ -70,6 +70,10 @@ public struct Configuration: Sendable, Hashable, Codable {
         return Configuration(epoch: epoch + 1, term: term, members: members, removed: gone)
     }
 
+    /// The members that run no app in this configuration: those changes took out, and its witnesses (a node made one
+    /// online included). Whatever DNS record one of them has is the leader's to take away.
+    public var withoutApp: [Member] { (removed ?? []) + members.filter { !$0.appNode } }
+
     /// A cluster's first configuration: the member list every node was set up with.
     public static func initial(_ members: [Member]) -> Configuration {
         Configuration(epoch: Position.initial.epoch, term: Position.initial.term, members: members)

@@ -84,8 +84,7 @@ import Testing
     @Test func aNodeAddedOnlineServesWhatTheOthersServe() {
         for seed in UInt64(0)..<Self.seeds {
             var world = Self.world(size: 4, seed: seed)
-            world.crash("n4")
-            world.outside = ["n4"]
+            world.keepOut("n4")
             world.run(for: .seconds(3))
             world.deploy(via: "n2")
             // Half the seeds join it while the rollout runs, half after it ended.
@@ -110,8 +109,7 @@ import Testing
     @Test func aNewNodeThatCannotCatchUpTakesNobodyBack() {
         for seed in UInt64(0)..<Self.seeds {
             var world = Self.world(size: 4, seed: seed)
-            world.crash("n4")
-            world.outside = ["n4"]
+            world.keepOut("n4")
             world.failing = ["n4"]
             world.run(for: .seconds(3))
             world.deploy(via: "n1")

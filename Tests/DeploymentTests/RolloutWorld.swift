@@ -131,6 +131,12 @@ struct RolloutWorld {
         }
     }
 
+    /// Not a member yet (down, in no view) until ``join(_:)``.
+    mutating func keepOut(_ name: String) {
+        crash(name)
+        outside.insert(name)
+    }
+
     /// Made a member online and started for the first time: no rollout state, no app (`none`).
     mutating func join(_ name: String) {
         outside.remove(name)

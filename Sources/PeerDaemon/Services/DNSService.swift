@@ -157,10 +157,7 @@ actor DNSService: Service {
                 "DNS record removed",
                 metadata: ["dns.name": "\(name)", "dns.content": "\(record.content)", "member.name": "\(member)", "lease.term": "\(term)"])
             // Taken out of the cluster (peerctl node remove, or made a witness): planned, nobody to wake.
-            let configuration = cluster.current.configuration
-            let retired =
-                configuration?.removed?.contains { $0.id.name == member } == true
-                || configuration?.member(MemberID(member)).map { !$0.appNode } == true
+            let retired = cluster.current.configuration?.withoutApp.contains { $0.id.name == member } == true
             await notices?.post(
                 Notice(
                     kind: retired ? .memberRetired : .nodeRemoved, title: "\(member) removed from \(name)",
